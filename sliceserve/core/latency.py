@@ -1,0 +1,176 @@
+"""Latency model: decode iteration time l(k, ctx) and prefill time p(n).
+
+l(k, ctx) = table[k] + ctx_coef_s * k * ctx   (table: measured per batch size; linear past its end)
+p(n)      = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2
+A mixed iteration costs l(k, ctx) + p(n) (the sum, as SLICE.md allows to start with).
+Built from profiles (JSON), fitted by least squares from measured samples, refined online by EWMA.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class IterationSample:
+    num_decode: int
+    decode_ctx: float          # mean context length of the decoding requests
+    prefill_tokens: int
+    seconds: float
+    prefill_ctx: float = 0.0   # mean tokens already cached before each prefill chunk (for richer models)
+
+
+@dataclass(slots=True)
+class LatencyModel:
+    decode_table_s: list[float]
+    ctx_coef_s: float = 0.0
+    prefill_base_s: float = 0.0
+    prefill_per_token_s: float = 0.0
+    prefill_quad_s: float = 0.0
+    name: str = "custom"
+    notes: str = ""
+    ewma_alpha: float = field(default=0.2)
+
+    def __post_init__(self) -> None:
+        if not self.decode_table_s:
+            raise ValueError("latency model needs at least one decode time (batch size 1)")
+        if any(not (math.isfinite(t) and t > 0) for t in self.decode_table_s):
+            raise ValueError("decode times must be positive seconds")
+        self.decode_table_s = [float(t) for t in self.decode_table_s]
+
+    # --- prediction ----------------------------------------------------------------------------------
+    def decode_time(self, k: int, ctx: float = 0.0) -> float:
+        """Seconds for one decode iteration of k requests whose mean context is `ctx` tokens."""
+        if k <= 0:
+            return 0.0
+        table = self.decode_table_s
+        if k <= len(table):
+            base = table[k - 1]
+        else:
+            slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
+            base = table[-1] + slope * (k - len(table))
+        return base + self.ctx_coef_s * k * ctx
+
+    def prefill_time(self, n: int) -> float:
+        if n <= 0:
+            return 0.0
+        return self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
+
+    def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int) -> float:
+        return self.decode_time(num_decode, decode_ctx) + self.prefill_time(prefill_tokens)
+
+    # --- online refinement ---------------------------------------------------------------------------
+    def observe(self, sample: IterationSample) -> None:
+        """EWMA update from one measured iteration: decode-only ones refine the table entry of their batch
+        size, prefill-only ones the per-token prefill cost. Mixed ones are left out (their split is unknown)."""
+        a = self.ewma_alpha
+        if sample.prefill_tokens == 0 and sample.num_decode > 0:
+            k = sample.num_decode
+            table = self.decode_table_s
+            while len(table) < k:  # grow by extrapolation so the entry exists
+                table.append(self.decode_time(len(table) + 1, 0.0))
+            measured = max(1e-6, sample.seconds - self.ctx_coef_s * k * sample.decode_ctx)
+            table[k - 1] += a * (measured - table[k - 1])
+        elif sample.num_decode == 0 and sample.prefill_tokens > 0:
+            n = sample.prefill_tokens
+            predicted = self.prefill_time(n)
+            if predicted > 0:
+                ratio = 1.0 + a * (sample.seconds / predicted - 1.0)
+                self.prefill_base_s *= ratio
+                self.prefill_per_token_s *= ratio
+                self.prefill_quad_s *= ratio
+
+    # --- fitting -------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, samples: Iterable[IterationSample], name: str = "fitted", notes: str = "") -> "LatencyModel":
+        """Least squares: decode-only samples give one level per batch size plus a shared context slope;
+        prefill-only samples give the quadratic p(n)."""
+        samples = list(samples)
+        decode = [s for s in samples if s.prefill_tokens == 0 and s.num_decode > 0]
+        prefill = [s for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
+        if not decode:
+            raise ValueError("cannot fit a latency model without decode-only samples")
+        max_k = max(s.num_decode for s in decode)
+        ks = sorted({s.num_decode for s in decode})
+        col = {k: i for i, k in enumerate(ks)}
+        x = np.zeros((len(decode), len(ks) + 1))
+        y = np.array([s.seconds for s in decode])
+        for row, s in enumerate(decode):
+            x[row, col[s.num_decode]] = 1.0
+            x[row, -1] = s.num_decode * s.decode_ctx
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        ctx_coef = max(0.0, float(coef[-1]))
+        levels = {k: max(1e-6, float(coef[col[k]])) for k in ks}
+        # Batch sizes never measured are interpolated between their measured neighbours.
+        table = [float(np.interp(k, ks, [levels[j] for j in ks])) for k in range(1, max_k + 1)]
+        base = per_tok = quad = 0.0
+        if prefill:
+            n = np.array([s.prefill_tokens for s in prefill], dtype=float)
+            feats = np.stack([np.ones_like(n), n, n * n], axis=1) if len(set(n)) >= 3 else np.stack(
+                [np.ones_like(n), n], axis=1)
+            pc, *_ = np.linalg.lstsq(feats, np.array([s.seconds for s in prefill]), rcond=None)
+            base, per_tok = max(0.0, float(pc[0])), max(1e-9, float(pc[1]))
+            quad = max(0.0, float(pc[2])) if len(pc) > 2 else 0.0
+        return cls(table, ctx_coef, base, per_tok, quad, name=name, notes=notes)
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def copy(self) -> "LatencyModel":
+        return LatencyModel(**{**asdict(self), "decode_table_s": list(self.decode_table_s)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LatencyModel":
+        known = {"decode_table_s", "ctx_coef_s", "prefill_base_s", "prefill_per_token_s", "prefill_quad_s",
+                 "name", "notes", "ewma_alpha"}
+        unknown = sorted(set(data) - known - {"samples", "device"})
+        if unknown:
+            raise ValueError(f"latency profile has unknown field(s): {', '.join(unknown)}")
+        if "decode_table_s" not in data:
+            raise ValueError("latency profile lacks decode_table_s")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        Path(path).write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyModel":
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"latency profile file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"latency profile {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"latency profile {path} must be a JSON object")
+        return cls.from_dict(data)
+
+
+# The SLICE reference code's measured decode iterations on an RTX 4060 Ti with ChatGLM2-6B-INT4,
+# batch sizes 1..15 (SLICE.md, from arXiv 2510.18544's code). The paper gives no prefill numbers: we
+# assume 20 ms fixed plus 0.25 ms per prompt token (~4,000 tokens/s, typical of a 6B INT4 model on that
+# GPU class) and no context term. Both are assumptions, not measurements.
+_PAPER_4060TI_MS = [14, 27, 38, 50, 60, 72, 83, 125, 126, 123, 124, 125, 126, 123, 124]
+
+BUILTIN_PROFILES: dict[str, LatencyModel] = {
+    "paper-4060ti": LatencyModel(
+        [ms / 1e3 for ms in _PAPER_4060TI_MS], 0.0, 0.020, 0.00025, 0.0, name="paper-4060ti",
+        notes="SLICE reference decode table (RTX 4060 Ti, ChatGLM2-6B-INT4); prefill 20 ms + 0.25 ms/token assumed",
+    ),
+}
+
+
+def load_profile(name_or_path: str) -> LatencyModel:
+    """A built-in profile by name, or a JSON file written by `sliceserve profile`."""
+    if name_or_path in BUILTIN_PROFILES:
+        return BUILTIN_PROFILES[name_or_path].copy()
+    if name_or_path.endswith(".json") or Path(name_or_path).exists():
+        return LatencyModel.load(name_or_path)
+    raise ValueError(f"unknown latency profile {name_or_path!r}; built-in: {', '.join(BUILTIN_PROFILES)}, "
+                     "or a JSON file from `sliceserve profile`")

@@ -1,0 +1,55 @@
+"""The contract between the scheduler and an executor: two plain dataclasses.
+
+The scheduler alone changes request state. An executor reads a SchedulerOutput (and the requests it names,
+read-only) and returns a ModelOutput.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from sliceserve.request import Request
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    # req_id -> tokens to compute this iteration, starting at request.num_computed_tokens: a prompt chunk,
+    # or a recompute after preemption. When a chunk reaches the end of the request's tokens, it samples.
+    prefill: dict[str, int] = field(default_factory=dict)
+    # Requests that feed their last token and sample the next one.
+    decode: list[str] = field(default_factory=list)
+    # Requests whose KV was dropped this step (recompute preemption): executors forget their state.
+    preempted: list[str] = field(default_factory=list)
+    # Requests that ended since the last step: executors free their per-request state.
+    finished: list[str] = field(default_factory=list)
+    # Read-only view of every scheduled request (tokens, positions, sampling params).
+    requests: Mapping[str, Request] = field(default_factory=dict)
+    # req_id -> KV block ids, for every scheduled request.
+    block_tables: Mapping[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.prefill and not self.decode
+
+    @property
+    def num_scheduled_tokens(self) -> int:
+        return sum(self.prefill.values()) + len(self.decode)
+
+    def samples(self, req_id: str) -> bool:
+        """Whether this iteration yields a token for `req_id`."""
+        if req_id in self.prefill:
+            req = self.requests[req_id]
+            return req.num_computed_tokens + self.prefill[req_id] >= req.num_tokens
+        return req_id in self.requests
+
+
+@dataclass(slots=True)
+class ModelOutput:
+    # req_id -> sampled token id, for every request whose computation reached its end this iteration.
+    sampled: dict[str, int] = field(default_factory=dict)
+    # Measured (or, in simulation, modelled) seconds the iteration took.
+    elapsed_s: float = 0.0
+    # Requests whose sampled token completed a stop string (the executor detokenises; the scheduler can't).
+    stopped: set[str] = field(default_factory=set)
+    # req_id -> message, for requests this iteration failed on. They end with FinishReason.ERROR.
+    errors: dict[str, str] = field(default_factory=dict)

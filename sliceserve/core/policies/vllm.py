@@ -1,0 +1,61 @@
+"""vLLM-style scheduling (Kwon et al., SOSP'23; vLLM v1's scheduler): the practical default.
+
+- Running requests first, in order: each gets what it still needs (1 token for a decode, a chunk of the
+  prompt otherwise) within the per-iteration token budget `max_num_batched_tokens` (chunked prefill).
+- Then waiting requests, FCFS (`vllm_mode="fcfs"`) or by (priority, arrival) (`vllm_mode="priority"`),
+  until the budget or `max_num_seqs` runs out. Waiting requests are not admitted in an iteration that
+  had to preempt (memory is short).
+- When KV runs out, preempt by recompute: the newest running request (fcfs), or the one with the largest
+  (priority, arrival) (priority mode), chosen among those not yet in this iteration's batch.
+"""
+from __future__ import annotations
+
+from sliceserve.core.policies import register
+from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.request import Request
+
+
+@register("vllm")
+class VLLMScheduler(Scheduler):
+    def _waiting_head(self) -> Request:
+        if self.config.vllm_mode == "priority":
+            return min(self.waiting, key=lambda r: (r.priority, r.arrival_s))
+        return self.waiting[0]
+
+    def _victim(self, candidates: list[Request]) -> Request:
+        if self.config.vllm_mode == "priority":
+            return max(candidates, key=lambda r: (r.priority, r.arrival_s))
+        return candidates[-1]
+
+    def plan(self, now: float) -> Batch:
+        batch = Batch()
+        budget = self.config.max_num_batched_tokens
+        preempted = False
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            n = min(req.num_uncomputed_tokens, budget)
+            while not self.reserve(req, req.num_computed_tokens + n):
+                victim = self._victim(self.running[i:])
+                self.preempt_recompute(victim)
+                preempted = True
+                if victim is req:
+                    break
+            else:
+                if req.is_prefilling:
+                    batch.add_prefill(req, n)
+                else:
+                    batch.add_decode(req)
+                budget -= n
+                i += 1
+        if preempted:
+            return batch
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self._waiting_head()
+            n = min(req.num_uncomputed_tokens, budget)
+            if not self.reserve(req, req.num_computed_tokens + n):
+                break
+            self.start(req)
+            batch.add_prefill(req, n) if req.is_prefilling else batch.add_decode(req)
+            budget -= n
+        return batch

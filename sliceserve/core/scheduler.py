@@ -1,0 +1,227 @@
+"""Shared scheduler bookkeeping. A policy subclasses `Scheduler` and implements `plan(now)`.
+
+The base class owns queues, the KV allocator, admission checks, aborts, and `update()`, which is the only
+place request state advances after an iteration. Policies decide *which* requests compute *how many*
+tokens; they never touch tokens or timings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.kv_cache import KVBlockAllocator
+from sliceserve.core.latency import IterationSample, LatencyModel
+from sliceserve.core.outputs import ModelOutput, SchedulerOutput
+from sliceserve.request import FinishReason, Request, RequestStatus
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a policy's `plan` returns: prompt/recompute chunks and decodes for one iteration."""
+
+    prefill: dict[str, int] = field(default_factory=dict)
+    decode: list[str] = field(default_factory=list)
+    num_tokens: int = 0
+
+    def add_prefill(self, req: Request, n: int) -> None:
+        self.prefill[req.req_id] = n
+        self.num_tokens += n
+
+    def add_decode(self, req: Request) -> None:
+        self.decode.append(req.req_id)
+        self.num_tokens += 1
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.prefill) + len(self.decode)
+
+
+class Scheduler:
+    name = "base"
+
+    def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
+        self.config = config.validate()
+        self.latency = latency
+        self.kv = KVBlockAllocator(config.num_kv_blocks, config.block_size)
+        self.requests: dict[str, Request] = {}   # every unfinished request
+        self.waiting: list[Request] = []          # no KV: new, or preempted by recompute
+        self.running: list[Request] = []          # holding KV (RUNNING or PAUSED)
+        self._preempted: list[str] = []
+        self._finished: list[str] = []
+        self.num_preemptions = 0
+        self.num_violation_risks = 0
+
+    # --- requests in and out ---------------------------------------------------------------------------
+    def admission_error(self, req: Request) -> str | None:
+        """Why `req` can never run on this configuration, or None."""
+        if req.num_prompt_tokens == 0:
+            return "prompt is empty"
+        if req.max_total_tokens > self.config.max_model_len:
+            return (f"prompt ({req.num_prompt_tokens} tokens) plus max_tokens ({req.max_tokens}) exceeds "
+                    f"max_model_len {self.config.max_model_len}")
+        if self.kv.blocks_for(req.max_total_tokens) > self.kv.num_blocks:
+            return (f"request needs {self.kv.blocks_for(req.max_total_tokens)} KV blocks but the cache has "
+                    f"{self.kv.num_blocks}")
+        if self.config.max_waiting and len(self.waiting) >= self.config.max_waiting:
+            return f"waiting queue is full ({self.config.max_waiting} requests)"
+        return None
+
+    def add_request(self, req: Request, now: float) -> bool:
+        """Admit `req` or reject it (status FINISHED, reason REJECTED, `error` says why)."""
+        if req.req_id in self.requests:
+            raise ValueError(f"duplicate request id {req.req_id!r}")
+        error = self.admission_error(req)
+        if error is not None:
+            req.status, req.finish_reason, req.error, req.finished_s = (
+                RequestStatus.FINISHED, FinishReason.REJECTED, error, now)
+            return False
+        req.status = RequestStatus.WAITING
+        self.requests[req.req_id] = req
+        self.waiting.append(req)
+        self.on_arrival(req, now)
+        return True
+
+    def abort(self, req_id: str, now: float, reason: FinishReason = FinishReason.ABORT,
+              error: str | None = None) -> Request | None:
+        req = self.requests.get(req_id)
+        if req is None:
+            return None
+        self._finish(req, reason, now)
+        req.error = error
+        return req
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting) + sum(r.status is RequestStatus.PAUSED for r in self.running)
+
+    @property
+    def num_running(self) -> int:
+        return sum(r.status is RequestStatus.RUNNING for r in self.running)
+
+    # --- one iteration ---------------------------------------------------------------------------------
+    def schedule(self, now: float) -> SchedulerOutput:
+        batch = self.plan(now)
+        reqs = self.requests
+        scheduled = {rid: reqs[rid] for rid in batch.prefill}
+        for rid in batch.decode:
+            scheduled[rid] = reqs[rid]
+        for req in scheduled.values():
+            if req.first_scheduled_s is None:
+                req.first_scheduled_s = now
+            assert self.kv.num_blocks_held(req.req_id) * self.kv.block_size >= req.num_computed_tokens + (
+                batch.prefill.get(req.req_id, 1)), f"{req.req_id} scheduled without KV"
+        out = SchedulerOutput(
+            prefill=batch.prefill, decode=batch.decode, preempted=self._preempted, finished=self._finished,
+            requests=scheduled, block_tables={rid: self.kv.block_table(rid) for rid in scheduled},
+        )
+        self._preempted, self._finished = [], []
+        return out
+
+    def update(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> list[Request]:
+        """Advance every scheduled request by what the executor did; returns the requests that ended.
+        `now` is when the iteration finished (token timestamps)."""
+        ended: list[Request] = []
+        for rid, message in result.errors.items():
+            req = self.requests.get(rid)
+            if req is not None:
+                self._finish(req, FinishReason.ERROR, now)
+                req.error = message
+                ended.append(req)
+        for rid, n in sched.prefill.items():
+            req = self.requests.get(rid)
+            if req is not None:
+                req.num_computed_tokens += n
+        for rid in sched.decode:
+            req = self.requests.get(rid)
+            if req is not None:
+                req.num_computed_tokens += 1
+        for rid, token in result.sampled.items():
+            req = self.requests.get(rid)
+            if req is None:
+                continue  # aborted while the iteration ran
+            req.output_token_ids.append(token)
+            req.token_times_s.append(now)
+            reason = self._stop_reason(req, token, rid in result.stopped)
+            if reason is not None:
+                self._finish(req, reason, now)
+                ended.append(req)
+        self.observe_iteration(sched, result, now)
+        for req in ended:
+            self.on_finish(req, now)
+        return ended
+
+    def _stop_reason(self, req: Request, token: int, stop_string: bool) -> FinishReason | None:
+        params = req.sampling_params
+        if stop_string or token in params.stop_token_ids:
+            return FinishReason.STOP
+        if not params.ignore_eos and req.eos_token_id is not None and token == req.eos_token_id:
+            return FinishReason.STOP
+        if len(req.output_token_ids) >= params.max_tokens:
+            return FinishReason.LENGTH
+        return None
+
+    def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
+        """Feed the measured iteration time to the latency model (policies may extend)."""
+        if result.elapsed_s <= 0 or not sched.requests:
+            return
+        num_decode = len(sched.decode)
+        ctx = (sum(sched.requests[r].num_computed_tokens for r in sched.decode) / num_decode) if num_decode else 0.0
+        self.latency.observe(IterationSample(num_decode, ctx, sum(sched.prefill.values()), result.elapsed_s))
+
+    # --- policy interface ------------------------------------------------------------------------------
+    def plan(self, now: float) -> Batch:
+        raise NotImplementedError
+
+    def on_arrival(self, req: Request, now: float) -> None:
+        """Hook: a request was admitted."""
+
+    def on_finish(self, req: Request, now: float) -> None:
+        """Hook: a request ended (any reason)."""
+
+    # --- helpers for policies --------------------------------------------------------------------------
+    def reserve(self, req: Request, num_tokens: int) -> bool:
+        """Make sure `req` holds KV for `num_tokens` tokens in total."""
+        return self.kv.allocate(req.req_id, num_tokens)
+
+    def start(self, req: Request) -> None:
+        """Waiting -> running (the caller has reserved its KV)."""
+        self.waiting.remove(req)
+        req.status = RequestStatus.RUNNING
+        self.running.append(req)
+
+    def pause(self, req: Request) -> None:
+        """Implicit preemption: out of the batch, KV kept."""
+        if req.status is RequestStatus.RUNNING:
+            req.status = RequestStatus.PAUSED
+            self.num_preemptions += 1
+            req.num_preemptions += 1
+
+    def resume(self, req: Request) -> None:
+        req.status = RequestStatus.RUNNING
+
+    def preempt_recompute(self, req: Request, front: bool = True) -> None:
+        """Drop `req`'s KV; it rejoins the waiting queue and recomputes prompt + output so far."""
+        self.running.remove(req)
+        self.kv.free(req.req_id)
+        req.num_computed_tokens = 0
+        req.status = RequestStatus.WAITING
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self._preempted.append(req.req_id)
+        if front:
+            self.waiting.insert(0, req)
+        else:
+            self.waiting.append(req)
+
+    def _finish(self, req: Request, reason: FinishReason, now: float) -> None:
+        if req.status is RequestStatus.WAITING:
+            self.waiting.remove(req)
+        else:
+            self.running.remove(req)
+        self.kv.free(req.req_id)
+        req.status, req.finish_reason, req.finished_s = RequestStatus.FINISHED, reason, now
+        del self.requests[req.req_id]
+        self._finished.append(req.req_id)

@@ -1,0 +1,1 @@
+"""Execution: the Executor protocol, EngineCore (schedule -> execute -> update), and front ends."""

@@ -1,0 +1,122 @@
+"""A request's life: what was asked, what the scheduler decided so far, and when each token came."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from sliceserve.slo import SLO
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"        # not started, or preempted by recompute (KV dropped)
+    RUNNING = "running"        # holds KV and is eligible for this iteration
+    PAUSED = "paused"          # implicitly preempted: keeps its KV, waits to be resumed
+    FINISHED = "finished"      # ended: see finish_reason
+
+    @property
+    def is_finished(self) -> bool:
+        return self is RequestStatus.FINISHED
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"              # stop token or stop string
+    LENGTH = "length"          # max_tokens reached
+    ABORT = "abort"            # cancelled by the client or the server
+    REJECTED = "rejected"      # never admitted (SLO impossible, too long, queue full)
+    ERROR = "error"            # the iteration it was in failed
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        self.stop = tuple(self.stop)
+        self.stop_token_ids = tuple(self.stop_token_ids)
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    req_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    arrival_s: float
+    slo: SLO = field(default_factory=SLO)
+    slo_class: str = "default"
+    utility: float = 1.0
+    priority: int = 0            # vLLM-style: lower runs first
+    eos_token_id: int | None = None
+
+    status: RequestStatus = RequestStatus.WAITING
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache
+    num_preemptions: int = 0
+    # Wall or virtual time of every output token, and of the end.
+    token_times_s: list[float] = field(default_factory=list)
+    first_scheduled_s: float | None = None
+    finished_s: float | None = None
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.sampling_params.max_tokens
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        """Tokens still to feed before the next token can be sampled (1 for a decode)."""
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_prefilling(self) -> bool:
+        """True while more than the last token is missing from the KV (a prompt, or a recompute)."""
+        return self.num_uncomputed_tokens > 1
+
+    @property
+    def remaining_output_tokens(self) -> int:
+        return self.sampling_params.max_tokens - len(self.output_token_ids)
+
+    @property
+    def max_total_tokens(self) -> int:
+        """Worst-case context: prompt plus every token it may generate."""
+        return len(self.prompt_token_ids) + self.sampling_params.max_tokens
+
+    def token_ids(self, start: int, stop: int) -> list[int]:
+        """Tokens [start, stop) of prompt + output, without building the concatenation."""
+        n_prompt = len(self.prompt_token_ids)
+        if stop <= n_prompt:
+            return self.prompt_token_ids[start:stop]
+        if start >= n_prompt:
+            return self.output_token_ids[start - n_prompt : stop - n_prompt]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: stop - n_prompt]
+
+    @property
+    def ttft_s(self) -> float | None:
+        return self.token_times_s[0] - self.arrival_s if self.token_times_s else None

@@ -1,0 +1,38 @@
+"""The simulated executor: iteration time from a latency model (the 'true' device), dummy tokens."""
+from __future__ import annotations
+
+import random
+
+from sliceserve.core.latency import LatencyModel
+from sliceserve.core.outputs import ModelOutput, SchedulerOutput
+
+DUMMY_TOKEN = 0
+
+
+class SimulatedExecutor:
+    def __init__(self, device: LatencyModel, noise: float = 0.0, seed: int = 0) -> None:
+        """`noise`: standard deviation of a multiplicative lognormal factor on each iteration's time."""
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise!r}")
+        self.device = device
+        self.noise = noise
+        self.slowdown = 1.0  # >1 makes the device slower (fault injection, controller tests)
+        self._rng = random.Random(seed)
+
+    def execute(self, sched: SchedulerOutput) -> ModelOutput:
+        if sched.is_empty:
+            return ModelOutput()
+        reqs = sched.requests
+        sampled = {rid: DUMMY_TOKEN for rid in sched.decode}
+        prefill_tokens = 0
+        for rid, n in sched.prefill.items():
+            prefill_tokens += n
+            req = reqs[rid]
+            if req.num_computed_tokens + n >= req.num_tokens:
+                sampled[rid] = DUMMY_TOKEN
+        k = len(sched.decode)
+        ctx = sum(reqs[rid].num_computed_tokens for rid in sched.decode) / k if k else 0.0
+        elapsed = self.device.iteration_time(k, ctx, prefill_tokens) * self.slowdown
+        if self.noise:
+            elapsed *= self._rng.lognormvariate(0.0, self.noise)
+        return ModelOutput(sampled=sampled, elapsed_s=elapsed)

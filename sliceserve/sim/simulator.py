@@ -1,0 +1,72 @@
+"""A tiny event loop on a virtual clock (after vidur): arrivals and timed actions sit in a heap; between
+them the engine steps back to back, each step advancing the clock by its modelled duration."""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sliceserve.engine.core import EngineCore
+from sliceserve.request import FinishReason, Request, RequestStatus
+
+
+@dataclass(slots=True)
+class SimResult:
+    requests: list[Request]          # every arrival, in arrival order, each finished one way or another
+    end_s: float                     # virtual time when the last request ended
+    num_iterations: int
+    num_preemptions: int = 0
+    num_violation_risks: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Simulator:
+    def __init__(self, core: EngineCore, max_time_s: float | None = None) -> None:
+        """`max_time_s`: virtual time after which unfinished requests are aborted (they count as missed)."""
+        self.core = core
+        self.max_time_s = max_time_s
+        self._events: list[tuple[float, int, Callable[[float], None]]] = []
+        self._seq = itertools.count()
+        self._arrivals: list[Request] = []
+
+    def at(self, time_s: float, action: Callable[[float], None]) -> None:
+        """Run `action(now)` at virtual time `time_s` (e.g. inject a slowdown, abort a request)."""
+        heapq.heappush(self._events, (time_s, next(self._seq), action))
+
+    def add_arrivals(self, requests: list[Request]) -> None:
+        for req in requests:
+            self._arrivals.append(req)
+            self.at(req.arrival_s, lambda now, r=req: self.core.add_request(r, now))
+
+    def run(self) -> SimResult:
+        core, events = self.core, self._events
+        now = 0.0
+        while events or core.has_unfinished():
+            while events and events[0][0] <= now:
+                _, _, action = heapq.heappop(events)
+                action(now)
+            if self.max_time_s is not None and now >= self.max_time_s:
+                break
+            if core.has_unfinished():
+                step = core.step(now)
+                if not step.sched.is_empty:
+                    now = step.end_s
+                    continue
+                if not events:  # nothing can run and nothing will arrive: fail loudly, lose nothing
+                    self._abort_all(now, "scheduler could not make progress")
+                    break
+            if events:
+                now = max(now, events[0][0])
+        self._abort_all(now, f"still unfinished at the simulation limit ({self.max_time_s} s)")
+        sched = core.scheduler
+        return SimResult(sorted(self._arrivals, key=lambda r: r.arrival_s), now, core.num_iterations,
+                         sched.num_preemptions, sched.num_violation_risks)
+
+    def _abort_all(self, now: float, why: str) -> None:
+        for req_id in list(self.core.scheduler.requests):
+            self.core.scheduler.abort(req_id, now, FinishReason.ABORT, error=why)
+        for req in self._arrivals:  # arrivals the limit cut off before they were even added
+            if not req.status.is_finished:
+                req.status, req.finish_reason, req.finished_s, req.error = (
+                    RequestStatus.FINISHED, FinishReason.ABORT, now, why)

@@ -1,0 +1,120 @@
+"""Service-level objectives: per-request bounds, named classes, and the expression parser.
+
+Times are float seconds inside; expressions and HTTP fields use ms/s units and are converted once here.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+_METRICS = ("ttft", "tpot", "e2e")
+_UNITS = {"ms": 1e-3, "s": 1.0, "us": 1e-6}
+_TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """Latency bounds for one request; None means unconstrained."""
+
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_s", "tpot_s", "e2e_s"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ValueError(f"SLO bound {name} must be a positive number of seconds, got {value!r}")
+
+    @property
+    def is_empty(self) -> bool:
+        return self.ttft_s is None and self.tpot_s is None and self.e2e_s is None
+
+    def scaled(self, factor: float) -> "SLO":
+        """Every bound multiplied by `factor` (fits a preset to a slower or faster device)."""
+        if not factor > 0:
+            raise ValueError(f"SLO scale factor must be positive, got {factor!r}")
+        mul = lambda v: None if v is None else v * factor  # noqa: E731
+        return SLO(mul(self.ttft_s), mul(self.tpot_s), mul(self.e2e_s))
+
+    def merged(self, override: "SLO") -> "SLO":
+        """This SLO with every bound that `override` sets replaced."""
+        return replace(
+            self,
+            ttft_s=override.ttft_s if override.ttft_s is not None else self.ttft_s,
+            tpot_s=override.tpot_s if override.tpot_s is not None else self.tpot_s,
+            e2e_s=override.e2e_s if override.e2e_s is not None else self.e2e_s,
+        )
+
+    def to_expr(self) -> str:
+        parts = [f"{m}<={getattr(self, m + '_s') * 1e3:g}ms" for m in _METRICS if getattr(self, m + "_s") is not None]
+        return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SLOClass:
+    """A named class of requests sharing an SLO and a utility (the value of meeting it)."""
+
+    name: str
+    slo: SLO
+    utility: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("SLO class name must not be empty")
+        if not (math.isfinite(self.utility) and self.utility > 0):
+            raise ValueError(f"utility of class {self.name!r} must be a positive number, got {self.utility!r}")
+
+
+# Built-in classes. Real-time follows the SLICE paper (TPOT 50 ms, utility 100; arXiv 2510.18544);
+# the others are this project's defaults for a chat and a batch job.
+BUILTIN_CLASSES: dict[str, SLOClass] = {
+    c.name: c
+    for c in (
+        SLOClass("realtime", SLO(ttft_s=0.5, tpot_s=0.05), utility=100.0),
+        SLOClass("interactive", SLO(ttft_s=1.0, tpot_s=0.1), utility=1.0),
+        SLOClass("batch", SLO(e2e_s=60.0), utility=1.0),
+    )
+}
+
+
+def parse_duration(text: str) -> float:
+    """'200ms' / '1.5s' / '300us' -> seconds. A bare number is rejected: the unit must be stated."""
+    m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m:
+        raise ValueError(f"cannot read a duration from {text!r}; write e.g. 200ms or 1.5s")
+    return _to_seconds(float(m.group(1)), m.group(2), text)
+
+
+def _to_seconds(value: float, unit: str, context: str) -> float:
+    if unit not in _UNITS:
+        raise ValueError(f"unknown time unit {unit!r} in {context!r}; use ms, s or us")
+    seconds = value * _UNITS[unit]
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"bound in {context!r} must be positive")
+    return seconds
+
+
+def parse_slo(expr: str) -> SLO:
+    """Parse 'ttft<=200ms,tpot<=50ms,e2e<=5s' into an SLO.
+
+    Rejects unknown metrics, non-positive bounds, missing or unknown units and duplicate keys.
+    """
+    if not expr or not expr.strip():
+        raise ValueError("empty SLO expression; write e.g. ttft<=200ms,tpot<=50ms")
+    bounds: dict[str, float] = {}
+    for term in expr.split(","):
+        m = _TERM.match(term)
+        if not m:
+            raise ValueError(f"cannot parse SLO term {term.strip()!r}; write METRIC<=VALUE UNIT, e.g. tpot<=50ms")
+        metric, _, value, unit = m.groups()
+        metric = metric.lower()
+        if metric not in _METRICS:
+            raise ValueError(f"unknown SLO metric {metric!r} in {term.strip()!r}; known: {', '.join(_METRICS)}")
+        if metric in bounds:
+            raise ValueError(f"SLO metric {metric!r} given twice in {expr!r}")
+        if not unit:
+            raise ValueError(f"SLO term {term.strip()!r} has no unit; write e.g. {metric}<={value}ms")
+        bounds[metric] = _to_seconds(float(value), unit, term.strip())
+    return SLO(ttft_s=bounds.get("ttft"), tpot_s=bounds.get("tpot"), e2e_s=bounds.get("e2e"))
