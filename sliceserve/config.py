@@ -36,6 +36,17 @@ class SchedulerConfig:
     slice_min_rate: int = 1             # decode steps per cycle for requests without a TPOT SLO
     slice_feedback: bool = True
 
+    # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
+    sarathi_min_chunk: int = 32
+    # SLO-aware simulated annealing (Huang et al., 2025); see core/policies/annealing.py for each choice.
+    annealing_iterations: int = 100       # candidate states evaluated per search
+    annealing_t0: float = 0.05            # initial temperature, relative to the current objective
+    annealing_cooling: float = 0.95       # geometric cooling factor per iteration
+    annealing_batch_move_prob: float = 0.2  # share of moves that change the batch size instead of swapping
+    annealing_window: int = 32            # waiting requests the search orders; the rest stay FCFS behind
+    annealing_default_output_len: int | None = None  # prior output length; None = the request's max_tokens
+    annealing_seed: int = 0
+
     def validate(self) -> "SchedulerConfig":
         positive_ints = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size",
                          "num_kv_blocks", "fastserve_num_queues", "slice_min_rate")
@@ -58,7 +69,28 @@ class SchedulerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self._validate_sarathi_annealing()
         return self
+
+    def _validate_sarathi_annealing(self) -> None:
+        for name in ("sarathi_min_chunk", "annealing_iterations", "annealing_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"config {name} must be a positive integer, got {value!r}")
+        if self.annealing_default_output_len is not None and (
+                not isinstance(self.annealing_default_output_len, int) or self.annealing_default_output_len <= 0):
+            raise ValueError("config annealing_default_output_len must be a positive integer or unset, "
+                             f"got {self.annealing_default_output_len!r}")
+        if not (isinstance(self.annealing_t0, (int, float)) and math.isfinite(self.annealing_t0)
+                and self.annealing_t0 > 0):
+            raise ValueError(f"config annealing_t0 must be a positive number, got {self.annealing_t0!r}")
+        if not 0 < self.annealing_cooling < 1:
+            raise ValueError(f"config annealing_cooling must be in (0, 1), got {self.annealing_cooling!r}")
+        if not 0 <= self.annealing_batch_move_prob <= 1:
+            raise ValueError("config annealing_batch_move_prob must be in [0, 1], "
+                             f"got {self.annealing_batch_move_prob!r}")
+        if not isinstance(self.annealing_seed, int):
+            raise ValueError(f"config annealing_seed must be an integer, got {self.annealing_seed!r}")
 
     def with_overrides(self, **overrides: object) -> "SchedulerConfig":
         known = {f.name for f in fields(self)}
