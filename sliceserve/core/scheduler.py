@@ -88,6 +88,7 @@ class Scheduler:
             return None
         self._finish(req, reason, now)
         req.error = error
+        self.on_finish(req, now)  # policies drop their per-request state on every kind of end
         return req
 
     def has_unfinished(self) -> bool:
