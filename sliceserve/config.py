@@ -46,6 +46,18 @@ class SchedulerConfig:
     annealing_window: int = 32            # waiting requests the search orders; the rest stay FCFS behind
     annealing_default_output_len: int | None = None  # prior output length; None = the request's max_tokens
     annealing_seed: int = 0
+    # SlidingServe (2026 seed); see core/policies/sliding.py and core/sliding/ for each choice.
+    sliding_margin: float = 0.05          # share of every deadline budget held back for prediction error
+    sliding_chunk_step: int = 16          # chunk-size grid step of the SlidingChunker's search, tokens
+    sliding_min_chunk: int = 16           # prefill tokens granted when every decode is late anyway
+    sliding_tpot_floor: float = 1.0       # a late decode's per-iteration budget, as a share of its TPOT
+    sliding_risk_factor: float = 0.5      # at risk when slack < (1 + this) * predicted time needed
+    sliding_relegate_missed: bool = True  # requests that cannot meet their deadline go behind the rest
+    sliding_knapsack_bins: int = 100      # discretisation of the knapsack capacity
+    sliding_heavy_prefill_tokens: int = 128  # prefill tokens from which a batch is "prefill-heavy"
+    sliding_predictor_window: int = 256   # measured iterations kept per regime
+    sliding_min_samples: int = 24         # samples before a regime's fit replaces the prior
+    sliding_refit_every: int = 16         # new samples between refits
 
     def validate(self) -> "SchedulerConfig":
         positive_ints = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size",
@@ -70,6 +82,7 @@ class SchedulerConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._validate_sarathi_annealing()
+        self._validate_sliding()
         return self
 
     def _validate_sarathi_annealing(self) -> None:
@@ -91,6 +104,24 @@ class SchedulerConfig:
                              f"got {self.annealing_batch_move_prob!r}")
         if not isinstance(self.annealing_seed, int):
             raise ValueError(f"config annealing_seed must be an integer, got {self.annealing_seed!r}")
+
+    def _validate_sliding(self) -> None:
+        for name in ("sliding_chunk_step", "sliding_knapsack_bins", "sliding_heavy_prefill_tokens",
+                     "sliding_predictor_window", "sliding_min_samples", "sliding_refit_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"config {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.sliding_min_chunk, int) or self.sliding_min_chunk < 0:
+            raise ValueError(f"config sliding_min_chunk must be an integer >= 0, got {self.sliding_min_chunk!r}")
+        if self.sliding_min_samples > self.sliding_predictor_window:
+            raise ValueError(f"config sliding_min_samples ({self.sliding_min_samples}) cannot exceed "
+                             f"sliding_predictor_window ({self.sliding_predictor_window})")
+        if not 0 <= self.sliding_margin < 1:
+            raise ValueError(f"config sliding_margin must be in [0, 1), got {self.sliding_margin!r}")
+        for name in ("sliding_tpot_floor", "sliding_risk_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"config {name} must be a number >= 0, got {value!r}")
 
     def with_overrides(self, **overrides: object) -> "SchedulerConfig":
         known = {f.name for f in fields(self)}
