@@ -1,0 +1,166 @@
+"""Offline inference: `LLM(model, policy).generate(prompts, ...)`, on the real engine and the wall clock.
+
+Every prompt arrives at once (time 0) and the chosen policy schedules them exactly as the server would;
+results come back in prompt order with their text, token ids, finish reason and timings.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.latency import LatencyModel, load_profile
+from sliceserve.core.policies import make_scheduler
+from sliceserve.engine.core import EngineCore
+from sliceserve.engine.wallclock import WallClockDriver
+from sliceserve.request import Request, SamplingParams
+from sliceserve.slo import BUILTIN_CLASSES, SLO
+
+Prompt = str | list[int]
+
+
+@dataclass(slots=True)
+class RequestTimings:
+    ttft_s: float | None       # arrival to first token
+    tpot_s: float | None       # mean gap between output tokens, first to last (None with < 2 tokens)
+    e2e_s: float | None        # arrival to end
+    met: bool                  # every SLO bound held (always True without an SLO, False if it failed)
+
+
+@dataclass(slots=True)
+class GenerationOutput:
+    prompt: str | None
+    prompt_token_ids: list[int]
+    text: str
+    token_ids: list[int]
+    finish_reason: str          # stop | length | abort | rejected | error
+    timings: RequestTimings
+    error: str | None = None
+
+
+def request_timings(req: Request) -> RequestTimings:
+    """Timings of a finished request, with SLO attainment as SLICE.md defines it."""
+    from sliceserve.metrics import request_metrics
+
+    m = request_metrics(req)
+    return RequestTimings(m.ttft_s, m.tpot_s, m.e2e_s, m.met)
+
+
+def build_engine(loaded: Any, policy: str, latency: LatencyModel, **scheduler_settings: Any) -> EngineCore:
+    """An EngineCore running `policy` on a loaded model; the KV geometry comes from the model."""
+    config = SchedulerConfig(policy=policy).with_overrides(
+        num_kv_blocks=loaded.num_kv_blocks, block_size=loaded.block_size, max_model_len=loaded.max_model_len,
+        **scheduler_settings)
+    return EngineCore(make_scheduler(policy, config, latency), loaded.runner)
+
+
+def resolve_latency(loaded: Any, profile: str | os.PathLike | LatencyModel | None) -> LatencyModel:
+    """A saved profile (path or built-in name) when given; else a few seconds of measurement."""
+    if isinstance(profile, LatencyModel):
+        return profile.copy()
+    if profile is not None:
+        return load_profile(str(profile))
+    from sliceserve.model.profiler import quick_estimate
+
+    return quick_estimate(loaded)
+
+
+def _broadcast(value: Any, n: int, what: str) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"got {len(value)} {what} for {n} prompts; give one, or one per prompt")
+        return list(value)
+    return [value] * n
+
+
+class LLM:
+    def __init__(self, model: Any = None, policy: str = "slice", device: str = "cpu", dtype: str | None = None,
+                 *, profile: str | os.PathLike | LatencyModel | None = None,
+                 kv_cache_memory_bytes: int | None = None, max_model_len: int | None = None,
+                 num_threads: int | None = None, **scheduler_settings: Any) -> None:
+        """`model`: a local HF directory or GGUF file (None = the embedded SmolLM2), or an already loaded
+        model (sliceserve.model.loader.LoadedModel), so several engines can share one copy of the weights.
+        `profile`: a latency profile JSON (from `sliceserve profile`) or a built-in name; without it the
+        engine measures a quick estimate at start-up. Other keywords are SchedulerConfig settings."""
+        if model is None or isinstance(model, (str, os.PathLike)):
+            from sliceserve.model.loader import load_model
+
+            model = load_model(None if model is None else str(model), device=device, dtype=dtype,
+                               kv_cache_memory_bytes=kv_cache_memory_bytes, max_model_len=max_model_len,
+                               num_threads=num_threads)
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.latency = resolve_latency(model, profile)
+        self.engine = build_engine(model, policy, self.latency, **scheduler_settings)
+        self._ids = itertools.count()
+
+    @property
+    def scheduler(self):
+        return self.engine.scheduler
+
+    def encode(self, prompt: Prompt, use_chat_template: bool = False) -> list[int]:
+        if not isinstance(prompt, str):
+            if not all(isinstance(t, int) for t in prompt):
+                raise ValueError("a prompt must be a string or a list of token ids")
+            return list(prompt)
+        if use_chat_template:
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise ValueError("this model's tokenizer has no chat template; call without use_chat_template")
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                      add_generation_prompt=True)
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return list(self.tokenizer.encode(prompt))
+
+    def _sampling(self, params: SamplingParams) -> tuple[SamplingParams, int | None]:
+        """The request's eos id, and its params with the model's other eos ids as stop tokens."""
+        eos = list(self.model.eos_token_ids)
+        if params.ignore_eos or len(eos) <= 1:
+            return params, (eos[0] if eos else None)
+        extra = tuple(t for t in eos[1:] if t not in params.stop_token_ids)
+        return replace(params, stop_token_ids=params.stop_token_ids + extra), eos[0]
+
+    def make_requests(self, prompts: Prompt | Sequence[Prompt], sampling_params=None, slos=None,
+                      slo_classes=None, use_chat_template: bool = False) -> list[Request]:
+        """Requests for `prompts`, all arriving at time 0 (the batch is known up front)."""
+        if isinstance(prompts, str) or (prompts and all(isinstance(t, int) for t in prompts)):
+            prompts = [prompts]
+        prompts = list(prompts)
+        n = len(prompts)
+        params_list = _broadcast(sampling_params if sampling_params is not None else SamplingParams(), n,
+                                 "sampling_params")
+        slo_list = _broadcast(slos, n, "slos")
+        class_list = _broadcast(slo_classes, n, "slo_classes")
+        reqs = []
+        for prompt, params, slo, cls_name in zip(prompts, params_list, slo_list, class_list):
+            utility, base = 1.0, SLO()
+            if cls_name is not None:
+                if cls_name not in BUILTIN_CLASSES:
+                    raise ValueError(f"unknown SLO class {cls_name!r}; known: {', '.join(BUILTIN_CLASSES)}")
+                base, utility = BUILTIN_CLASSES[cls_name].slo, BUILTIN_CLASSES[cls_name].utility
+            params, eos = self._sampling(params)
+            reqs.append(Request(f"gen-{next(self._ids)}", self.encode(prompt, use_chat_template), params, 0.0,
+                                slo=base.merged(slo) if slo is not None else base,
+                                slo_class=cls_name or "default", utility=utility, eos_token_id=eos))
+        return reqs
+
+    def generate(self, prompts: Prompt | Sequence[Prompt], sampling_params: SamplingParams | Sequence[
+                 SamplingParams] | None = None, slos: SLO | Sequence[SLO | None] | None = None,
+                 slo_classes: str | Sequence[str | None] | None = None,
+                 use_chat_template: bool = False) -> list[GenerationOutput]:
+        """Generate for every prompt (a string or a list of token ids); results in prompt order."""
+        reqs = self.make_requests(prompts, sampling_params, slos, slo_classes, use_chat_template)
+        WallClockDriver(self.engine).run(reqs)
+        texts = prompts if not (isinstance(prompts, str) or (prompts and isinstance(prompts[0], int))) else [prompts]
+        return [self._output(req, p if isinstance(p, str) else None) for req, p in zip(reqs, texts)]
+
+    def _output(self, req: Request, prompt: str | None) -> GenerationOutput:
+        text = self.tokenizer.decode(req.output_token_ids, skip_special_tokens=True)
+        # A stop string ends the text (as in vLLM): cut at the earliest one that occurs.
+        cuts = [text.find(s) for s in req.sampling_params.stop if s and s in text]
+        if cuts:
+            text = text[: min(cuts)]
+        reason = req.finish_reason.value if req.finish_reason is not None else "abort"
+        return GenerationOutput(prompt, list(req.prompt_token_ids), text, list(req.output_token_ids), reason,
+                                request_timings(req), req.error)

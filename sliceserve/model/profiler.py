@@ -1,0 +1,190 @@
+"""Measure this device and fit the scheduler's latency model.
+
+The runner is driven with synthetic SchedulerOutputs: hand-made Requests whose block tables come from a
+KVBlockAllocator. A decode at context `ctx` needs no real prefill first: the request claims `ctx` computed
+tokens, so the runner attends over `ctx` cached positions (whatever values they hold) and costs exactly
+what a real decode at that context costs. Each grid point is timed a few times and its median kept, since
+on a shared CPU single iterations can spike 2x (DESIGN.md).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import random
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+from sliceserve.core.kv_cache import KVBlockAllocator
+from sliceserve.core.latency import IterationSample, LatencyModel
+from sliceserve.core.outputs import SchedulerOutput
+from sliceserve.engine.executor import Executor
+from sliceserve.request import Request, SamplingParams
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    batch_sizes: tuple[int, ...]
+    contexts: tuple[int, ...]
+    chunks: tuple[int, ...]
+    repeats: int = 3
+    warmup: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("batch_sizes", "contexts", "chunks"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, int) or v <= 0 for v in values):
+                raise ValueError(f"profile {name} must be a non-empty list of positive integers, got {values!r}")
+        if self.repeats <= 0 or self.warmup < 0:
+            raise ValueError("profile repeats must be positive and warmup non-negative")
+
+    @property
+    def num_points(self) -> int:
+        return len(self.batch_sizes) * len(self.contexts) + len(self.chunks)
+
+
+def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
+    """1, 2, 4, ... plus `max_batch` itself: dense where l(k) bends most (small k), sparse after."""
+    if max_batch <= 0:
+        raise ValueError(f"--max-batch must be a positive integer, got {max_batch}")
+    sizes = {max_batch}
+    k = 1
+    while k < max_batch:
+        sizes.add(k)
+        k *= 2
+    return tuple(sorted(sizes))
+
+
+def default_grid(max_batch: int = 32, contexts: Iterable[int] = (128, 512, 1024),
+                 chunks: Iterable[int] = (32, 128, 512), quick: bool = False) -> ProfileGrid:
+    if quick:  # a few seconds: enough for a usable l(k) and p(n), not for a fine context slope
+        return ProfileGrid(batch_sizes_up_to(min(max_batch, 4)), (min(contexts),), tuple(sorted(chunks))[:2],
+                           repeats=2, warmup=1)
+    return ProfileGrid(batch_sizes_up_to(max_batch), tuple(contexts), tuple(chunks))
+
+
+class _Synthetic:
+    """Hands out synthetic requests and remembers which ones the runner must free next."""
+
+    def __init__(self, allocator: KVBlockAllocator, vocab_size: int, seed: int) -> None:
+        self.kv = allocator
+        self.vocab_size = vocab_size
+        self._rng = random.Random(seed)
+        self._ids = itertools.count()
+        self.to_free: list[str] = []
+
+    def request(self, num_tokens: int, num_computed: int) -> Request:
+        rid = f"profile-{next(self._ids)}"
+        tokens = [self._rng.randrange(self.vocab_size) for _ in range(num_tokens)]
+        req = Request(rid, tokens, SamplingParams(max_tokens=1, ignore_eos=True), arrival_s=0.0)
+        req.num_computed_tokens = num_computed
+        if not self.kv.allocate(rid, num_tokens):
+            raise RuntimeError("synthetic request does not fit the KV cache")  # callers check first
+        return req
+
+    def output(self, reqs: list[Request], prefill: dict[str, int]) -> SchedulerOutput:
+        finished, self.to_free = self.to_free, [r.req_id for r in reqs]
+        return SchedulerOutput(
+            prefill=prefill, decode=[r.req_id for r in reqs if r.req_id not in prefill], finished=finished,
+            requests={r.req_id: r for r in reqs}, block_tables={r.req_id: self.kv.block_table(r.req_id) for r in reqs})
+
+    def release(self, reqs: list[Request]) -> None:
+        for r in reqs:
+            self.kv.free(r.req_id)
+
+
+def _time_point(runner: Executor, synth: _Synthetic, make: Callable[[], tuple[list[Request], dict[str, int]]],
+                grid: ProfileGrid) -> float:
+    times = []
+    for i in range(grid.warmup + grid.repeats):
+        reqs, prefill = make()
+        out = runner.execute(synth.output(reqs, prefill))
+        synth.release(reqs)
+        if i >= grid.warmup:
+            times.append(out.elapsed_s)
+    return statistics.median(times)
+
+
+def measure(runner: Executor, grid: ProfileGrid, *, num_kv_blocks: int, block_size: int, max_model_len: int,
+            vocab_size: int = 100, seed: int = 0, progress: bool = True) -> tuple[list[IterationSample], list[str]]:
+    """Median iteration time per grid point, and a note for each point skipped (KV or length limits)."""
+    from tqdm import tqdm
+
+    synth = _Synthetic(KVBlockAllocator(num_kv_blocks, block_size), vocab_size, seed)
+    samples: list[IterationSample] = []
+    skipped: list[str] = []
+    bar = tqdm(total=grid.num_points, desc="profile", unit="pt", disable=not progress, leave=False)
+    for ctx, k in itertools.product(grid.contexts, grid.batch_sizes):
+        bar.update(1)
+        if ctx + 1 > max_model_len or k * synth.kv.blocks_for(ctx + 1) > num_kv_blocks:
+            skipped.append(f"decode k={k} ctx={ctx}: exceeds max_model_len or KV capacity")
+            continue
+        make = lambda k=k, ctx=ctx: ([synth.request(ctx + 1, ctx) for _ in range(k)], {})  # noqa: E731
+        samples.append(IterationSample(k, float(ctx), 0, _time_point(runner, synth, make, grid)))
+    for n in grid.chunks:
+        bar.update(1)
+        if n > max_model_len or synth.kv.blocks_for(n) > num_kv_blocks:
+            skipped.append(f"prefill n={n}: exceeds max_model_len or KV capacity")
+            continue
+        def make(n: int = n) -> tuple[list[Request], dict[str, int]]:
+            req = synth.request(n, 0)
+            return [req], {req.req_id: n}
+        samples.append(IterationSample(0, 0.0, n, _time_point(runner, synth, make, grid)))
+    bar.close()
+    runner.execute(SchedulerOutput(finished=synth.to_free))  # the runner frees the last synthetic requests
+    if not any(s.num_decode for s in samples):
+        raise ValueError("no decode point fits this KV cache / max_model_len; lower --contexts or --max-batch")
+    return samples, skipped
+
+
+def device_info(loaded: object | None = None) -> dict:
+    """What the profile was measured on (stored with it: a profile only describes its own device)."""
+    info: dict = {"machine": platform.machine(), "cpu": _cpu_name(), "num_cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    for name in ("model_name", "device", "dtype", "num_kv_blocks", "block_size", "max_model_len"):
+        if loaded is not None and hasattr(loaded, name):
+            info[name] = str(getattr(loaded, name)) if name in ("device", "dtype") else getattr(loaded, name)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool = True,
+                   name: str | None = None) -> tuple[LatencyModel, dict]:
+    """Profile a LoadedModel (sliceserve.model.loader); returns the fitted model and the JSON extras
+    (device info and raw samples) that `LatencyModel.save(path, extra)` stores alongside it."""
+    samples, skipped = measure(loaded.runner, grid, num_kv_blocks=loaded.num_kv_blocks,
+                               block_size=loaded.block_size, max_model_len=loaded.max_model_len,
+                               vocab_size=len(loaded.tokenizer), seed=seed, progress=progress)
+    info = device_info(loaded)
+    notes = f"measured by sliceserve profile: {grid.num_points - len(skipped)} points, median of {grid.repeats}"
+    if skipped:
+        notes += f"; skipped {len(skipped)} (KV / length limits)"
+    model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}",
+                             notes=notes)
+    return model, {"device": info, "samples": [asdict(s) for s in samples]}
+
+
+def quick_estimate(loaded, max_batch: int = 4, progress: bool = False) -> LatencyModel:
+    """A latency model from a few seconds of measurement, for engines started without a saved profile."""
+    grid = default_grid(max_batch=max_batch, contexts=(64,), chunks=(32, 128), quick=True)
+    model, _ = profile_loaded(loaded, grid, progress=progress, name="quick-estimate")
+    return model
