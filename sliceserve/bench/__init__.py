@@ -1,0 +1,1 @@
+"""Run workloads and report: simulator comparisons (compare), rate sweeps (sweep), tables (report), plots (plot)."""
