@@ -1,0 +1,42 @@
+"""`sliceserve serve`: the OpenAI-compatible server. Settings: CLI > SLICESERVE_* env > --config file > defaults."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    # Every default is None: only flags actually given override the environment and the file.
+    add = parser.add_argument
+    add("--model", help="HF directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
+    add("--served-model-name", help="model id reported by /v1/models")
+    add("--policy", help="scheduling policy (default: slice)")
+    add("--host", help="bind address (default: 127.0.0.1)")
+    add("--port", type=int, help="port (default: 8000)")
+    add("--config", metavar="FILE.yaml", help="YAML file of settings (keys as in docs/SERVER.md)")
+    add("--device", help="cpu or cuda (default: cpu)")
+    add("--dtype", help="float32, float16 or bfloat16 (default: the loader's choice)")
+    add("--max-model-len", type=int)
+    add("--max-num-seqs", type=int)
+    add("--max-num-batched-tokens", type=int)
+    add("--max-waiting", type=int, help="bounded waiting queue; arrivals beyond it get 503 (default: 64)")
+    add("--overload", choices=("reject", "best_effort"),
+        help="a request whose SLO can't be met under current load: 429 (reject) or serve it (best_effort)")
+    add("--latency-profile", help="latency profile JSON from `sliceserve profile` (default: measure at start)")
+    add("--default-slo-class", help="SLO class of requests that name none")
+    add("--kv-cache-memory-bytes", type=int)
+    add("--num-threads", type=int, help="torch threads (default: 1)")
+    add("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+_FIELDS = ("model", "served_model_name", "policy", "host", "port", "device", "dtype", "max_model_len",
+           "max_num_seqs", "max_num_batched_tokens", "max_waiting", "overload", "latency_profile",
+           "default_slo_class", "kv_cache_memory_bytes", "num_threads", "log_level")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sliceserve.server.run import serve
+    from sliceserve.server.settings import load_settings
+
+    settings = load_settings({name: getattr(args, name) for name in _FIELDS}, config_file=args.config)
+    serve(settings)
+    return 0

@@ -1,0 +1,250 @@
+"""AsyncEngine: EngineCore on the wall clock, driven by one dedicated thread, with per-request async streams.
+
+Why a dedicated thread rather than `asyncio.to_thread` per step: every scheduler mutation (add, abort,
+schedule, update) then happens on that one thread, so the scheduler needs no lock, and the event loop never
+waits for a model step. The event loop only enqueues commands (add / abort) and reads events from
+per-request `asyncio.Queue`s that the engine thread fills through `call_soon_threadsafe`.
+
+Nothing accepted is dropped silently: every admitted request ends with a final event carrying its
+finish reason (stop, length, abort, error); a refused one gets a `Rejection` instead of a stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.engine.core import EngineCore, StepResult
+from sliceserve.request import FinishReason, Request
+
+log = logging.getLogger(__name__)
+
+# How long the engine may find nothing to schedule while requests are waiting and none holds KV before it
+# gives up on them (a policy bug or an impossible request): they end with an error instead of hanging.
+_STALL_LIMIT_S = 5.0
+_IDLE_POLL_S = 0.002
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Why a request was not admitted. `kind`: invalid (never feasible), overloaded (not now), queue_full."""
+
+    kind: str
+    message: str
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    new_token_ids: list[int]
+    finished: bool = False
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+
+
+class EngineObserver(Protocol):
+    def on_step(self, step: StepResult, scheduler: Scheduler) -> None: ...
+    def on_finish(self, req: Request) -> None: ...
+
+
+AdmitFn = Callable[[Scheduler, Request, float], Rejection | None]
+
+
+@dataclass(slots=True)
+class RequestStream:
+    """Async iterator over one request's events; the last one has `finished=True`."""
+
+    request: Request
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    num_sent: int = 0          # tokens already forwarded (engine thread only)
+    done: bool = False
+
+    def __aiter__(self) -> "RequestStream":
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self.done:
+            raise StopAsyncIteration
+        event = await self.queue.get()
+        # Coalesce what piled up while the consumer was busy: fewer, larger SSE chunks under load.
+        while not event.finished and not self.queue.empty():
+            more = self.queue.get_nowait()
+            event = StreamEvent(event.new_token_ids + more.new_token_ids, more.finished,
+                                more.finish_reason, more.error)
+        self.done = event.finished
+        return event
+
+
+class AsyncEngine:
+    def __init__(self, core: EngineCore, admit: AdmitFn | None = None, observer: EngineObserver | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = core
+        self.admit = admit
+        self.observer = observer
+        self.clock = clock
+        self._cv = threading.Condition()
+        self._adds: deque[tuple[Request, asyncio.Future, RequestStream]] = deque()
+        self._aborts: deque[str] = deque()
+        self._streams: dict[str, RequestStream] = {}     # engine thread only
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.last_beat_s = 0.0       # wall time of the loop's last pass: readiness checks it
+        self.fatal: BaseException | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="sliceserve-engine", daemon=True)
+        self.last_beat_s = self.clock()
+        self._thread.start()
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    # --- commands from the event loop --------------------------------------------------------------------
+    async def add_request(self, req: Request) -> RequestStream | Rejection:
+        """Submit `req`; returns its stream once the engine thread admitted it, or why it refused."""
+        if not self.is_alive:
+            return Rejection("unavailable", "engine is not running")
+        fut = asyncio.get_running_loop().create_future()
+        stream = RequestStream(req)
+        with self._cv:
+            self._adds.append((req, fut, stream))
+            self._cv.notify_all()
+        return await fut
+
+    def abort(self, req_id: str) -> None:
+        """Thread-safe; the request's KV is freed at the start of the engine's next pass."""
+        with self._cv:
+            self._aborts.append(req_id)
+            self._cv.notify_all()
+
+    # --- engine thread -----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        stalled_since: float | None = None
+        try:
+            while True:
+                with self._cv:
+                    while not (self._adds or self._aborts or self._stopping or self.core.has_unfinished()):
+                        self.last_beat_s = self.clock()
+                        self._cv.wait(0.5)
+                    if self._stopping:
+                        break
+                    adds, aborts = list(self._adds), list(self._aborts)
+                    self._adds.clear()
+                    self._aborts.clear()
+                self._apply_aborts(aborts)
+                self._apply_adds(adds)
+                self.last_beat_s = self.clock()
+                if not self.core.has_unfinished():
+                    continue
+                step = self.core.step(self.clock())
+                self._dispatch(step)
+                if self.observer is not None:
+                    self.observer.on_step(step, self.core.scheduler)
+                if step.sched.is_empty:
+                    stalled_since = self._check_stall(stalled_since)
+                    time.sleep(_IDLE_POLL_S)   # nothing runnable now (e.g. a policy waiting): don't spin
+                else:
+                    stalled_since = None
+        except BaseException as exc:  # noqa: BLE001 - the loop must never die silently
+            log.exception("engine loop crashed")
+            self.fatal = exc
+        finally:
+            self._fail_everything("server is shutting down" if self.fatal is None else f"engine crashed: {self.fatal}")
+
+    def _apply_aborts(self, req_ids: list[str]) -> None:
+        now = self.clock()
+        for rid in req_ids:
+            req = self.core.scheduler.abort(rid, now)
+            if req is not None:
+                self._finish_stream(req)
+
+    def _apply_adds(self, adds: list[tuple[Request, asyncio.Future, RequestStream]]) -> None:
+        for req, fut, stream in adds:
+            now = self.clock()
+            verdict = self.admit(self.core.scheduler, req, now) if self.admit is not None else None
+            if verdict is None and not self.core.add_request(req, now):
+                verdict = Rejection("invalid", req.error or "request rejected")
+            if verdict is None:
+                self._streams[req.req_id] = stream
+            self._resolve(fut, verdict if verdict is not None else stream)
+
+    def _resolve(self, fut: asyncio.Future, value: object) -> None:
+        def settle() -> None:
+            if not fut.done():
+                fut.set_result(value)
+            elif isinstance(value, RequestStream):   # the waiter went away: don't leak the request
+                self.abort(value.request.req_id)
+        self._post(settle)
+
+    def _post(self, fn: Callable, *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:   # the event loop closed first (shutdown): nobody is listening any more
+            pass
+
+    def _dispatch(self, step: StepResult) -> None:
+        for rid in step.sched.requests:
+            stream = self._streams.get(rid)
+            if stream is None or stream.request.status.is_finished:
+                continue
+            new = stream.request.output_token_ids[stream.num_sent:]
+            if new:
+                stream.num_sent += len(new)
+                self._post(stream.queue.put_nowait, StreamEvent(list(new)))
+        for req in step.finished:
+            self._finish_stream(req)
+
+    def _finish_stream(self, req: Request) -> None:
+        stream = self._streams.pop(req.req_id, None)
+        if stream is None:
+            return
+        new = req.output_token_ids[stream.num_sent:]
+        stream.num_sent += len(new)
+        event = StreamEvent(list(new), True, req.finish_reason, req.error)
+        self._post(stream.queue.put_nowait, event)
+        if self.observer is not None:
+            self.observer.on_finish(req)
+
+    def _check_stall(self, since: float | None) -> float | None:
+        now = self.clock()
+        sched = self.core.scheduler
+        if sched.running:           # someone holds KV: the policy is pacing, not stuck
+            return None
+        if since is None:
+            return now
+        if now - since > _STALL_LIMIT_S:
+            for rid in list(sched.requests):
+                req = sched.abort(rid, now, FinishReason.ERROR, error="scheduler could not make progress")
+                if req is not None:
+                    self._finish_stream(req)
+            return None
+        return since
+
+    def _fail_everything(self, why: str) -> None:
+        now = self.clock()
+        with self._cv:
+            adds = list(self._adds)
+            self._adds.clear()
+            self._stopping = True
+        for _, fut, _ in adds:
+            self._resolve(fut, Rejection("unavailable", why))
+        for rid in list(self.core.scheduler.requests):
+            req = self.core.scheduler.abort(rid, now, FinishReason.ERROR, error=why)
+            if req is not None:
+                self._finish_stream(req)

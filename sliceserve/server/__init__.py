@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server with per-request SLOs (see docs/SERVER.md)."""

@@ -1,0 +1,84 @@
+"""SLO admission control, run on the engine thread just before a request joins the scheduler.
+
+Three answers besides "admit":
+- invalid (400): the SLO cannot be met even on an idle device: the latency model's prefill of the whole
+  prompt exceeds the TTFT bound, or one decode step alone, l(1, ctx), exceeds the TPOT bound.
+- overloaded (429 + Retry-After, or admitted as best effort, by setting): under the current load the
+  predicted TTFT (work queued ahead of it, then its own prefill) or TPOT (a decode step of the batch it
+  would join) misses the bound.
+- queue_full (503): the bounded waiting queue is full.
+These predictions are deliberately simple (they ignore how a policy reorders work); SLICE itself decides
+who runs. The point here is to refuse what is hopeless, not to schedule.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.engine.async_engine import Rejection
+from sliceserve.request import Request
+
+
+def idle_infeasibility(sched: Scheduler, req: Request) -> str | None:
+    """Why `req`'s SLO can't be met on an idle device, or None."""
+    lat, slo = sched.latency, req.slo
+    if slo.ttft_s is not None:
+        prefill = lat.prefill_time(req.num_prompt_tokens)
+        if prefill > slo.ttft_s:
+            return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
+                    f"takes ~{prefill * 1e3:.1f} ms > ttft {slo.ttft_s * 1e3:g} ms")
+    if slo.tpot_s is not None:
+        step = lat.decode_time(1, req.num_prompt_tokens)
+        if step > slo.tpot_s:
+            return (f"SLO cannot be met even on an idle device: one decode step takes ~{step * 1e3:.1f} ms "
+                    f"> tpot {slo.tpot_s * 1e3:g} ms")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadEstimate:
+    ttft_s: float
+    tpot_s: float
+    drain_s: float     # time to work off what is queued now: the Retry-After hint
+
+
+def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
+    lat = sched.latency
+    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting)
+    running = [r for r in sched.running]
+    k = len(running) + 1
+    ctx = (sum(r.num_tokens for r in running) + req.num_prompt_tokens) / k
+    step = lat.decode_time(k, ctx)
+    # Prefill chunks share iterations with decodes: count one decode step per chunk of queued prompt.
+    chunks = math.ceil((queued_prefill + req.num_prompt_tokens) / sched.config.max_num_batched_tokens)
+    ttft = lat.prefill_time(queued_prefill + req.num_prompt_tokens) + chunks * lat.decode_time(len(running), ctx)
+    drain = lat.prefill_time(queued_prefill) + step * max((r.remaining_output_tokens for r in running), default=0)
+    return LoadEstimate(ttft, step, drain)
+
+
+def make_admit(max_waiting: int, overload: str):
+    """The admit hook for AsyncEngine: (scheduler, request, now) -> Rejection | None."""
+
+    def admit(sched: Scheduler, req: Request, now: float) -> Rejection | None:
+        if len(sched.waiting) >= max_waiting:
+            return Rejection("queue_full", f"waiting queue is full ({max_waiting} requests); retry later",
+                             retry_after_s=1.0)
+        reason = sched.admission_error(req) or idle_infeasibility(sched, req)
+        if reason is not None:
+            return Rejection("invalid", reason)
+        if overload != "reject" or req.slo.is_empty:
+            return None
+        est = estimate_under_load(sched, req)
+        waited = now - req.arrival_s
+        if req.slo.ttft_s is not None and waited + est.ttft_s > req.slo.ttft_s:
+            return Rejection("overloaded", f"SLO cannot be met under the current load: predicted ttft "
+                             f"{(waited + est.ttft_s) * 1e3:.0f} ms > {req.slo.ttft_s * 1e3:g} ms",
+                             retry_after_s=max(1.0, est.drain_s))
+        if req.slo.tpot_s is not None and est.tpot_s > req.slo.tpot_s:
+            return Rejection("overloaded", f"SLO cannot be met under the current load: predicted tpot "
+                             f"{est.tpot_s * 1e3:.0f} ms > {req.slo.tpot_s * 1e3:g} ms",
+                             retry_after_s=max(1.0, est.drain_s))
+        return None
+
+    return admit

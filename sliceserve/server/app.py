@@ -1,0 +1,115 @@
+"""The FastAPI app: OpenAI routes, health and readiness, Prometheus metrics, OpenAI-shaped errors."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request as HTTPRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
+from sliceserve.server.requests import build_request
+from sliceserve.server.serving import respond_full, respond_stream, submit
+from sliceserve.server.state import ServingState
+
+log = logging.getLogger(__name__)
+# The engine loop beats at least every 0.5 s when idle; a step longer than this means it is wedged.
+_READY_STALE_S = 30.0
+
+
+def _error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+async def _read_body(http: HTTPRequest, model: type[CompletionRequest] | type[ChatRequest]) -> Any:
+    raw = await http.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def create_app(state: ServingState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.engine.start()
+        log.info("serving %s with policy %s", state.model_name, state.settings.policy)
+        try:
+            yield
+        finally:
+            state.engine.shutdown()
+
+    app = FastAPI(title="sliceserve", lifespan=lifespan)
+    app.state.serving = state
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: HTTPRequest, exc: APIError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(APIError(400, str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: HTTPRequest, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "NotFoundError" if exc.status_code == 404 else "invalid_request_error"
+        return _error_response(APIError(exc.status_code, str(exc.detail), type=kind))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: HTTPRequest, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}",
+                                        type="InternalServerError"))
+
+    async def _generate(http: HTTPRequest, model: type[CompletionRequest] | type[ChatRequest]) -> Response:
+        body = await _read_body(http, model)
+        req = build_request(state, body, http.headers)
+        stream = await submit(state, req)
+        if body.stream:
+            return respond_stream(state, body, req, stream)
+        return await respond_full(state, body, req, stream, http)
+
+    @app.post("/v1/completions")
+    async def completions(http: HTTPRequest) -> Response:
+        return await _generate(http, CompletionRequest)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(http: HTTPRequest) -> Response:
+        return await _generate(http, ChatRequest)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0,
+                                            "owned_by": "sliceserve", "max_model_len": state.max_model_len}]}
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        engine = state.engine
+        beat_age = time.monotonic() - engine.last_beat_s
+        ok = engine.is_alive and engine.fatal is None and beat_age < _READY_STALE_S
+        body = {"ready": ok, "model": state.model_name, "policy": state.settings.policy,
+                "engine_alive": engine.is_alive, "last_beat_age_s": round(beat_age, 3)}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,67 @@
+"""Start a real uvicorn server on loopback in a thread; tear it down after the test."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import uvicorn
+
+from sliceserve.core.latency import LatencyModel
+from sliceserve.server.app import create_app
+from sliceserve.server.settings import ServerSettings
+from sliceserve.server.state import ServingState, build_state
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not become ready")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def scheduler(self):
+        return self.state.engine.core.scheduler
+
+    def openai(self, **kw: Any):
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, timeout=60, **kw)
+
+
+# Fast enough that no realistic SLO is judged impossible on the tiny model, slow enough to be finite.
+TINY_LATENCY = LatencyModel([0.002, 0.0025, 0.003, 0.0035], prefill_base_s=0.001, prefill_per_token_s=1e-5,
+                            name="tiny-test")
+
+
+def make_state(loaded: Any, **settings: Any) -> ServingState:
+    defaults = {"policy": "vllm", "served_model_name": "tiny"}
+    return build_state(ServerSettings(**{**defaults, **settings}), loaded=loaded, latency=TINY_LATENCY)
