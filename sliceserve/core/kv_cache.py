@@ -46,13 +46,26 @@ class KVBlockAllocator:
     # --- changes -------------------------------------------------------------------------------------
     def allocate(self, req_id: str, num_tokens: int) -> bool:
         """Grow `req_id`'s table to hold `num_tokens` tokens. All or nothing; False if memory is short."""
-        need = self.blocks_needed(req_id, num_tokens)
-        if need > len(self._free):
+        # Hot path (every scheduled request, every iteration): usually the table already suffices.
+        table = self._tables.get(req_id)
+        need = -(-num_tokens // self.block_size) - (len(table) if table is not None else 0)
+        if need <= 0:
+            return True
+        free = self._free
+        if need > len(free):
             return False
-        table = self._tables.setdefault(req_id, [])
-        for _ in range(need):
-            table.append(self._free.pop())
+        if table is None:
+            table = self._tables[req_id] = []
+        if need == 1:
+            table.append(free.pop())
+        else:
+            table.extend(reversed(free[-need:]))  # same order as popping one by one
+            del free[-need:]
         return True
+
+    def tables(self) -> dict[str, list[int]]:
+        """Every request's block table (read-only use: executors and the scheduler's output view)."""
+        return self._tables
 
     def append(self, req_id: str, num_new_tokens: int, num_current_tokens: int) -> bool:
         """Room for `num_new_tokens` more tokens after the `num_current_tokens` the request holds."""

@@ -6,6 +6,7 @@ tokens; they never touch tokens or timings.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sliceserve.config import SchedulerConfig
@@ -36,8 +37,31 @@ class Batch:
         return len(self.prefill) + len(self.decode)
 
 
+class BlockTables(Mapping[str, list[int]]):
+    """Read-only view of the block tables of the scheduled requests (no per-iteration copy)."""
+
+    __slots__ = ("_tables", "_scheduled")
+
+    def __init__(self, tables: dict[str, list[int]], scheduled: Mapping[str, Request]) -> None:
+        self._tables = tables
+        self._scheduled = scheduled
+
+    def __getitem__(self, req_id: str) -> list[int]:
+        if req_id not in self._scheduled:
+            raise KeyError(req_id)
+        return self._tables.get(req_id, [])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scheduled)
+
+    def __len__(self) -> int:
+        return len(self._scheduled)
+
+
 class Scheduler:
     name = "base"
+    # Check every planned batch's invariants in schedule() (tests turn it on).
+    check_invariants = False
 
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         self.config = config.validate()
@@ -106,46 +130,67 @@ class Scheduler:
     def schedule(self, now: float) -> SchedulerOutput:
         batch = self.plan(now)
         reqs = self.requests
-        scheduled = {rid: reqs[rid] for rid in batch.prefill}
-        for rid in batch.decode:
-            scheduled[rid] = reqs[rid]
-        for req in scheduled.values():
+        scheduled: dict[str, Request] = {}
+        for rid in batch.prefill:
+            scheduled[rid] = req = reqs[rid]
             if req.first_scheduled_s is None:
                 req.first_scheduled_s = now
-            assert self.kv.num_blocks_held(req.req_id) * self.kv.block_size >= req.num_computed_tokens + (
-                batch.prefill.get(req.req_id, 1)), f"{req.req_id} scheduled without KV"
+        for rid in batch.decode:
+            scheduled[rid] = req = reqs[rid]
+            if req.first_scheduled_s is None:
+                req.first_scheduled_s = now
+        if self.check_invariants:
+            self.check_batch(batch, scheduled)
         out = SchedulerOutput(
             prefill=batch.prefill, decode=batch.decode, preempted=self._preempted, finished=self._finished,
-            requests=scheduled, block_tables={rid: self.kv.block_table(rid) for rid in scheduled},
+            requests=scheduled, block_tables=BlockTables(self.kv.tables(), scheduled),
         )
         self._preempted, self._finished = [], []
         return out
+
+    def check_batch(self, batch: Batch, scheduled: dict[str, Request]) -> None:
+        """Internal invariants of a planned batch (on when `check_invariants`; tests turn it on; it costs
+        a few microseconds per request, too much for every iteration of a simulation)."""
+        assert len(scheduled) == len(batch.prefill) + len(batch.decode), "a request is scheduled twice"
+        for rid, req in scheduled.items():
+            assert req.status is RequestStatus.RUNNING, f"{rid} scheduled while {req.status.value}"
+            n = batch.prefill.get(rid, 1)
+            assert n >= 1 and req.num_computed_tokens + n <= req.num_tokens, f"{rid} scheduled past its tokens"
+            assert self.kv.num_blocks_held(rid) * self.kv.block_size >= req.num_computed_tokens + n, (
+                f"{rid} scheduled without KV")
 
     def update(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> list[Request]:
         """Advance every scheduled request by what the executor did; returns the requests that ended.
         `now` is when the iteration finished (token timestamps)."""
         ended: list[Request] = []
+        reqs = self.requests
         for rid, message in result.errors.items():
-            req = self.requests.get(rid)
+            req = reqs.get(rid)
             if req is not None:
                 self._finish(req, FinishReason.ERROR, now)
                 req.error = message
                 ended.append(req)
         for rid, n in sched.prefill.items():
-            req = self.requests.get(rid)
+            req = reqs.get(rid)
             if req is not None:
                 req.num_computed_tokens += n
         for rid in sched.decode:
-            req = self.requests.get(rid)
+            req = reqs.get(rid)
             if req is not None:
                 req.num_computed_tokens += 1
+        stopped = result.stopped
         for rid, token in result.sampled.items():
-            req = self.requests.get(rid)
+            req = reqs.get(rid)
             if req is None:
                 continue  # aborted while the iteration ran
             req.output_token_ids.append(token)
             req.token_times_s.append(now)
-            reason = self._stop_reason(req, token, rid in result.stopped)
+            params = req.sampling_params
+            # Fast path first: most tokens end nothing.
+            if (len(req.output_token_ids) < params.max_tokens and not stopped and not params.stop_token_ids
+                    and (params.ignore_eos or req.eos_token_id is None)):
+                continue
+            reason = self._stop_reason(req, token, rid in stopped)
             if reason is not None:
                 self._finish(req, reason, now)
                 ended.append(req)

@@ -20,18 +20,19 @@ class SimulatedExecutor:
         self._rng = random.Random(seed)
 
     def execute(self, sched: SchedulerOutput) -> ModelOutput:
-        if sched.is_empty:
+        decode, prefill = sched.decode, sched.prefill
+        if not decode and not prefill:
             return ModelOutput()
         reqs = sched.requests
-        sampled = {rid: DUMMY_TOKEN for rid in sched.decode}
+        sampled = dict.fromkeys(decode, DUMMY_TOKEN)
         prefill_tokens = 0
-        for rid, n in sched.prefill.items():
+        for rid, n in prefill.items():
             prefill_tokens += n
             req = reqs[rid]
-            if req.num_computed_tokens + n >= req.num_tokens:
+            if req.num_computed_tokens + n >= len(req.prompt_token_ids) + len(req.output_token_ids):
                 sampled[rid] = DUMMY_TOKEN
-        k = len(sched.decode)
-        ctx = sum(reqs[rid].num_computed_tokens for rid in sched.decode) / k if k else 0.0
+        k = len(decode)
+        ctx = sum([reqs[rid].num_computed_tokens for rid in decode]) / k if k else 0.0
         elapsed = self.device.iteration_time(k, ctx, prefill_tokens) * self.slowdown
         if self.noise:
             elapsed *= self._rng.lognormvariate(0.0, self.noise)

@@ -30,27 +30,33 @@ class VLLMScheduler(Scheduler):
     def plan(self, now: float) -> Batch:
         batch = Batch()
         budget = self.config.max_num_batched_tokens
+        allocate = self.kv.allocate  # the hot loop runs once per running request per iteration
+        running = self.running
+        prefill, decode = batch.prefill, batch.decode
         preempted = False
         i = 0
-        while i < len(self.running) and budget > 0:
-            req = self.running[i]
-            n = min(req.num_uncomputed_tokens, budget)
-            while not self.reserve(req, req.num_computed_tokens + n):
-                victim = self._victim(self.running[i:])
+        while i < len(running) and budget > 0:
+            req = running[i]
+            computed = req.num_computed_tokens
+            missing = len(req.prompt_token_ids) + len(req.output_token_ids) - computed
+            n = missing if missing < budget else budget
+            while not allocate(req.req_id, computed + n):
+                victim = self._victim(running[i:])
                 self.preempt_recompute(victim)
                 preempted = True
                 if victim is req:
                     break
             else:
-                if req.is_prefilling:
-                    batch.add_prefill(req, n)
+                if missing > 1:  # a prompt chunk or a recompute
+                    prefill[req.req_id] = n
                 else:
-                    batch.add_decode(req)
+                    decode.append(req.req_id)
                 budget -= n
                 i += 1
+        batch.num_tokens = self.config.max_num_batched_tokens - budget
         if preempted:
             return batch
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        while self.waiting and budget > 0 and len(running) < self.config.max_num_seqs:
             req = self._waiting_head()
             n = min(req.num_uncomputed_tokens, budget)
             if not self.reserve(req, req.num_computed_tokens + n):

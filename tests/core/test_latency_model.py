@@ -1,0 +1,95 @@
+import json
+import random
+
+import pytest
+
+from sliceserve.core.latency import IterationSample, LatencyModel, load_profile
+
+
+def test_paper_4060ti_profile_values():
+    m = load_profile("paper-4060ti")
+    # SLICE.md's table: 14 ms at batch 1, 83 ms at 7, 125 ms at 8, 124 ms at 15.
+    assert m.decode_time(1) == pytest.approx(0.014)
+    assert m.decode_time(7) == pytest.approx(0.083)
+    assert m.decode_time(8) == pytest.approx(0.125)
+    assert m.decode_time(15) == pytest.approx(0.124)
+    assert m.decode_time(0) == 0.0
+    # Past the table: linear from the last two entries (124 - 123 = 1 ms per extra request).
+    assert m.decode_time(17) == pytest.approx(0.126)
+    # Documented prefill assumption: 20 ms + 0.25 ms per token.
+    assert m.prefill_time(400) == pytest.approx(0.12)
+    assert m.iteration_time(4, 0.0, 400) == pytest.approx(0.05 + 0.12)
+
+
+def test_builtin_profile_is_copied_not_shared():
+    a = load_profile("paper-4060ti")
+    a.observe(IterationSample(1, 0.0, 0, 1.0))
+    assert load_profile("paper-4060ti").decode_time(1) == pytest.approx(0.014)
+
+
+def test_fit_recovers_known_coefficients():
+    truth = LatencyModel([0.010, 0.015, 0.019, 0.024], ctx_coef_s=2e-6, prefill_base_s=0.005,
+                         prefill_per_token_s=1e-4, prefill_quad_s=1e-8)
+    rng = random.Random(3)
+    samples = []
+    for _ in range(200):
+        k, ctx = rng.randint(1, 4), rng.uniform(0, 2000)
+        samples.append(IterationSample(k, ctx, 0, truth.decode_time(k, ctx) * rng.uniform(0.99, 1.01)))
+        n = rng.randint(1, 1500)
+        samples.append(IterationSample(0, 0.0, n, truth.prefill_time(n) * rng.uniform(0.99, 1.01)))
+    fit = LatencyModel.fit(samples)
+    for k in range(1, 5):
+        assert fit.decode_table_s[k - 1] == pytest.approx(truth.decode_table_s[k - 1], rel=0.03)
+    assert fit.ctx_coef_s == pytest.approx(2e-6, rel=0.1)
+    for n in (10, 500, 1500):
+        assert fit.prefill_time(n) == pytest.approx(truth.prefill_time(n), rel=0.03)
+
+
+def test_fit_needs_decode_samples():
+    with pytest.raises(ValueError, match="decode-only"):
+        LatencyModel.fit([IterationSample(0, 0.0, 10, 0.01)])
+
+
+def test_json_round_trip(tmp_path):
+    m = LatencyModel([0.01, 0.02], ctx_coef_s=1e-6, prefill_base_s=0.003, prefill_per_token_s=2e-5,
+                     name="dev", notes="measured")
+    path = tmp_path / "p.json"
+    m.save(path, extra={"device": "cpu"})
+    back = load_profile(str(path))
+    assert back == m
+    assert json.loads(path.read_text())["device"] == "cpu"
+
+
+def test_observe_moves_toward_measurements():
+    m = load_profile("paper-4060ti")
+    before = m.decode_time(4)
+    for _ in range(30):
+        m.observe(IterationSample(4, 0.0, 0, 0.100))
+    assert abs(m.decode_time(4) - 0.100) < 0.001 < abs(before - 0.100)
+    p_before = m.prefill_time(200)
+    m.observe(IterationSample(0, 0.0, 200, 2 * p_before))
+    assert p_before < m.prefill_time(200) < 2 * p_before
+    # A batch size past the table grows the table instead of failing.
+    m.observe(IterationSample(40, 0.0, 0, 0.5))
+    assert len(m.decode_table_s) >= 40
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    ('{"ctx_coef_s": 0.1}', "decode_table_s"),
+    ('{"decode_table_s": [0.01], "bogus": 1}', "unknown field"),
+    ('{"decode_table_s": [0.0]}', "positive"),
+])
+def test_bad_profiles_raise_value_error(tmp_path, text, fragment):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=fragment):
+        LatencyModel.load(path)
+
+
+def test_unknown_profile_name():
+    with pytest.raises(ValueError, match="unknown latency profile"):
+        load_profile("no-such-device")
+    with pytest.raises(ValueError, match="not found"):
+        load_profile("/nonexistent/profile.json")
