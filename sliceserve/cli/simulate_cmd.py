@@ -28,6 +28,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     a("--seed", default="0", help="seeds arrivals, classes, lengths and device noise")
     a("--profile", default="paper-4060ti", help="latency profile: built-in name or JSON file")
     a("--slo-scale", default="1", help="multiply every SLO bound (TTFT, TPOT, E2E); > 1 for a slower device")
+    a("--slo", action="append", default=[], metavar="[CLASS=]EXPR",
+      help="override SLO bounds after --slo-scale, e.g. realtime=tpot<=40ms or ttft<=2s (all classes); repeatable")
     a("--noise", default="0", help="sigma of a lognormal factor on each simulated iteration time")
     a("--max-num-seqs", default=None)
     a("--num-kv-blocks", default=None)
@@ -85,12 +87,11 @@ def build_config(args: argparse.Namespace) -> SchedulerConfig:
 def _workload_factory(args: argparse.Namespace, seed: int, duration: float | None, slo_scale: float,
                       burstiness: float):
     """rate -> Workload, deterministic for a given seed."""
-    from sliceserve.workload import generate, get_preset, load_trace, parse_mix_weights
+    from sliceserve.workload import generate, get_preset, load_trace, parse_mix_weights, with_slo_overrides
 
+    mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
     if args.trace is None:
-        get_preset(args.workload)  # fail on an unknown preset before anything runs
-        return lambda rate: generate(args.workload, rate, duration or 60.0, seed, burstiness, slo_scale)
-    mix = get_preset(args.workload, slo_scale)
+        return lambda rate: generate(args.workload, rate, duration or 60.0, seed, burstiness, mix=mix)
     classes = {m.name: m.slo_class for m in mix}
     weights = parse_mix_weights(args.trace_mix, list(classes)) if args.trace_mix else {m.name: m.weight for m in mix}
     return lambda rate: load_trace(args.trace, classes, weights, seed, rate, duration)

@@ -9,9 +9,11 @@ than the one the preset was written for (the RTX 4060 Ti of `paper-4060ti`), F <
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from sliceserve.slo import SLO, SLOClass
+from sliceserve.slo import SLO, SLOClass, parse_slo
 from sliceserve.workload.arrivals import arrival_times
 from sliceserve.workload.lengths import parse_length_dist
 from sliceserve.workload.spec import ClassMix, RequestSpec, Workload
@@ -22,6 +24,9 @@ def _mix(name: str, weight: float, ttft_s: float | None, tpot_s: float | None, e
     return ClassMix(SLOClass(name, SLO(ttft_s, tpot_s, e2e_s), utility), weight,
                     parse_length_dist(prompt), parse_length_dist(output))
 
+
+# "realtime=tpot<=40ms": a class name, then "=" that is not part of "<=".
+_CLASS_PREFIX = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=(?!=)(.*)$")
 
 _NRT_PROMPT, _NRT_OUTPUT = "lognormal:256:0.5:1024", "lognormal:96:0.5:384"
 
@@ -84,14 +89,33 @@ def choose_classes(names: list[str], weights: list[float], n: int, rng: np.rando
     return [names[i] for i in idx]
 
 
+def with_slo_overrides(mix: tuple[ClassMix, ...], overrides: list[str]) -> tuple[ClassMix, ...]:
+    """Apply `[CLASS=]EXPR` overrides (e.g. `realtime=tpot<=40ms`, or `ttft<=2s` for every class): the bounds
+    EXPR names replace the class's, the others stay."""
+    known = [m.name for m in mix]
+    out = list(mix)
+    for text in overrides:
+        m = _CLASS_PREFIX.match(text)
+        target, expr = (m.group(1), m.group(2)) if m else (None, text)
+        if target is not None and target not in known:
+            raise ValueError(f"unknown SLO class {target!r} in --slo {text!r}; known: {', '.join(known)}")
+        slo = parse_slo(expr)
+        out = [ClassMix(SLOClass(c.name, c.slo_class.slo.merged(slo), c.slo_class.utility), c.weight, c.prompt, c.output)
+               if target in (None, c.name) else c for c in out]
+    return tuple(out)
+
+
 def generate(preset: str, rate: float, duration_s: float, seed: int, burstiness: float = 1.0,
-             slo_scale: float = 1.0, max_requests: int | None = None) -> Workload:
+             slo_scale: float = 1.0, max_requests: int | None = None,
+             mix: tuple[ClassMix, ...] | None = None) -> Workload:
     """Arrivals over `duration_s` at `rate` req/s; classes by the preset's shares; lengths per class.
+    `mix` replaces the preset's classes (then `preset` only names the workload and `slo_scale` is unused).
 
     Arrivals, classes and lengths use separate streams spawned from `seed`, so the i-th request's class and
     lengths are the same at every rate of a sweep; only its arrival time changes.
     """
-    mix = get_preset(preset, slo_scale)
+    if mix is None:
+        mix = get_preset(preset, slo_scale)
     s_arrival, s_class, s_len = np.random.SeedSequence(seed).spawn(3)
     times = arrival_times(rate, duration_s, np.random.default_rng(s_arrival), burstiness, max_requests)
     n = len(times)
