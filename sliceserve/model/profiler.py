@@ -36,6 +36,9 @@ class ProfileGrid:
             values = getattr(self, name)
             if not values or any(not isinstance(v, int) or v <= 0 for v in values):
                 raise ValueError(f"profile {name} must be a non-empty list of positive integers, got {values!r}")
+        if len(set(self.contexts)) < 2:
+            # With one context, k * ctx is a mix of the per-batch-size levels and the fit cannot split them.
+            raise ValueError("profile needs at least two different context lengths to fit the context slope")
         if self.repeats <= 0 or self.warmup < 0:
             raise ValueError("profile repeats must be positive and warmup non-negative")
 
@@ -58,10 +61,10 @@ def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
 
 def default_grid(max_batch: int = 32, contexts: Iterable[int] = (128, 512, 1024),
                  chunks: Iterable[int] = (32, 128, 512), quick: bool = False) -> ProfileGrid:
-    if quick:  # a few seconds: enough for a usable l(k) and p(n), not for a fine context slope
-        return ProfileGrid(batch_sizes_up_to(min(max_batch, 4)), (min(contexts),), tuple(sorted(chunks))[:2],
-                           repeats=2, warmup=1)
-    return ProfileGrid(batch_sizes_up_to(max_batch), tuple(contexts), tuple(chunks))
+    contexts, chunks = tuple(sorted(set(contexts))), tuple(sorted(set(chunks)))
+    if quick:  # a few seconds: enough for a usable l(k) and p(n), only a rough context slope
+        return ProfileGrid(batch_sizes_up_to(min(max_batch, 4)), contexts[:2], chunks[:2], repeats=2, warmup=1)
+    return ProfileGrid(batch_sizes_up_to(max_batch), contexts, chunks)
 
 
 class _Synthetic:
@@ -185,6 +188,6 @@ def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool =
 
 def quick_estimate(loaded, max_batch: int = 4, progress: bool = False) -> LatencyModel:
     """A latency model from a few seconds of measurement, for engines started without a saved profile."""
-    grid = default_grid(max_batch=max_batch, contexts=(64,), chunks=(32, 128), quick=True)
+    grid = default_grid(max_batch=max_batch, contexts=(16, 256), chunks=(32, 128), quick=True)
     model, _ = profile_loaded(loaded, grid, progress=progress, name="quick-estimate")
     return model
