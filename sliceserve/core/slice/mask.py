@@ -1,0 +1,155 @@
+"""SLICE phase 2: the decode-mask matrix (arXiv 2510.18544, SLICE.md "Phase 2").
+
+One row per scheduled request, `C = max_i v_i` columns; row i holds `v_i` ones. Each engine iteration
+executes one column: its batch is every row with a 1 there. The mask is built incrementally, in the
+order the selection walk admits rows, so the cost the capacity test saw is exactly the cost of the
+matrix that runs.
+
+Cost of one cycle = sum over columns of l(|column|) + ctx_coef * sum_i v_i * ctx_i. The context term of
+`LatencyModel.decode_time` is linear in the batch's total context, so it splits per row whatever the
+layout. With the `prefix` layout this equals the paper's sum_k (v_k - v_{k+1}) * l(k) over rates sorted
+in descending order (see `prefix_cycle_time`).
+
+Layouts:
+- `prefix`: row i has ones in columns 0..v_i-1 (the paper's layout; cheapest, since l is sublinear).
+- `spread`: row i has ones at (phase + floor(j*C/v_i)) mod C, j = 0..v_i-1: cyclic gaps differ by at most
+  one column, so inter-token gaps are steadier. The phase is chosen to keep columns balanced (smallest
+  resulting largest column, then smallest added cost), which also keeps iteration times even.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+DecodeTime = Callable[[int], float]   # l(k) at zero context
+
+
+def prefix_cycle_time(rates: Sequence[int], decode_time: DecodeTime) -> float:
+    """The paper's closed form: rates sorted descending, T = sum_k (v_k - v_{k+1}) * l(k), v_{m+1} = 0.
+    (The reference code neither sorts nor indexes this sum correctly; SLICE.md.)"""
+    v = sorted(rates, reverse=True) + [0]
+    return sum((v[k] - v[k + 1]) * decode_time(k + 1) for k in range(len(v) - 1))
+
+
+def spread_positions(rate: int, num_columns: int, phase: int = 0) -> list[int]:
+    """Columns of a row with `rate` evenly spaced ones among `num_columns` columns."""
+    if not 0 < rate <= num_columns:
+        raise ValueError(f"a row needs 1..{num_columns} ones, got {rate}")
+    return sorted((phase + (j * num_columns) // rate) % num_columns for j in range(rate))
+
+
+class DecodeMask:
+    def __init__(self, layout: str, decode_time: DecodeTime, ctx_coef_s: float = 0.0,
+                 max_column: int | None = None) -> None:
+        if layout not in ("prefix", "spread"):
+            raise ValueError(f"decode-mask layout must be prefix or spread, got {layout!r}")
+        self.layout = layout
+        self._l = decode_time
+        self._ctx_coef = ctx_coef_s
+        self.max_column = max_column
+        self.rows: dict[str, list[int]] = {}     # req_id -> its columns (insertion order kept)
+        self._ctx: dict[str, float] = {}
+        self.counts: list[int] = []              # |column c|
+        self._base_cost = 0.0                    # sum_c l(|column c|)
+        self._ctx_cost = 0.0
+
+    # --- queries -------------------------------------------------------------------------------------
+    @property
+    def num_columns(self) -> int:
+        return len(self.counts)
+
+    def rate(self, req_id: str) -> int:
+        return len(self.rows[req_id])
+
+    def cost(self) -> float:
+        """Predicted seconds for one pass over every column."""
+        return self._base_cost + self._ctx_cost
+
+    def columns(self) -> list[list[str]]:
+        """Column c = the rows with a 1 in c, in row insertion order."""
+        cols: list[list[str]] = [[] for _ in self.counts]
+        for rid, positions in self.rows.items():
+            for c in positions:
+                cols[c].append(rid)
+        return cols
+
+    # --- trial and commit ----------------------------------------------------------------------------
+    def added_cost(self, rate: int, ctx: float = 0.0) -> tuple[float, list[int] | None]:
+        """(cost increase, positions) of adding a row with `rate` ones; positions None = would need a
+        re-layout (spread with a new largest rate) and the cost is that of the re-laid matrix; inf if a
+        column would exceed `max_column`."""
+        if rate <= 0:
+            raise ValueError(f"a row needs at least one 1, got rate {rate}")
+        ctx_delta = self._ctx_coef * rate * ctx
+        if self.layout == "spread" and rate > self.num_columns and self.rows:
+            trial = self._relaid(extra=("", rate, ctx), num_columns=rate)
+            return (float("inf") if trial is None else trial.cost() - self.cost()), None
+        positions = self._place(rate)
+        delta = 0.0
+        for c in positions:
+            n = self.counts[c] if c < len(self.counts) else 0
+            if self.max_column is not None and n + 1 > self.max_column:
+                return float("inf"), positions
+            delta += self._l(n + 1) - self._l(n)
+        return delta + ctx_delta, positions
+
+    def add(self, req_id: str, rate: int, ctx: float = 0.0, positions: list[int] | None = None) -> None:
+        if req_id in self.rows:
+            raise ValueError(f"{req_id!r} already has a row")
+        if self.layout == "spread" and rate > self.num_columns and self.rows:
+            relaid = self._relaid(extra=(req_id, rate, ctx), num_columns=rate, enforce=False)
+            assert relaid is not None
+            self.__dict__.update(relaid.__dict__)
+            return
+        positions = self._place(rate) if positions is None else positions
+        self._commit(req_id, positions, ctx)
+
+    def remove(self, req_id: str) -> int:
+        """Drop a row (columns may become empty at the end; trailing empty columns are cut). Returns its rate."""
+        positions = self.rows.pop(req_id)
+        ctx = self._ctx.pop(req_id)
+        for c in positions:
+            n = self.counts[c]
+            self._base_cost += self._l(n - 1) - self._l(n)
+            self.counts[c] = n - 1
+        self._ctx_cost -= self._ctx_coef * len(positions) * ctx
+        while self.counts and self.counts[-1] == 0:
+            self.counts.pop()
+        return len(positions)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _place(self, rate: int) -> list[int]:
+        if self.layout == "prefix" or rate >= self.num_columns:
+            return list(range(rate))
+        best: tuple[int, float, int] | None = None
+        best_pos: list[int] = []
+        for phase in range(-(-self.num_columns // rate)):
+            pos = spread_positions(rate, self.num_columns, phase)
+            peak = max(self.counts[c] for c in pos) + 1
+            delta = sum(self._l(self.counts[c] + 1) - self._l(self.counts[c]) for c in pos)
+            key = (peak, delta, phase)
+            if best is None or key < best:
+                best, best_pos = key, pos
+        return best_pos
+
+    def _commit(self, req_id: str, positions: list[int], ctx: float) -> None:
+        for c in positions:
+            while c >= len(self.counts):
+                self.counts.append(0)
+            n = self.counts[c]
+            self._base_cost += self._l(n + 1) - self._l(n)
+            self.counts[c] = n + 1
+        self.rows[req_id] = positions
+        self._ctx[req_id] = ctx
+        self._ctx_cost += self._ctx_coef * len(positions) * ctx
+
+    def _relaid(self, extra: tuple[str, int, float], num_columns: int, enforce: bool = True) -> "DecodeMask | None":
+        """A spread matrix with `num_columns` columns holding every row again (insertion order) plus `extra`."""
+        fresh = DecodeMask(self.layout, self._l, self._ctx_coef, self.max_column)
+        fresh.counts = [0] * num_columns
+        rows = [(rid, len(p), self._ctx[rid]) for rid, p in self.rows.items()] + [extra]
+        for rid, rate, ctx in rows:
+            pos = fresh._place(rate)
+            if enforce and self.max_column is not None and any(fresh.counts[c] + 1 > self.max_column for c in pos):
+                return None
+            fresh._commit(rid, pos, ctx)
+        return fresh

@@ -1,0 +1,166 @@
+"""SLICE phase 1: task selection by utility density plus an exact capacity test (SLICE.md "Phase 1").
+
+Pure functions over plain numbers: the policy turns requests into `Candidate`s, this module decides
+which are served for their SLO (`selected`), which ride along best effort (`best_effort`, lowest rate,
+only in capacity the selected set leaves over), and which wait.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sliceserve.core.latency import LatencyModel
+from sliceserve.core.slice.mask import DecodeMask
+from sliceserve.request import Request
+
+
+@dataclass(slots=True)
+class Candidate:
+    req: Request
+    rate: int              # v_i: decode steps per cycle it is given if selected (demand, feedback included)
+    density: float         # utility per decode step per cycle: U_i / v_i (base demand)
+    deadline: float        # tie-break: earliest first
+    blocks: int            # worst-case KV blocks (prompt + max_tokens)
+    now_blocks: int        # KV blocks for what it holds now plus its next step
+    prefill_tokens: int    # tokens to compute before its next token can come (0 when it decodes)
+    ctx: float             # expected mean context over the next cycle
+    feasible: bool = True  # False: its SLO can no longer be met (TTFT passed, cannot catch up)
+
+    @property
+    def sort_key(self) -> tuple[float, float, float, str]:
+        return (-self.density, self.deadline, self.req.arrival_s, self.req.req_id)
+
+
+@dataclass(slots=True)
+class SelectionParams:
+    period_s: float
+    margin: float
+    layout: str
+    misfit: str              # skip | stop
+    max_num_seqs: int
+    num_kv_blocks: int
+    chunk_tokens: int        # max_num_batched_tokens
+    backfill_rate: int = 1
+
+
+@dataclass(slots=True)
+class Selection:
+    mask: DecodeMask
+    selected: list[Candidate] = field(default_factory=list)
+    best_effort: list[Candidate] = field(default_factory=list)
+    ttft_misses: list[Candidate] = field(default_factory=list)   # predicted to miss TTFT (violation risks)
+    prefill_cost_s: float = 0.0
+
+    @property
+    def cycle_time_s(self) -> float:
+        return self.mask.cost() + self.prefill_cost_s
+
+
+def demand(tpot_s: float | None, period_s: float, min_rate: int) -> int:
+    """v_i = ceil(P / tpot_i); requests without a TPOT SLO demand `min_rate`."""
+    if tpot_s is None:
+        return min_rate
+    # The 1e-9 keeps P / tpot exact when it is an integer in decimal but not in binary (1.0 / 0.05).
+    return max(1, math.ceil(period_s / tpot_s - 1e-9))
+
+
+def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, latency: LatencyModel,
+             params: SelectionParams, credit_s: float, protected: bool) -> bool:
+    """Whether its first token can still come in time if it joins behind `pending_tokens` of prefill.
+    While selected members decode, prefill only runs out of the cycle's slack (see the policy's prefill
+    credit), so the wait stretches by (prefill still uncovered by credit) / slack cycles."""
+    req = c.req
+    if req.slo.ttft_s is None or req.num_output_tokens > 0:
+        return True
+    tokens = pending_tokens + c.prefill_tokens
+    chunks = max(1, -(-tokens // params.chunk_tokens))
+    prefill = latency.prefill_time(tokens)
+    wait = prefill + chunks * latency.decode_time((mask.counts[0] if mask.counts else 0) + 1)
+    if protected:
+        cap = params.period_s * (1.0 - params.margin)
+        slack = cap - mask.cost()
+        if slack <= 0:
+            return False
+        wait += max(0.0, prefill - credit_s) / slack * cap
+    return now + wait <= req.arrival_s + req.slo.ttft_s
+
+
+def select(candidates: list[Candidate], params: SelectionParams, latency: LatencyModel, now: float,
+           decode_time: Callable[[int], float] | None = None, credit_s: float = 0.0) -> Selection:
+    """Walk `candidates` in rank order (caller sorts by `sort_key`), admit what fits, then backfill.
+    `credit_s`: prefill time the executor may spend right away without delaying members' decodes."""
+    l0 = decode_time or (lambda k: latency.decode_time(k, 0.0))
+    mask = DecodeMask(params.layout, l0, latency.ctx_coef_s, params.max_num_seqs)
+    sel = Selection(mask)
+    cap = params.period_s * (1.0 - params.margin)
+    pending, blocks, stopped, protected = 0, 0, False, False
+    rest: list[Candidate] = []
+    for c in candidates:
+        if stopped or not c.feasible or len(mask.rows) >= params.max_num_seqs:
+            rest.append(c)
+            continue
+        if not _ttft_ok(c, now, pending, mask, latency, params, credit_s, protected):
+            sel.ttft_misses.append(c)
+            rest.append(c)
+            continue
+        delta, pos = mask.added_cost(c.rate, c.ctx)
+        prefill = latency.prefill_time(pending + c.prefill_tokens) - latency.prefill_time(pending)
+        if mask.cost() + delta + sel.prefill_cost_s + prefill > cap or blocks + c.blocks > params.num_kv_blocks:
+            rest.append(c)
+            stopped = params.misfit == "stop"
+            continue
+        mask.add(c.req.req_id, c.rate, c.ctx, pos)
+        sel.prefill_cost_s += prefill
+        pending += c.prefill_tokens
+        blocks += c.blocks
+        protected = protected or c.prefill_tokens == 0
+        sel.selected.append(c)
+    _backfill(sel, rest, params, latency, cap, pending, blocks)
+    return sel
+
+
+def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, latency: LatencyModel,
+              cap: float, pending: int, blocks: int) -> None:
+    """Leftover cycle time goes to unselected requests at the lowest rate, then their rates grow (round
+    robin) while the cycle still fits; rows never extend the cycle past the selected set's columns."""
+    mask = sel.mask
+    max_cols = max(mask.num_columns, params.backfill_rate)
+    for c in rest:
+        if len(mask.rows) >= params.max_num_seqs:
+            break
+        # Best effort needs only what it holds plus its next step; it is evicted first when memory is short.
+        if blocks + c.now_blocks > params.num_kv_blocks:
+            continue
+        delta, pos = mask.added_cost(params.backfill_rate, c.ctx)
+        prefill = latency.prefill_time(pending + c.prefill_tokens) - latency.prefill_time(pending)
+        if mask.cost() + delta + sel.prefill_cost_s + prefill > cap:
+            continue
+        mask.add(c.req.req_id, params.backfill_rate, c.ctx, pos)
+        sel.prefill_cost_s += prefill
+        pending += c.prefill_tokens
+        blocks += c.now_blocks
+        sel.best_effort.append(c)
+    if not mask.rows:
+        # Work conservation: nothing fits the cycle (e.g. one prompt alone is longer than P), so the
+        # best-ranked request that fits the KV runs anyway rather than leaving the device idle.
+        for c in rest:
+            if blocks + c.now_blocks <= params.num_kv_blocks:
+                mask.add(c.req.req_id, params.backfill_rate, c.ctx)
+                sel.prefill_cost_s += latency.prefill_time(c.prefill_tokens)
+                sel.best_effort.append(c)
+                break
+    growing = list(sel.best_effort)
+    while growing:
+        still: list[Candidate] = []
+        for c in growing:
+            rid = c.req.req_id
+            rate = mask.remove(rid)
+            if rate < max_cols:
+                delta, pos = mask.added_cost(rate + 1, c.ctx)
+                if mask.cost() + delta + sel.prefill_cost_s <= cap:
+                    mask.add(rid, rate + 1, c.ctx, pos)
+                    still.append(c)
+                    continue
+            mask.add(rid, rate, c.ctx)
+        growing = still
