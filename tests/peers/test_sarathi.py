@@ -51,7 +51,7 @@ def decoding(sched, n: int, tpot_s: float | None, prompt_len: int = 20):
 @settings(max_examples=60, deadline=None)
 @given(k=st.integers(1, 12), tpot_ms=st.floats(20, 200), per_tok=st.floats(1e-5, 1e-3), quad=st.floats(0, 1e-6),
        base=st.floats(0, 0.01))
-def test_budget_is_the_largest_chunk_within_the_tightest_tpot(k, tpot_ms, per_tok, quad, base):
+def test_budget_is_the_largest_chunk_within_the_tightest_attainable_tpot(k, tpot_ms, per_tok, quad, base):
     model = LatencyModel([0.010 + 0.002 * i for i in range(16)], 1e-6, base, per_tok, quad)
     sched = sarathi(model, sarathi_min_chunk=1, max_num_batched_tokens=2048)
     decodes = decoding(sched, k, None)
@@ -62,19 +62,30 @@ def test_budget_is_the_largest_chunk_within_the_tightest_tpot(k, tpot_ms, per_to
     ctx = sum(r.num_computed_tokens for r in decodes) / k
     decode_s = model.decode_time(k, ctx)
     cap = 2048 - k
-    if budget > 1:  # above the floor: the budget fits the tightest TPOT
-        assert decode_s + model.prefill_time(budget) <= tpots[0] + 1e-12
+    keepable = [t for t in tpots if t > decode_s]
+    if not keepable:  # no chunk can keep any bound: the budget is the token cap
+        assert budget == cap
+        return
+    tightest = min(keepable)
+    if budget > 1:  # above the floor: the budget fits the tightest attainable TPOT
+        assert decode_s + model.prefill_time(budget) <= tightest + 1e-12
     if budget < cap:  # and it is the largest that does
-        assert decode_s + model.prefill_time(budget + 1) > tpots[0]
+        assert decode_s + model.prefill_time(budget + 1) > tightest - 1e-12
     assert 1 <= budget <= cap
 
 
-def test_budget_without_tpot_is_the_token_cap_and_floor_applies_when_infeasible():
+def test_budget_without_attainable_tpot_is_the_token_cap_and_floor_applies_on_tiny_slack():
     sched = sarathi(max_num_batched_tokens=300, sarathi_min_chunk=24)
     decodes = decoding(sched, 3, None)
     assert sched.prefill_budget(decodes) == 300 - 3
-    decodes[1].slo = SLO(tpot_s=0.005)  # below the decode time alone: nothing fits, the floor applies
+    ctx = sum(r.num_computed_tokens for r in decodes) / 3
+    decode_s = sched.latency.decode_time(3, ctx)
+    decodes[1].slo = SLO(tpot_s=decode_s + 0.001)  # 1 ms of slack, less than any prefill: the floor applies
     assert sched.prefill_budget(decodes) == 24
+    decodes[2].slo = SLO(tpot_s=decode_s * 0.9)  # unattainable bounds are left out, the others still count
+    assert sched.prefill_budget(decodes) == 24
+    decodes[1].slo = SLO(tpot_s=decode_s * 0.5)  # nothing attainable: no reason to throttle prefills
+    assert sched.prefill_budget(decodes) == 300 - 3
     assert sched.prefill_budget([]) == 300
 
 
