@@ -1,5 +1,5 @@
-"""SLO-aware simulated-annealing scheduling (Huang et al., "SLO-Aware Scheduling for Large Language Model
-Inferences", arXiv 2504.14966, 2025; a seed of this project).
+"""SLO-aware simulated-annealing scheduling (Huang, Xiong, Yu, Huang, Li, Zeng, Chen, "SLO-Aware Scheduling for
+Large Language Model Inferences", 2025-04-21; a seed of this project: ../shared/seeds/).
 
 A search chooses the order in which waiting requests are admitted and the batch size, maximising
 G = (requests expected to meet their SLO) / (sum of their predicted latencies); a request is judged on
@@ -27,12 +27,18 @@ The paper does not publish its schedule; every choice below is ours and a config
   completion and search lazily in the next `plan`; a preemption (the waiting set changes) also triggers
   one. New requests join the end of the previous order (warm start).
 - A smaller chosen batch size never preempts running requests; it only holds admissions back.
+
+Known behaviour of the objective as specified: G only sees the requests present now, so under overload
+the search shrinks the batch to keep running requests' TPOT and pushes requests that will miss anyway
+to the back. Attainment of TPOT rises, throughput and the TTFT tail suffer (see issue 7's report).
 """
 from __future__ import annotations
 
 import random
 
-from sliceserve.core.annealing import AnnealParams, Job, OutputLengthEstimator, SearchProblem, anneal
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.annealing import AnnealParams, AnnealResult, Job, OutputLengthEstimator, SearchProblem, anneal
+from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import register
 from sliceserve.core.scheduler import Batch, Scheduler
 from sliceserve.request import Request, RequestStatus
@@ -40,7 +46,7 @@ from sliceserve.request import Request, RequestStatus
 
 @register("annealing")
 class AnnealingScheduler(Scheduler):
-    def __init__(self, config, latency) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         cfg = self.config
         self.lengths = OutputLengthEstimator(cfg.annealing_default_output_len)
@@ -51,7 +57,7 @@ class AnnealingScheduler(Scheduler):
         self.batch_size = cfg.max_num_seqs    # the searched batch size
         self._dirty = False
         self.num_searches = 0
-        self.last_result = None
+        self.last_result: AnnealResult | None = None
 
     # --- triggers ---------------------------------------------------------------------------------------
     def on_arrival(self, req: Request, now: float) -> None:
