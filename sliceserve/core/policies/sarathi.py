@@ -12,7 +12,8 @@ Every iteration:
 3. The budget is spent on partly done prefills first (running requests still prefilling, in admission
    order), then on new prefills from the waiting queue, FCFS, up to `max_num_seqs` running requests.
 4. When KV runs out, the newest running request not yet in this iteration's batch is preempted by
-   recompute (vLLM's rule, which the Sarathi-Serve artifact inherits); no admission in such an iteration.
+   recompute (vLLM's rule; Sarathi-Serve is implemented on top of vLLM); no admission in such an
+   iteration.
 
 Choices where the paper is silent, all config fields:
 - `sarathi_min_chunk` (default 32 tokens): floor of the prefill budget, so prefills still progress when
