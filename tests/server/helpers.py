@@ -65,3 +65,36 @@ TINY_LATENCY = LatencyModel([0.002, 0.0025, 0.003, 0.0035], prefill_base_s=0.001
 def make_state(loaded: Any, **settings: Any) -> ServingState:
     defaults = {"policy": "vllm", "served_model_name": "tiny"}
     return build_state(ServerSettings(**{**defaults, **settings}), loaded=loaded, latency=TINY_LATENCY)
+
+
+class WrappedRunner:
+    """The real runner, slowed down per iteration (so requests stay in flight long enough to observe) and
+    failing any iteration that contains a prompt with `poison_token`."""
+
+    def __init__(self, inner: Any, delay_s: float = 0.0, poison_token: int | None = None) -> None:
+        self.inner, self.delay_s, self.poison_token = inner, delay_s, poison_token
+        self.num_failures = 0
+
+    def execute(self, sched):
+        if self.poison_token is not None and any(self.poison_token in r.prompt_token_ids
+                                                 for r in sched.requests.values()):
+            self.num_failures += 1
+            raise RuntimeError("injected executor failure")
+        if self.delay_s and not sched.is_empty:
+            time.sleep(self.delay_s)
+        return self.inner.execute(sched)
+
+
+def wrap(loaded: Any, **kw: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(loaded, runner=WrappedRunner(loaded.runner, **kw))
+
+
+def wait_until(predicate, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
