@@ -8,11 +8,12 @@ writes (sliceserve.bench.compare), plus each iteration's shape and measured time
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import BUILTIN_PROFILES, LatencyModel
 from sliceserve.engine.llm import build_engine, resolve_latency
 from sliceserve.engine.wallclock import WallClockDriver
@@ -64,7 +65,9 @@ def run_policy(loaded: Any, policy: str, workload: Workload, latency: LatencyMod
     from tqdm import tqdm
 
     engine = build_engine(loaded, policy, latency.copy(), **settings.scheduler)
-    reqs, _ = synthetic_requests(workload, policy, len(loaded.tokenizer), loaded.max_model_len, settings.seed)
+    from sliceserve.model.profiler import vocab_size
+
+    reqs, _ = synthetic_requests(workload, policy, vocab_size(loaded), loaded.max_model_len, settings.seed)
     bar = tqdm(total=len(reqs), desc=policy, unit="req", disable=not settings.progress, leave=False)
     result = WallClockDriver(engine, on_finish=lambda _req: bar.update(1)).run(reqs, settings.max_time_s)
     bar.close()
@@ -107,11 +110,16 @@ def describe(loaded: Any, latency: LatencyModel, profile: str | None, slo_scale:
     """The engine side of the result's "config"."""
     from sliceserve.model.profiler import device_info
 
+    scheduler_config = asdict(SchedulerConfig().with_overrides(
+        num_kv_blocks=loaded.num_kv_blocks, block_size=loaded.block_size, max_model_len=loaded.max_model_len,
+        **settings.scheduler))
+    del scheduler_config["policy"]  # one run per policy: the result's "policies" lists them
     return {
         "engine": "local", "device": device_info(loaded), "profile": profile or "quick-estimate",
         "profile_model": latency.to_dict(), "slo_scale": slo_scale,
         "slo_scale_rule": SLO_SCALE_RULE if derived else "given (--slo-scale)",
-        "max_time_s": settings.max_time_s, "seed": settings.seed, "scheduler": dict(settings.scheduler),
+        "max_time_s": settings.max_time_s, "seed": settings.seed,
+        "scheduler": scheduler_config,
         "num_requests_capped_to_max_model_len": capped,
     }
 

@@ -35,8 +35,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-time", type=float, default=None,
                         help="wall seconds per policy after which unfinished requests are aborted and count as "
                              "missed (default: 4 x duration + 30)")
+    parser.add_argument("--slo", action="append", default=[], metavar="[CLASS=]EXPR",
+                        help="override SLO bounds after the scaling, e.g. realtime=tpot<=400ms; repeatable")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="scheduler batch limit (sequences)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="scheduler token budget per step")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any SchedulerConfig field; repeatable")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    http = parser.add_argument_group("server (sliceserve.bench.http)")
+    http.add_argument("--url", default=None,
+                      help="replay against a running server (e.g. http://127.0.0.1:8000) instead of --engine")
+    http.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
+                      help="vLLM bench goodput bounds, e.g. ttft:500 tpot:50 e2el:5000 (with --url)")
     local = parser.add_argument_group("local engine")
     local.add_argument("--model", default=None,
                        help="local Hugging Face directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
@@ -49,8 +59,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _scheduler_overrides(args: argparse.Namespace) -> dict:
+    from sliceserve.cli.simulate_cmd import _setting  # the same KEY=VALUE reading as `simulate --set`
+
     names = ("max_num_seqs", "max_num_batched_tokens")
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    overrides.update(_setting(s) for s in args.set)
+    reserved = sorted(set(overrides) & {"num_kv_blocks", "block_size", "max_model_len", "policy"})
+    if reserved:
+        raise ValueError(f"--set {', '.join(reserved)}: the local engine takes these from the model and --policy")
+    return overrides
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -67,22 +84,24 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
 
     from sliceserve.bench.local import LocalSettings, describe, resolve, run_local, synthetic_requests
     from sliceserve.model.loader import load_model
-    from sliceserve.workload import generate
+    from sliceserve.workload import generate, get_preset, with_slo_overrides
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
                         kv_cache_memory_bytes=args.kv_cache_memory, max_model_len=args.max_model_len)
     latency, slo_scale, derived = resolve(loaded, args.profile, args.slo_scale)
-    workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness, slo_scale,
-                        args.max_requests)
+    mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
+    workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,
+                        max_requests=args.max_requests, mix=mix)
     if not workload.specs:
         raise ValueError("the workload has no requests; raise --request-rate or --duration")
     settings = LocalSettings(
         scheduler=_scheduler_overrides(args), seed=args.seed, include_requests=not args.no_requests,
+        progress=not args.no_progress,
         max_time_s=args.max_time if args.max_time is not None else 4 * args.duration + 30)
-    _, capped = synthetic_requests(workload, "check", len(loaded.tokenizer), loaded.max_model_len, args.seed)
+    _, capped = synthetic_requests(workload, "check", 2, loaded.max_model_len, args.seed)
     print(f"{len(workload.specs)} requests of {args.workload}, SLO scale {slo_scale:.3g} "
           f"({'derived' if derived else 'given'}), l(1) = {latency.decode_time(1) * 1e3:.1f} ms", file=sys.stderr)
-    with tqdm(total=len(policies), desc="policies", unit="policy", leave=False) as bar:
+    with tqdm(total=len(policies), desc="policies", unit="policy", leave=False, disable=args.no_progress) as bar:
         results = run_local(loaded, policies, workload, latency, settings, on_done=lambda _p: bar.update(1))
     config = {"workload": workload.describe(), "request_rate": args.request_rate, "duration_s": args.duration,
               "burstiness": args.burstiness, "seed": args.seed, "policies": policies,
@@ -99,8 +118,13 @@ def run(args: argparse.Namespace) -> int:
     from sliceserve.core.policies import parse_policy_list
 
     _check(args)
-    policies = parse_policy_list(args.policy)
-    out = _ENGINES[args.engine](args, policies)
+    if args.url:   # the server's own policy runs; --policy does not apply
+        from sliceserve.bench.http import run_http
+
+        out = run_http(args)
+    else:
+        policies = parse_policy_list(args.policy)
+        out = _ENGINES[args.engine](args, policies)
     print(summary_table(out["results"]))
     if args.output:
         Path(args.output).write_text(json.dumps(out, indent=1) + "\n")

@@ -170,13 +170,18 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def vocab_size(loaded) -> int:
+    """Token ids safe to feed: inside both the tokenizer and the model's embedding table."""
+    return min(len(loaded.tokenizer), getattr(loaded.runner, "vocab_size", len(loaded.tokenizer)))
+
+
 def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool = True,
                    name: str | None = None) -> tuple[LatencyModel, dict]:
     """Profile a LoadedModel (sliceserve.model.loader); returns the fitted model and the JSON extras
     (device info and raw samples) that `LatencyModel.save(path, extra)` stores alongside it."""
     samples, skipped = measure(loaded.runner, grid, num_kv_blocks=loaded.num_kv_blocks,
                                block_size=loaded.block_size, max_model_len=loaded.max_model_len,
-                               vocab_size=len(loaded.tokenizer), seed=seed, progress=progress)
+                               vocab_size=vocab_size(loaded), seed=seed, progress=progress)
     info = device_info(loaded)
     notes = f"measured by sliceserve profile: {grid.num_points - len(skipped)} points, median of {grid.repeats}"
     if skipped:

@@ -1,0 +1,63 @@
+"""The profiler: it recovers a known device from a simulated executor, and on a tiny real model writes a
+profile that `sliceserve simulate --profile` can load."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sliceserve.core.latency import LatencyModel, load_profile
+from sliceserve.model.profiler import ProfileGrid, batch_sizes_up_to, default_grid, measure
+from sliceserve.sim import SimulatedExecutor
+
+
+def test_batch_sizes_and_grid_validation():
+    assert batch_sizes_up_to(32) == (1, 2, 4, 8, 16, 32)
+    assert batch_sizes_up_to(12) == (1, 2, 4, 8, 12)
+    with pytest.raises(ValueError, match="two different context"):
+        ProfileGrid((1, 2), (128,), (32,))
+    with pytest.raises(ValueError, match="positive integers"):
+        default_grid(4, (128, 0), (32,))
+
+
+def test_fit_recovers_a_simulated_device():
+    device = LatencyModel([0.010, 0.018, 0.024, 0.030, 0.035, 0.040, 0.044, 0.048], ctx_coef_s=2e-6,
+                          prefill_base_s=0.015, prefill_per_token_s=3e-4, prefill_quad_s=1e-8)
+    grid = default_grid(8, (64, 256, 512), (16, 64, 256))
+    samples, skipped = measure(SimulatedExecutor(device), grid, num_kv_blocks=512, block_size=16,
+                               max_model_len=1024, progress=False)
+    assert not skipped and len(samples) == grid.num_points
+    fitted = LatencyModel.fit(samples)
+    for k in (1, 2, 4, 8):
+        for ctx in (64, 512):
+            assert fitted.decode_time(k, ctx) == pytest.approx(device.decode_time(k, ctx), rel=1e-6)
+    assert fitted.ctx_coef_s == pytest.approx(2e-6, rel=1e-6)
+    for n in (16, 100, 256):
+        assert fitted.prefill_time(n) == pytest.approx(device.prefill_time(n), rel=1e-6)
+
+
+def test_points_beyond_the_kv_cache_are_skipped():
+    device = LatencyModel([0.01, 0.02])
+    grid = ProfileGrid((1, 2), (16, 200), (16, 300), repeats=1, warmup=0)
+    # 16 blocks of 16 tokens: 2 x 201 tokens (26 blocks) and a 300-token chunk do not fit.
+    samples, skipped = measure(SimulatedExecutor(device), grid, num_kv_blocks=16, block_size=16,
+                               max_model_len=256, progress=False)
+    assert len(skipped) == 2 and len(samples) == 4
+    assert any("k=2 ctx=200" in s for s in skipped) and any("n=300" in s for s in skipped)
+
+
+def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
+    pytest.importorskip("torch")
+    from sliceserve.model.profiler import profile_loaded
+
+    model, extra = profile_loaded(tiny_loaded, default_grid(quick=True, contexts=(16, 64), chunks=(16, 64)),
+                                  progress=False)
+    path = tmp_path / "profile.json"
+    model.save(path, extra)
+    loaded = load_profile(str(path))
+    assert loaded.decode_table_s == model.decode_table_s and len(loaded.decode_table_s) == 4
+    assert all(0 < t < 5 for t in loaded.decode_table_s) and loaded.prefill_time(64) > 0
+    data = json.loads(path.read_text())
+    assert data["device"]["model_name"] == tiny_loaded.model_name
+    assert data["device"]["torch_threads"] == 1
+    assert len(data["samples"]) == 3 * 2 + 2  # batch sizes (1, 2, 4) x 2 contexts, plus 2 chunk sizes
