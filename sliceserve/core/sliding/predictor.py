@@ -139,6 +139,34 @@ class BatchLatencyPredictor:
             return self.prior.iteration_time(k, f.decode_context / k if k else 0.0, f.prefill_tokens)
         return max(_MIN_PREDICTION_S, sum(c * v for c, v in zip(coef, f.vector())))
 
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """`predict` for many batches at once: one row per batch, columns as `BatchFeatures.vector()`.
+        (The policy ranks every waiting request each iteration; row by row that dominated its cost.)"""
+        x = np.asarray(x, dtype=float)
+        out = np.empty(len(x))
+        prefill = x[:, 2]
+        regimes = np.where(prefill == 0, 0, np.where(prefill >= self.heavy_prefill_tokens, 2, 1))
+        for idx, regime in enumerate(REGIMES):
+            rows = regimes == idx
+            if not rows.any():
+                continue
+            coef = self.models[regime].coef
+            if coef is not None:
+                out[rows] = np.maximum(_MIN_PREDICTION_S, x[rows] @ np.asarray(coef))
+                continue
+            k = x[rows, 3]
+            n = prefill[rows]
+            memo: dict[tuple[float, float], float] = {}
+            for ki, dc in zip(k, x[rows, 4]):
+                if (ki, dc) not in memo:
+                    memo[(ki, dc)] = self.prior.decode_time(int(ki), dc / ki if ki else 0.0)
+            decode = np.array([memo[(ki, dc)] for ki, dc in zip(k, x[rows, 4])])
+            p = self.prior
+            pre = np.where(n > 0, p.prefill_base_s + p.prefill_per_token_s * n + p.prefill_quad_s * n * n, 0.0)
+            out[rows] = decode + pre
+        out[x[:, 1] == 0] = 0.0
+        return out
+
     def coefficients(self, regime: str) -> dict[str, float] | None:
         coef = self.models[regime].coef
         return None if coef is None else dict(zip(FEATURE_NAMES, coef))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from sliceserve.request import Request
 
 AT_RISK, SAFE, HOPELESS = 0, 1, 2
@@ -54,3 +56,16 @@ def priority_key(req: Request, now: float, need_s: float, risk_factor: float,
                  relegate_missed: bool) -> tuple[int, float, int, float]:
     slack = next_deadline_s(req) - now
     return (risk_level(slack, need_s, risk_factor, relegate_missed), slack, remaining_work(req), req.arrival_s)
+
+
+def rank(slack_s: np.ndarray, need_s: np.ndarray, work: np.ndarray, arrival_s: np.ndarray,
+         risk_factor: float, relegate_missed: bool) -> np.ndarray:
+    """Indices in `priority_key` order, for many requests at once (the waiting queue can be long)."""
+    slack_s = np.asarray(slack_s, dtype=float)
+    need_s = np.asarray(need_s, dtype=float)
+    finite = np.isfinite(slack_s)
+    level = np.full(len(slack_s), SAFE)
+    level[finite & (slack_s < (1.0 + risk_factor) * need_s)] = AT_RISK
+    level[finite & (slack_s < need_s)] = HOPELESS if relegate_missed else AT_RISK
+    # np.lexsort sorts by the last key first.
+    return np.lexsort((np.asarray(arrival_s, dtype=float), np.asarray(work), slack_s, level))
