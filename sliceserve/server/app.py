@@ -92,8 +92,10 @@ def create_app(state: ServingState) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        # max_model_len as vLLM reports it; vocab_size lets `bench --url` send valid random token prompts.
         return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0,
-                                            "owned_by": "sliceserve", "max_model_len": state.max_model_len}]}
+                                            "owned_by": "sliceserve", "max_model_len": state.max_model_len,
+                                            "vocab_size": state.vocab_size}]}
 
     @app.get("/health")
     async def health() -> Response:
@@ -105,7 +107,9 @@ def create_app(state: ServingState) -> FastAPI:
         beat_age = time.monotonic() - engine.last_beat_s
         ok = engine.is_alive and engine.fatal is None and beat_age < _READY_STALE_S
         body = {"ready": ok, "model": state.model_name, "policy": state.settings.policy,
-                "engine_alive": engine.is_alive, "last_beat_age_s": round(beat_age, 3)}
+                "engine_alive": engine.is_alive, "last_beat_age_s": round(beat_age, 3),
+                # The scheduler's current one-sequence decode step: `bench --url` scales SLOs by it.
+                "decode_l1_s": engine.core.scheduler.latency.decode_time(1, 0.0)}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

@@ -29,6 +29,11 @@ class ServingState:
         return self.loaded.tokenizer
 
     @property
+    def vocab_size(self) -> int:
+        """Token ids valid for both the tokenizer and the model's embedding table."""
+        return min(len(self.tokenizer), getattr(self.loaded.runner, "vocab_size", len(self.tokenizer)))
+
+    @property
     def max_model_len(self) -> int:
         return self.engine.core.scheduler.config.max_model_len
 

@@ -1,0 +1,189 @@
+"""`sliceserve bench --url URL`: replay a workload against a running server over HTTP, streaming, like
+`vllm bench serve`; results in the same JSON shape and table as `simulate` / `bench --engine local`.
+
+Every request is sent at its workload arrival time (an open loop: a slow server does not slow the
+arrivals) with its class's SLO in the body. Times are taken on this client: TTFT = first content chunk,
+E2E = end of the stream, TPOT from the first and last chunk and the server's usage count. When the server
+coalesced several tokens into one chunk, the per-token times in between are interpolated (ITL is then an
+approximation; TTFT, TPOT and E2E are exact).
+
+--goodput follows vLLM bench: a request is "good" if it completed and each given bound (ttft, tpot, e2el,
+in ms) holds; request_goodput = good requests / benchmark duration.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+
+from sliceserve.bench.local import REFERENCE_L1_S, SLO_SCALE_RULE, synthetic_requests
+from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
+from sliceserve.request import FinishReason, Request, RequestStatus
+
+_GOODPUT_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2el": "e2e_s"}
+
+
+def parse_goodput(items: list[str] | None) -> dict[str, float]:
+    """['ttft:500', 'tpot:50'] -> {'ttft': 0.5, 'tpot': 0.05} (seconds)."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        key, _, value = item.partition(":")
+        if key not in _GOODPUT_KEYS:
+            raise ValueError(f"--goodput {item!r}: metric must be one of {', '.join(_GOODPUT_KEYS)} (e.g. ttft:500)")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ValueError(f"--goodput {item!r}: the bound must be milliseconds, e.g. {key}:500") from None
+        if not ms > 0:
+            raise ValueError(f"--goodput {item!r}: the bound must be positive")
+        out[key] = ms / 1e3
+    return out
+
+
+def _server_info(url: str) -> dict[str, Any]:
+    try:
+        models = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]
+        ready = httpx.get(f"{url}/ready", timeout=10)
+    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"cannot reach a sliceserve server at {url}: {exc}") from None
+    info = ready.json() if ready.headers.get("content-type", "").startswith("application/json") else {}
+    return {"model": models["id"], "max_model_len": models.get("max_model_len", 2048),
+            "vocab_size": models.get("vocab_size", 32000), "policy": info.get("policy", "unknown"),
+            "decode_l1_s": info.get("decode_l1_s")}
+
+
+def _body(req: Request, model: str) -> dict[str, Any]:
+    ms = lambda v: None if v is None else v * 1e3  # noqa: E731
+    return {"model": model, "prompt": req.prompt_token_ids, "max_tokens": req.max_tokens, "ignore_eos": True,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            # The workload's classes need not exist on the server: send their bounds, keep the name here.
+            "utility": req.utility,
+            "slo": {"ttft_ms": ms(req.slo.ttft_s), "tpot_ms": ms(req.slo.tpot_s), "e2e_ms": ms(req.slo.e2e_s)}}
+
+
+def _end(req: Request, reason: FinishReason, now: float, error: str | None = None) -> None:
+    req.status, req.finish_reason, req.finished_s, req.error = RequestStatus.FINISHED, reason, now, error
+
+
+def _fill_tokens(req: Request, chunk_times: list[float], n: int) -> None:
+    """n output tokens whose times are the chunk times (exact when one token per chunk), else interpolated
+    between the first and last chunk."""
+    req.output_token_ids = [0] * n
+    if n == 0 or not chunk_times:
+        return
+    if len(chunk_times) == n:
+        req.token_times_s = list(chunk_times)
+    else:
+        req.token_times_s = list(np.linspace(chunk_times[0], chunk_times[-1], n)) if n > 1 else [chunk_times[0]]
+
+
+async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) -> None:
+    clock = lambda: time.monotonic() - t0  # noqa: E731
+    chunk_times: list[float] = []
+    usage, reason = 0, None
+    try:
+        async with client.stream("POST", "/v1/completions", json=_body(req, model)) as r:
+            if r.status_code != 200:
+                text = (await r.aread()).decode(errors="replace")
+                kind = FinishReason.REJECTED if r.status_code in (400, 429, 503) else FinishReason.ERROR
+                return _end(req, kind, clock(), f"HTTP {r.status_code}: {text[:200]}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if "error" in data:
+                    return _end(req, FinishReason.ERROR, clock(), data["error"].get("message"))
+                if data.get("usage"):
+                    usage = data["usage"]["completion_tokens"]
+                for choice in data.get("choices", []):
+                    if choice.get("text"):
+                        chunk_times.append(clock())
+                    reason = choice.get("finish_reason") or reason
+        # Tokens that decode to no text send no chunk: with none at all, the stream's end times them.
+        if usage and not chunk_times:
+            chunk_times.append(clock())
+        _fill_tokens(req, chunk_times, usage)
+        _end(req, FinishReason.STOP if reason == "stop" else FinishReason.LENGTH, clock())
+    except asyncio.CancelledError:
+        _end(req, FinishReason.ABORT, clock(), "cut off by --max-time")
+    except httpx.HTTPError as exc:
+        _end(req, FinishReason.ERROR, clock(), f"{type(exc).__name__}: {exc}")
+
+
+async def _replay(url: str, reqs: list[Request], model: str, max_time_s: float, progress: bool) -> float:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(reqs), desc="requests", unit="req", disable=not progress, leave=False)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    timeout = httpx.Timeout(max_time_s, connect=10)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        t0 = time.monotonic()
+
+        async def one(req: Request) -> None:
+            await asyncio.sleep(max(0.0, req.arrival_s - (time.monotonic() - t0)))
+            await _send(client, req, model, t0)
+            bar.update(1)
+
+        tasks = [asyncio.create_task(one(r)) for r in reqs]
+        _, late = await asyncio.wait(tasks, timeout=max_time_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for req in reqs:   # never sent before the deadline
+            if not req.status.is_finished:
+                _end(req, FinishReason.ABORT, time.monotonic() - t0, "cut off by --max-time")
+    bar.close()
+    return time.monotonic() - t0
+
+
+def goodput_summary(metrics: list, bounds: dict[str, float], duration_s: float) -> dict[str, Any]:
+    good = 0
+    for m in metrics:
+        if not m.completed:
+            continue
+        if all(getattr(m, _GOODPUT_KEYS[k]) is None or getattr(m, _GOODPUT_KEYS[k]) <= v for k, v in bounds.items()):
+            good += 1
+    return {"goodput_slos_ms": {k: v * 1e3 for k, v in bounds.items()}, "num_good": good,
+            "request_goodput": good / duration_s if duration_s > 0 else None}
+
+
+def run_http(args: argparse.Namespace) -> dict:
+    """Replay args.workload against args.url; returns {"config", "results": {POLICY: {...}}}."""
+    from sliceserve.workload import generate, get_preset, with_slo_overrides
+
+    url = args.url.rstrip("/")
+    bounds = parse_goodput(getattr(args, "goodput", None))
+    info = _server_info(url)
+    derived = args.slo_scale is None
+    if derived and not info["decode_l1_s"]:
+        raise ValueError("the server does not report its decode time; pass --slo-scale")
+    slo_scale = info["decode_l1_s"] / REFERENCE_L1_S if derived else args.slo_scale
+    mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
+    workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,
+                        max_requests=args.max_requests, mix=mix)
+    if not workload.specs:
+        raise ValueError("the workload has no requests; raise --request-rate or --duration")
+    reqs, capped = synthetic_requests(workload, "http", info["vocab_size"], info["max_model_len"], args.seed)
+    max_time = args.max_time if args.max_time is not None else 4 * args.duration + 30
+    print(f"{len(reqs)} requests of {args.workload} -> {url} ({info['model']}, policy {info['policy']}), "
+          f"SLO scale {slo_scale:.3g} ({'derived' if derived else 'given'})", file=sys.stderr)
+    wall = asyncio.run(_replay(url, reqs, info["model"], max_time, not args.no_progress))
+    metrics = [request_metrics(r) for r in reqs]
+    span = makespan_s(metrics)
+    summary = summarize(metrics, span)
+    summary.update(wall_end_s=wall, **(goodput_summary(metrics, bounds, wall) if bounds else {}))
+    result: dict[str, Any] = {"summary": summary, "per_class": summarize_by_class(metrics, span, workload.classes)}
+    if not args.no_requests:
+        result["requests"] = [{**m.to_record(), "error": r.error} for m, r in zip(metrics, reqs)]
+    config = {"workload": workload.describe(), "request_rate": args.request_rate, "duration_s": args.duration,
+              "burstiness": args.burstiness, "seed": args.seed, "engine": "http", "url": url,
+              "server": info, "policies": [info["policy"]], "slo_scale": slo_scale,
+              "slo_scale_rule": SLO_SCALE_RULE if derived else "given (--slo-scale)", "max_time_s": max_time,
+              "num_requests_capped_to_max_model_len": capped}
+    return {"config": config, "results": {info["policy"]: result}}

@@ -1,0 +1,43 @@
+"""`bench --url`: the workload replayed over HTTP produces the simulate-shaped JSON, table and goodput."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sliceserve.bench.http import parse_goodput, run_http
+from sliceserve.bench.report import summary_table
+from sliceserve.cli import bench_cmd
+from tests.server.helpers import LiveServer, make_state
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench_cmd.add_parser(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_parse_goodput_rejects_bad_bounds():
+    assert parse_goodput(["ttft:500", "e2el:2000"]) == {"ttft": 0.5, "e2el": 2.0}
+    for bad in (["ttft"], ["itl:5"], ["tpot:-1"], ["tpot:fast"]):
+        with pytest.raises(ValueError):
+            parse_goodput(bad)
+
+
+def test_bench_url_replays_workload_and_reports(tiny_loaded_factory):
+    with LiveServer(make_state(tiny_loaded_factory(), max_model_len=512)) as live:
+        args = _args("--url", live.url, "--workload", "edge-mix", "--request-rate", "6", "--duration", "1.5",
+                     "--no-progress", "--slo-scale", "20", "--goodput", "ttft:60000", "e2el:60000")
+        out = run_http(args)
+    assert list(out["results"]) == ["vllm"]           # the server's policy, from /ready
+    res = out["results"]["vllm"]
+    s = res["summary"]
+    n = out["config"]["workload"]["num_requests"]
+    assert n > 0 and s["num_requests"] == n
+    # Every request ended with a response; nothing was refused on an idle tiny model.
+    assert s["num_finished"] == n and s["num_rejected"] == 0 and s["num_errored"] == 0
+    assert all(r["num_output_tokens"] > 0 and r["ttft_s"] > 0 for r in res["requests"])
+    assert s["num_good"] == n and s["request_goodput"] > 0
+    assert set(res["per_class"]) >= {"realtime"}
+    table = summary_table(out["results"])
+    assert "ALL" in table and "vllm" in table
