@@ -54,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"context slope {model.ctx_coef_s * 1e6:.3f} us per token per request; prefill p(n) = "
           f"{model.prefill_base_s * 1e3:.1f} ms + {model.prefill_per_token_s * 1e3:.3f} ms/token "
           f"+ {model.prefill_quad_s * 1e9:.3f} ns/token^2", file=sys.stderr)
+    print(model.notes, file=sys.stderr)
     print(f"wrote {args.output}")
     return 0

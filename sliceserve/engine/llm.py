@@ -67,6 +67,13 @@ def resolve_latency(loaded: Any, profile: str | os.PathLike | LatencyModel | Non
     return quick_estimate(loaded)
 
 
+def _as_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
+    """One prompt (a string or a list of token ids) or a sequence of prompts -> a list of prompts."""
+    if isinstance(prompts, str) or (prompts and all(isinstance(t, int) for t in prompts)):
+        return [prompts]
+    return list(prompts)
+
+
 def _broadcast(value: Any, n: int, what: str) -> list[Any]:
     if isinstance(value, (list, tuple)):
         if len(value) != n:
@@ -124,9 +131,7 @@ class LLM:
     def make_requests(self, prompts: Prompt | Sequence[Prompt], sampling_params=None, slos=None,
                       slo_classes=None, use_chat_template: bool = False) -> list[Request]:
         """Requests for `prompts`, all arriving at time 0 (the batch is known up front)."""
-        if isinstance(prompts, str) or (prompts and all(isinstance(t, int) for t in prompts)):
-            prompts = [prompts]
-        prompts = list(prompts)
+        prompts = _as_list(prompts)
         n = len(prompts)
         params_list = _broadcast(sampling_params if sampling_params is not None else SamplingParams(), n,
                                  "sampling_params")
@@ -150,10 +155,10 @@ class LLM:
                  slo_classes: str | Sequence[str | None] | None = None,
                  use_chat_template: bool = False) -> list[GenerationOutput]:
         """Generate for every prompt (a string or a list of token ids); results in prompt order."""
+        prompts = _as_list(prompts)
         reqs = self.make_requests(prompts, sampling_params, slos, slo_classes, use_chat_template)
         WallClockDriver(self.engine).run(reqs)
-        texts = prompts if not (isinstance(prompts, str) or (prompts and isinstance(prompts[0], int))) else [prompts]
-        return [self._output(req, p if isinstance(p, str) else None) for req, p in zip(reqs, texts)]
+        return [self._output(req, p if isinstance(p, str) else None) for req, p in zip(reqs, prompts)]
 
     def _output(self, req: Request, prompt: str | None) -> GenerationOutput:
         text = self.tokenizer.decode(req.output_token_ids, skip_special_tokens=True)

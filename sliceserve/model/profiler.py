@@ -170,6 +170,14 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def fit_error(model: LatencyModel, samples: list[IterationSample]) -> float:
+    """Mean absolute relative error of the model on the samples it was fitted to: how well the l(k, ctx) +
+    p(n) shape describes this device (a large value means noisy timings or a device the shape misses)."""
+    errors = [abs(model.iteration_time(s.num_decode, s.decode_ctx, s.prefill_tokens) - s.seconds) / s.seconds
+              for s in samples if s.seconds > 0]
+    return sum(errors) / len(errors) if errors else 0.0
+
+
 def vocab_size(loaded) -> int:
     """Token ids safe to feed: inside both the tokenizer and the model's embedding table."""
     return min(len(loaded.tokenizer), getattr(loaded.runner, "vocab_size", len(loaded.tokenizer)))
@@ -186,8 +194,8 @@ def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool =
     notes = f"measured by sliceserve profile: {grid.num_points - len(skipped)} points, median of {grid.repeats}"
     if skipped:
         notes += f"; skipped {len(skipped)} (KV / length limits)"
-    model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}",
-                             notes=notes)
+    model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}")
+    model.notes = f"{notes}; fit error {fit_error(model, samples):.1%} (mean |relative error| on the samples)"
     return model, {"device": info, "samples": [asdict(s) for s in samples]}
 
 
