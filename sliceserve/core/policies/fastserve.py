@@ -34,6 +34,7 @@ Counters for observation and tests: `num_demotions`, `num_starvation_promotions`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
@@ -43,12 +44,20 @@ from sliceserve.core.scheduler import Batch, Scheduler
 from sliceserve.request import Request, RequestStatus
 
 
+# Priority as one int (level first, then entry order) so sorting compares ints, not tuples.
+_LEVEL_SHIFT = 1 << 48
+
+
 @dataclass(slots=True)
 class _MLFQState:
+    req: Request
     level: int
     used_s: float        # execution time charged at the current level
     last_run_s: float    # when it last ran (or arrived, or was promoted)
-    seq: int             # entry order into its current level: FCFS within a level
+    prio: int = 0        # level * _LEVEL_SHIFT + entry order into the level: lower runs first
+
+
+_PRIO = attrgetter("prio")
 
 
 @register("fastserve")
@@ -61,6 +70,8 @@ class FastServeScheduler(Scheduler):
         # The last level never demotes: an infinite quantum.
         self.quanta_s = [q0 * 2 ** p for p in range(n - 1)] + [float("inf")]
         self._state: dict[str, _MLFQState] = {}
+        self._order: list[_MLFQState] = []   # states by priority, rebuilt only after a change
+        self._order_dirty = False
         self._seq = 0
         self.num_demotions = 0
         self.num_starvation_promotions = 0
@@ -69,17 +80,22 @@ class FastServeScheduler(Scheduler):
     def level_of(self, req_id: str) -> int:
         return self._state[req_id].level
 
-    def _next_seq(self) -> int:
+    def _enter(self, st: _MLFQState, level: int) -> None:
+        """Put `st` at the tail of queue `level` with nothing used there."""
         self._seq += 1
-        return self._seq
+        st.level, st.used_s, st.prio = level, 0.0, level * _LEVEL_SHIFT + self._seq
+        self._order_dirty = True
 
     def on_arrival(self, req: Request, now: float) -> None:
         prefill_s = self.latency.prefill_time(req.num_prompt_tokens)
         level = next((p for p, q in enumerate(self.quanta_s) if q >= prefill_s), len(self.quanta_s) - 1)
-        self._state[req.req_id] = _MLFQState(level, 0.0, now, self._next_seq())
+        st = _MLFQState(req, level, 0.0, now)
+        self._enter(st, level)
+        self._state[req.req_id] = st
 
     def on_finish(self, req: Request, now: float) -> None:
-        self._state.pop(req.req_id, None)
+        if self._state.pop(req.req_id, None) is not None:
+            self._order_dirty = True
 
     def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
         super().observe_iteration(sched, result, now)
@@ -92,9 +108,7 @@ class FastServeScheduler(Scheduler):
             st.last_run_s = now
             st.used_s += elapsed
             if st.level < last and st.used_s >= quanta[st.level]:
-                st.level += 1
-                st.used_s = 0.0
-                st.seq = self._next_seq()
+                self._enter(st, st.level + 1)
                 self.num_demotions += 1
 
     # --- one iteration ---------------------------------------------------------------------------------
@@ -104,54 +118,55 @@ class FastServeScheduler(Scheduler):
             if now - st.last_run_s >= limit:
                 st.last_run_s = now  # restart the clock so a request is promoted once per period
                 if st.level > 0 or st.used_s > 0:
-                    st.level, st.used_s, st.seq = 0, 0.0, self._next_seq()
+                    self._enter(st, 0)
                     self.num_starvation_promotions += 1
-
-    def _key(self, req: Request) -> tuple[int, int]:
-        st = self._state[req.req_id]
-        return st.level, st.seq
 
     def plan(self, now: float) -> Batch:
         self._promote_starving(now)
-        order = sorted(self.requests.values(), key=self._key)
         batch = Batch()
+        prefill, decode = batch.prefill, batch.decode
         chosen: set[str] = set()
         budget = self.config.max_num_batched_tokens
         max_seqs = self.config.max_num_seqs
-        for req in order:
+        allocate = self.kv.allocate
+        if self._order_dirty:
+            self._order = sorted(self._state.values(), key=_PRIO)
+            self._order_dirty = False
+        for st in self._order:
             if len(chosen) >= max_seqs or budget <= 0:
                 break
-            n = min(req.num_uncomputed_tokens, budget)
-            if not self._make_room(req, req.num_computed_tokens + n, chosen):
-                continue  # its turn comes when memory frees up; paused meanwhile if it holds KV
-            if req.status is RequestStatus.WAITING:
+            req = st.req
+            computed = req.num_computed_tokens
+            missing = len(req.prompt_token_ids) + len(req.output_token_ids) - computed
+            n = missing if missing < budget else budget
+            status = req.status
+            if not allocate(req.req_id, computed + n):
+                # A waiting request (no KV yet) only takes free KV: evicting for it thrashes (docstring).
+                if status is RequestStatus.WAITING or not self._evict_for(st, computed + n, chosen):
+                    continue  # its turn comes when memory frees up; paused meanwhile if it holds KV
+            if status is RequestStatus.WAITING:
                 self.start(req)
-            else:
+            elif status is RequestStatus.PAUSED:
                 self.resume(req)
             chosen.add(req.req_id)
-            if req.is_prefilling:
-                batch.add_prefill(req, n)
+            if missing > 1:
+                prefill[req.req_id] = n
             else:
-                batch.add_decode(req)
+                decode.append(req.req_id)
             budget -= n
+        batch.num_tokens = self.config.max_num_batched_tokens - budget
         for req in self.running:
-            if req.req_id not in chosen:
+            if req.status is RequestStatus.RUNNING and req.req_id not in chosen:
                 self.pause(req)
         return batch
 
-    def _make_room(self, req: Request, num_tokens: int, chosen: set[str]) -> bool:
-        """Reserve KV for `req`. A KV holder that needs to grow may preempt lower-priority holders outside the
-        batch by recompute, lowest first; a waiting request only takes free KV. False, with nothing
-        preempted, when that is not enough."""
-        kv = self.kv
+    def _evict_for(self, st: _MLFQState, num_tokens: int, chosen: set[str]) -> bool:
+        """Let KV holder `st.req` grow to `num_tokens` by preempting lower-priority holders outside the
+        batch by recompute, lowest first. False, with nothing preempted, when that is not enough."""
+        kv, req, states = self.kv, st.req, self._state
         need = kv.blocks_needed(req.req_id, num_tokens)
-        if need <= kv.num_free_blocks:
-            return kv.allocate(req.req_id, num_tokens)
-        if req.status is RequestStatus.WAITING:
-            return False  # admission only into free KV: evicting for it thrashes (module docstring)
-        mine = self._key(req)
         victims = sorted((r for r in self.running if r.req_id not in chosen and r is not req
-                          and self._key(r) > mine), key=self._key, reverse=True)
+                          and states[r.req_id].prio > st.prio), key=lambda r: states[r.req_id].prio, reverse=True)
         if need > kv.num_free_blocks + sum(kv.num_blocks_held(v.req_id) for v in victims):
             return False
         for victim in victims:
