@@ -23,6 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="a request whose SLO can't be met under current load: 429 (reject) or serve it (best_effort)")
     add("--latency-profile", help="latency profile JSON from `sliceserve profile` (default: measure at start)")
     add("--default-slo-class", help="SLO class of requests that name none")
+    add("--slo-scale", type=float, help="multiply every SLO class bound (default: 1)")
     add("--kv-cache-memory-bytes", type=int)
     add("--num-threads", type=int, help="torch threads (default: 1)")
     add("--log-level", choices=("debug", "info", "warning", "error"))
@@ -30,7 +31,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 _FIELDS = ("model", "served_model_name", "policy", "host", "port", "device", "dtype", "max_model_len",
            "max_num_seqs", "max_num_batched_tokens", "max_waiting", "overload", "latency_profile",
-           "default_slo_class", "kv_cache_memory_bytes", "num_threads", "log_level")
+           "default_slo_class", "slo_scale", "kv_cache_memory_bytes", "num_threads", "log_level")
 
 
 def run(args: argparse.Namespace) -> int:

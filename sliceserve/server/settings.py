@@ -60,6 +60,8 @@ class ServerSettings(BaseModel):
     default_max_tokens: int = Field(default=256, gt=0)   # chat requests without max_tokens
     default_slo_class: str | None = None       # class of requests that name none (None: no SLO)
     slo_classes: dict[str, SLOClassSettings] = Field(default_factory=_builtin_classes)
+    # Multiplies every class bound: the built-in classes were written for a GPU (SLICE paper), a CPU needs more.
+    slo_scale: float = Field(default=1.0, gt=0)
     scheduler: dict[str, Any] = Field(default_factory=dict)   # extra SchedulerConfig fields (slice_*, ...)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -78,7 +80,8 @@ class ServerSettings(BaseModel):
         return self
 
     def classes(self) -> dict[str, SLOClass]:
-        return {name: c.to_class(name) for name, c in self.slo_classes.items()}
+        return {name: SLOClass(c.name, c.slo.scaled(self.slo_scale), c.utility)
+                for name, c in ((n, s.to_class(n)) for n, s in self.slo_classes.items())}
 
 
 def _describe(exc: ValidationError, source: str) -> str:

@@ -26,6 +26,8 @@ def test_defaults_carry_builtin_classes_and_slice_policy():
     s = load_settings({}, environ={})
     assert s.policy == "slice" and s.port == 8000 and s.host == "127.0.0.1"
     assert s.classes()["realtime"].slo.tpot_s == pytest.approx(0.05)
+    scaled = load_settings({"slo_scale": 4.0}, environ={}).classes()["realtime"]
+    assert scaled.slo.tpot_s == pytest.approx(0.2) and scaled.utility == 100
 
 
 @pytest.mark.parametrize("text,env,needle", [
