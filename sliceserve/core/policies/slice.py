@@ -145,7 +145,9 @@ class SliceScheduler(Scheduler):
         self._prefilling = [c.req.req_id for c in sel.selected + sel.best_effort if c.prefill_tokens]
         self._columns = sel.mask.columns()
         self._slack_s = max(0.0, self.cap_s - sel.mask.cost())
-        self._credit_s = min(self._credit_s, self._slack_s)
+        # Newly selected members' prefill was budgeted inside this cycle by the selection test: grant it
+        # now, so their first token is not held back by the slow per-column refill.
+        self._credit_s = max(min(self._credit_s, self._slack_s), sel.member_prefill_s)
         # Keep the position instead of restarting at column 0: rebuilds come every few iterations under
         # load, and restarting would keep replaying the fullest (first, in `prefix`) columns, so members
         # would see those columns' iteration time rather than the cycle average the test budgeted.

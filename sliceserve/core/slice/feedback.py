@@ -41,9 +41,11 @@ class SliceFeedback:
         self.num_drifts = 0
 
     # --- cycle timing --------------------------------------------------------------------------------
-    def start_cycle(self, num_columns: int) -> None:
-        self._recent = deque(maxlen=max(1, num_columns))
-        self._recent_sum = 0.0
+    def start_cycle(self, num_columns: int, keep: bool = True) -> None:
+        """A new mask of `num_columns` columns. The window keeps its latest iterations: under load
+        rebuilds come every few iterations, and a window restarted each time would never fill."""
+        self._recent = deque(self._recent if keep else (), maxlen=max(1, num_columns))
+        self._recent_sum = sum(self._recent)
 
     def observe(self, elapsed_s: float) -> bool:
         """Record one iteration; True when the last full cycle ran past P * (1 + tolerance)."""
@@ -53,7 +55,7 @@ class SliceFeedback:
         self._recent_sum += elapsed_s
         if len(self._recent) == self._recent.maxlen and self._recent_sum > self.period_s * (1 + self.tolerance):
             self.num_drifts += 1
-            self.start_cycle(self._recent.maxlen or 1)
+            self.start_cycle(self._recent.maxlen or 1, keep=False)
             return True
         return False
 

@@ -51,6 +51,7 @@ class Selection:
     best_effort: list[Candidate] = field(default_factory=list)
     ttft_misses: list[Candidate] = field(default_factory=list)   # predicted to miss TTFT (violation risks)
     prefill_cost_s: float = 0.0
+    member_prefill_s: float = 0.0   # the part of prefill_cost_s that selected members need
 
     @property
     def cycle_time_s(self) -> float:
@@ -93,7 +94,8 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
     l0 = decode_time or (lambda k: latency.decode_time(k, 0.0))
     mask = DecodeMask(params.layout, l0, latency.ctx_coef_s, params.max_num_seqs)
     sel = Selection(mask)
-    cap = params.period_s * (1.0 - params.margin)
+    # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
+    cap = params.period_s * (1.0 - params.margin) + 1e-9
     pending, blocks, stopped, protected = 0, 0, False, False
     rest: list[Candidate] = []
     for c in candidates:
@@ -116,6 +118,7 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
         blocks += c.blocks
         protected = protected or c.prefill_tokens == 0
         sel.selected.append(c)
+    sel.member_prefill_s = sel.prefill_cost_s
     _backfill(sel, rest, params, latency, cap, pending, blocks)
     return sel
 

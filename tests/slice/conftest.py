@@ -1,0 +1,27 @@
+"""Shared builders for SLICE tests (CPU only, no torch)."""
+from __future__ import annotations
+
+import pytest
+
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.latency import LatencyModel, load_profile
+from sliceserve.core.policies import make_scheduler
+from sliceserve.request import Request, SamplingParams
+from sliceserve.slo import SLO
+
+
+def make_req(rid: str, arrival: float = 0.0, prompt: int = 32, max_tokens: int = 40, tpot: float | None = 0.05,
+             ttft: float | None = 0.5, e2e: float | None = None, utility: float = 100.0,
+             cls: str = "realtime") -> Request:
+    return Request(rid, [1] * prompt, SamplingParams(max_tokens=max_tokens, ignore_eos=True), arrival,
+                   slo=SLO(ttft, tpot, e2e), slo_class=cls, utility=utility)
+
+
+def make_slice(latency: LatencyModel | None = None, **overrides):
+    cfg = SchedulerConfig(policy="slice").with_overrides(**overrides)
+    return make_scheduler("slice", cfg, latency or load_profile("paper-4060ti"))
+
+
+@pytest.fixture
+def paper() -> LatencyModel:
+    return load_profile("paper-4060ti")

@@ -1,0 +1,96 @@
+"""Phase 1: utility-density ranking, the capacity walk (skip / stop), KV and TTFT checks, backfill."""
+from __future__ import annotations
+
+import pytest
+
+from sliceserve.core.slice.selection import Candidate, SelectionParams, demand, select
+from tests.slice.conftest import make_req
+
+
+def cand(rid, rate, utility=100.0, prefill=0, blocks=4, arrival=0.0, ttft=0.5, tpot=0.05):
+    req = make_req(rid, arrival=arrival, utility=utility, ttft=ttft, tpot=tpot)
+    req.output_token_ids.append(0) if not prefill else None   # prefilled ones already have a token
+    c = Candidate(req, rate, utility / rate, arrival + (ttft or 0.0), blocks, 1, prefill, 64.0)
+    return c
+
+
+def params(margin=0.0, misfit="skip", max_seqs=16, blocks=1000, layout="prefix"):
+    return SelectionParams(1.0, margin, layout, misfit, max_seqs, blocks, 512)
+
+
+def ranked(cands):
+    return sorted(cands, key=lambda c: c.sort_key)
+
+
+def test_demand_is_ceil_of_period_over_tpot():
+    assert demand(0.05, 1.0, 1) == 20
+    assert demand(0.12, 1.0, 1) == 9
+    assert demand(0.25, 1.0, 1) == 4
+    assert demand(None, 1.0, 3) == 3
+
+
+@pytest.mark.parametrize("layout", ["prefix", "spread"])
+def test_five_realtime_streams_exactly_four_selected(paper, layout):
+    # 20 * l(4) = 1000 ms fills P = 1 s exactly; a fifth stream cannot fit.
+    cands = ranked([cand(f"rt{i}", demand(0.05, 1.0, 1), arrival=i * 0.01) for i in range(5)])
+    sel = select(cands, params(margin=0.0, layout=layout), paper, now=0.1)
+    assert [c.req.req_id for c in sel.selected] == ["rt0", "rt1", "rt2", "rt3"]
+    assert sel.cycle_time_s == pytest.approx(1.0)
+    # With the default 5 % margin only three fit (20 * l(3) = 760 ms; four would need 1000 ms > 950 ms).
+    sel = select(cands, params(margin=0.05, layout=layout), paper, now=0.1)
+    assert len(sel.selected) == 3
+
+
+def test_rank_is_utility_per_decode_step_then_deadline_then_arrival():
+    cheap = cand("cheap", 4, utility=1.0)          # 0.25 per step
+    dear = cand("dear", 20, utility=2.0)           # 0.10 per step, despite the higher utility
+    late = cand("late", 4, utility=1.0, arrival=1.0)
+    early_deadline = cand("edl", 4, utility=1.0, arrival=2.0, ttft=0.1)
+    order = [c.req.req_id for c in ranked([dear, late, cheap, early_deadline])]
+    assert order == ["cheap", "late", "edl", "dear"]
+
+
+def _misfit_cands():
+    # Three real-time streams (760 ms), then a 20-step request that would reach 1000 ms, then a 4-step one
+    # that fits (+48 ms).
+    rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(3)]
+    big = cand("big", 20, utility=10.0)
+    small = cand("small", 4, utility=1.0)
+    return ranked(rts + [big, small])
+
+
+def test_skip_continues_past_a_misfit(paper):
+    sel = select(_misfit_cands(), params(margin=0.05, misfit="skip"), paper, now=0.1)
+    assert [c.req.req_id for c in sel.selected] == ["rt0", "rt1", "rt2", "small"]
+    assert "big" not in sel.mask.rows or "big" in {c.req.req_id for c in sel.best_effort}
+
+
+def test_stop_ends_the_walk_at_the_first_misfit(paper):
+    sel = select(_misfit_cands(), params(margin=0.05, misfit="stop"), paper, now=0.1)
+    assert [c.req.req_id for c in sel.selected] == ["rt0", "rt1", "rt2"]
+
+
+def test_kv_budget_is_respected(paper):
+    cands = ranked([cand("a", 4, blocks=60), cand("b", 4, blocks=60, arrival=0.1), cand("c", 4, blocks=30, arrival=0.2)])
+    sel = select(cands, params(blocks=100), paper, now=0.3)
+    assert [c.req.req_id for c in sel.selected] == ["a", "c"]
+
+
+def test_unreachable_ttft_is_not_selected_but_backfilled(paper):
+    fresh = cand("fresh", 20, prefill=64, arrival=1.0)
+    stale = cand("stale", 20, prefill=64, arrival=0.0)     # arrived 1 s ago, TTFT 0.5 s: lost
+    sel = select(ranked([fresh, stale]), params(margin=0.05), paper, now=1.0)
+    assert [c.req.req_id for c in sel.selected] == ["fresh"]
+    assert [c.req.req_id for c in sel.ttft_misses] == ["stale"]
+    assert [c.req.req_id for c in sel.best_effort] == ["stale"]   # leftover time still serves it
+
+
+def test_backfill_uses_leftover_time_without_breaking_the_cycle(paper):
+    rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(3)]
+    others = [cand(f"o{i}", 10, utility=1.0, arrival=1 + i, ttft=None, tpot=0.1) for i in range(6)]
+    sel = select(ranked(rts + others), params(margin=0.05), paper, now=0.1)
+    assert len(sel.selected) >= 3 and sel.best_effort
+    assert sel.cycle_time_s <= 0.95 + 1e-9
+    assert sel.mask.num_columns == 20                # best effort never lengthens the cycle
+    for c in sel.selected:
+        assert sel.mask.rate(c.req.req_id) == c.rate  # members keep exactly their demand
