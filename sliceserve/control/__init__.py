@@ -1,0 +1,1 @@
+"""Resource monitor, latency tracking, SLO constraints and the closed-loop feedback controller."""

@@ -1,0 +1,315 @@
+"""The closed-loop feedback controller: every N iterations, measure, predict, and turn the scheduler's knobs.
+
+One control cycle (`ControllerConfig.every`, iterations) does, in order:
+1. Calibration: the ratio of measured to predicted iteration time over the cycle (median, so one stall does
+   not swing it). Beyond `calibration_tolerance` the whole latency model is scaled by it: the scheduler's
+   own EWMA refines decode-only and prefill-only iterations one batch size at a time and skips mixed ones,
+   so a device-wide change (thermal throttling, a co-tenant) would otherwise take many cycles to show.
+2. Per class: recent attainment (rolling window of finished requests), percentile targets from the class's
+   constraints, and the risk of its in-flight requests (running ones whose TPOT so far is above the bound,
+   waiting ones whose TTFT budget is mostly gone). A class is *at risk* when any of these says it will
+   miss; each at-risk class logs a structured warning and increments `predicted_misses` (a metric).
+3. Knobs, each within configured bounds, moved one step per cycle (hysteresis: back off only after
+   `relax_after` healthy cycles):
+   - SLICE margin (more headroom for model error), SLICE policy only;
+   - rate boosts for at-risk running requests of a protected class, SLICE policy only;
+   - admission threshold: arrivals with utility below it are refused while a higher-utility class is at
+     risk (shed the least valuable load first), never above `max_shed_utility`;
+   - batch cap while measured power exceeds the server's power target (no-op where power cannot be read).
+The controller imports no clock: `now` comes from the engine (wall clock or the simulator's virtual one).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from sliceserve.control import knobs
+from sliceserve.control.constraints import ConstraintSet
+from sliceserve.control.latency import LatencyTracker
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.request import Request, RequestStatus
+
+log = logging.getLogger("sliceserve.control")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    enabled: bool = True
+    every: int = 32                        # iterations per control cycle
+    calibrate: bool = True
+    calibration_tolerance: float = 0.05    # rescale the latency model when off by more than 5%
+    target_attainment: float = 0.9         # a class below this (recent window) is at risk
+    min_class_samples: int = 5             # finished requests before a class's attainment is trusted
+    margin_min: float = 0.05
+    margin_max: float = 0.3
+    margin_step: float = 0.05
+    max_boost: int = 4                     # extra decode steps per cycle the controller may grant one request
+    max_shed_utility: float = 10.0         # never refuse classes with utility >= this
+    relax_after: int = 3                   # healthy cycles before a knob steps back
+    min_batch_cap: int = 1                 # power target: never cap the batch below this
+    window: int = 100                      # finished requests per class in the rolling window
+    attainment_window: int = 20            # the most recent of those that decide "at risk" (react fast)
+
+    def validate(self) -> "ControllerConfig":
+        if not isinstance(self.every, int) or self.every <= 0:
+            raise ValueError(f"controller every must be a positive number of iterations, got {self.every!r}")
+        if not 0 < self.target_attainment <= 1:
+            raise ValueError(f"controller target_attainment must be in (0, 1], got {self.target_attainment!r}")
+        if not 0 <= self.margin_min <= self.margin_max < 1:
+            raise ValueError("controller margins must satisfy 0 <= margin_min <= margin_max < 1, got "
+                             f"{self.margin_min!r}..{self.margin_max!r}")
+        for name in ("margin_step", "calibration_tolerance", "max_shed_utility"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"controller {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("max_boost", "relax_after", "min_batch_cap", "window", "min_class_samples",
+                     "attainment_window"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"controller {name} must be an integer >= 0, got {getattr(self, name)!r}")
+        return self
+
+
+@dataclass
+class ClassState:
+    at_risk: bool = False
+    why: str = ""
+    predicted_misses: int = 0
+    attainment: float | None = None
+    risk: float = 0.0
+
+
+class Controller:
+    def __init__(self, scheduler: Scheduler, config: ControllerConfig | None = None,
+                 class_constraints: dict[str, ConstraintSet] | None = None,
+                 server_constraints: ConstraintSet | None = None,
+                 power_reader: Callable[[], float | None] | None = None,
+                 on_predicted_miss: Callable[[str], None] | None = None) -> None:
+        self.sched = scheduler
+        self.config = (config or ControllerConfig()).validate()
+        self.class_constraints = class_constraints or {}
+        self.server_constraints = server_constraints or ConstraintSet("server")
+        self.power_reader = power_reader
+        self.on_predicted_miss = on_predicted_miss
+        self.tracker = LatencyTracker(window=self.config.window)
+        self.classes: dict[str, ClassState] = {}
+        self.decisions: deque[dict] = deque(maxlen=200)
+        # Per cycle: (time, {class: (at_risk, recent attainment)}) for status and recovery measurements.
+        self.history: deque[tuple[float, dict[str, tuple[bool, float | None]]]] = deque(maxlen=1000)
+        self.num_cycles = 0
+        self.calibration_scale = 1.0         # product of every rescale so far
+        self.shed_below = 0.0                # admission threshold (utility)
+        self.num_shed = 0
+        self._ratios: list[float] = []
+        self._iters = 0
+        self._healthy_cycles = 0
+        self._base_batch_cap = scheduler.config.max_num_seqs
+        self._utilities: dict[str, float] = {}   # class -> utility, learnt from the requests seen
+        margin = knobs.get_margin(scheduler)
+        if margin is not None and margin < self.config.margin_min:
+            knobs.set_margin(scheduler, self.config.margin_min)
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    # --- inputs --------------------------------------------------------------------------------------------
+    def admission_error(self, req: Request) -> str | None:
+        """Why the controller refuses `req` right now (load shedding), or None."""
+        self._utilities[req.slo_class] = req.utility
+        if self.enabled and req.utility < self.shed_below:
+            self.num_shed += 1
+            at_risk = ", ".join(n for n, s in self.classes.items() if s.at_risk)
+            return (f"shed by the SLO controller: class {req.slo_class!r} (utility {req.utility:g}) is refused "
+                    f"while higher-value classes are at risk ({at_risk}); retry later")
+        return None
+
+    def observe_finished(self, req: Request) -> None:
+        self._utilities[req.slo_class] = req.utility
+        self.tracker.observe(req)
+
+    def on_step(self, sched_out, model_out, now: float) -> None:
+        """Called after every engine iteration."""
+        if not self.enabled or sched_out.is_empty or model_out.elapsed_s <= 0:
+            return
+        reqs = sched_out.requests
+        k = len(sched_out.decode)
+        # After update() each decode holds one more token than it had while computing: subtract it.
+        ctx = sum(reqs[r].num_computed_tokens - 1 for r in sched_out.decode) / k if k else 0.0
+        predicted = self.sched.latency.iteration_time(k, ctx, sum(sched_out.prefill.values()))
+        if predicted > 0:
+            self._ratios.append(model_out.elapsed_s / predicted)
+        self._iters += 1
+        if self._iters >= self.config.every:
+            self.cycle(now)
+
+    # --- the control cycle ---------------------------------------------------------------------------------
+    def cycle(self, now: float) -> None:
+        self._iters = 0
+        self.num_cycles += 1
+        if self.config.calibrate:
+            self._calibrate(now)
+        at_risk = self._assess(now)
+        self.history.append((now, {n: (s.at_risk, s.attainment) for n, s in self.classes.items()}))
+        self._act(at_risk, now)
+
+    def _calibrate(self, now: float) -> None:
+        ratios, self._ratios = self._ratios, []
+        if len(ratios) < 4:
+            return
+        ratio = statistics.median(ratios)
+        if abs(ratio - 1.0) <= self.config.calibration_tolerance:
+            return
+        lat = self.sched.latency
+        lat.decode_table_s = [t * ratio for t in lat.decode_table_s]
+        lat.ctx_coef_s *= ratio
+        lat.prefill_base_s *= ratio
+        lat.prefill_per_token_s *= ratio
+        lat.prefill_quad_s *= ratio
+        self.calibration_scale *= ratio
+        self._decide(now, "calibrate", ratio=round(ratio, 4), decode_l1_ms=round(lat.decode_time(1) * 1e3, 3))
+
+    def _assess(self, now: float) -> list[str]:
+        cfg = self.config
+        inflight = self._inflight_risk(now)
+        at_risk: list[str] = []
+        names = set(self.tracker.classes) | set(inflight) | set(self.class_constraints)
+        for name in sorted(names):
+            st = self.classes.setdefault(name, ClassState())
+            w = self.tracker.classes.get(name)
+            st.attainment = w.attainment(cfg.attainment_window) if w is not None and len(w.met) >= cfg.min_class_samples else None
+            risky, total = inflight.get(name, (0, 0))
+            st.risk = risky / total if total else 0.0
+            reasons = []
+            if st.attainment is not None and st.attainment < cfg.target_attainment:
+                reasons.append(f"recent attainment {st.attainment:.2f} < {cfg.target_attainment:.2f}")
+            if total and st.risk > 1.0 - cfg.target_attainment:
+                reasons.append(f"{risky}/{total} in-flight requests predicted to miss")
+            for c in self.class_constraints.get(name, ()):
+                if c.percentile is None or c.metric == "throughput" or w is None or len(w.met) < cfg.min_class_samples:
+                    continue
+                measured = self.tracker.percentile(name, c.metric, c.percentile)
+                if measured is not None and measured > c.bound:
+                    reasons.append(f"{c.text}: measured {measured * 1e3:.0f} ms")
+            st.at_risk, st.why = bool(reasons), "; ".join(reasons)
+            if st.at_risk:
+                st.predicted_misses += 1
+                at_risk.append(name)
+                log.warning("slo_at_risk %s", json.dumps({"event": "slo_at_risk", "slo_class": name, "time_s": now,
+                                                          "why": st.why, "risk": round(st.risk, 3)}))
+                if self.on_predicted_miss is not None:
+                    self.on_predicted_miss(name)
+        return at_risk
+
+    def _inflight_risk(self, now: float) -> dict[str, tuple[int, int]]:
+        """class -> (requests predicted to miss, requests with an SLO), over unfinished requests."""
+        out: dict[str, list[int]] = {}
+        prefill = self.sched.latency.prefill_time
+        for req in self.sched.requests.values():
+            slo = req.slo
+            if slo.is_empty:
+                continue
+            tally = out.setdefault(req.slo_class, [0, 0])
+            tally[1] += 1
+            times = req.token_times_s
+            if times:
+                late = slo.tpot_s is not None and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > slo.tpot_s
+            else:
+                late = slo.ttft_s is not None and now - req.arrival_s + prefill(req.num_uncomputed_tokens) > slo.ttft_s
+            tally[0] += int(late)
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def _act(self, at_risk: list[str], now: float) -> None:
+        cfg = self.config
+        # Classes already being shed miss by design: they neither push the knobs further nor block relaxing.
+        served = [n for n in at_risk if self._utility(n) >= self.shed_below]
+        if not served:
+            self._healthy_cycles += 1
+            if self._healthy_cycles >= cfg.relax_after:
+                self._healthy_cycles = 0
+                self._relax(now)
+            self._power(now)
+            return
+        self._healthy_cycles = 0
+        top = max(self._utility(n) for n in served)
+        margin = knobs.get_margin(self.sched)
+        # More cycle headroom only helps the classes the scheduler already protects (the most valuable one):
+        # a low-value class missing under overload needs shedding or capacity, not a smaller selection.
+        if margin is not None and margin < cfg.margin_max and top >= max(self._utilities.values(), default=top):
+            new = min(cfg.margin_max, margin + cfg.margin_step)
+            knobs.set_margin(self.sched, new)
+            self._decide(now, "margin", value=round(new, 3), reason=f"at risk: {', '.join(served)}")
+        self._boost_lagging(served, now)
+        # Shed the least valuable class still admitted, if it is worth less than one at risk.
+        lower = sorted(u for u in set(self._utilities.values())
+                       if self.shed_below <= u < min(top, cfg.max_shed_utility))
+        if lower:
+            self.shed_below = lower[0] * (1 + 1e-9)
+            self._decide(now, "admission", shed_below_utility=lower[0], reason=f"at risk: {', '.join(served)}")
+        self._power(now)
+
+    def _relax(self, now: float) -> None:
+        cfg = self.config
+        if self.shed_below > 0:
+            self.shed_below = 0.0
+            self._decide(now, "admission", shed_below_utility=0.0, reason="healthy")
+        margin = knobs.get_margin(self.sched)
+        if margin is not None and margin > cfg.margin_min:
+            new = max(cfg.margin_min, margin - cfg.margin_step)
+            knobs.set_margin(self.sched, new)
+            self._decide(now, "margin", value=round(new, 3), reason="healthy")
+
+    def _boost_lagging(self, at_risk: list[str], now: float) -> None:
+        boosted = []
+        for req in self.sched.running:
+            tpot, times = req.slo.tpot_s, req.token_times_s
+            if (req.slo_class in at_risk and req.status is RequestStatus.RUNNING and tpot is not None
+                    and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > tpot
+                    and knobs.boost(self.sched, req.req_id, self.config.max_boost)):
+                boosted.append(req.req_id)
+        if boosted:
+            self._decide(now, "boost", requests=boosted[:20], count=len(boosted))
+
+    def _power(self, now: float) -> None:
+        target = self.server_constraints.get("power")
+        if target is None or self.power_reader is None:
+            return   # no target, or a device whose power cannot be read: documented no-op
+        watts = self.power_reader()
+        if watts is None:
+            return
+        cap = knobs.get_batch_cap(self.sched)
+        if watts > target.bound and cap > self.config.min_batch_cap:
+            new = max(self.config.min_batch_cap, cap // 2)
+        elif watts < 0.9 * target.bound and cap < self._base_batch_cap:
+            new = min(self._base_batch_cap, cap + 1)
+        else:
+            return
+        knobs.set_batch_cap(self.sched, new)
+        self._decide(now, "batch_cap", value=new, power_w=round(watts, 2), target_w=target.bound)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _known_classes(self) -> set[str]:
+        return set(self.classes) | set(self.tracker.classes)
+
+    def _utility(self, slo_class: str) -> float:
+        return self._utilities.get(slo_class, 1.0)
+
+    def _decide(self, now: float, kind: str, **detail: object) -> None:
+        record = {"time_s": round(now, 4), "cycle": self.num_cycles, "kind": kind, **detail}
+        self.decisions.append(record)
+        log.info("controller_decision %s", json.dumps(record))
+
+    def status(self) -> dict:
+        """JSON-ready view for /v1/status."""
+        return {
+            "enabled": self.enabled, "every_iterations": self.config.every, "cycles": self.num_cycles,
+            "calibration_scale": self.calibration_scale, "slice_margin": knobs.get_margin(self.sched),
+            "shed_below_utility": self.shed_below, "num_shed": self.num_shed,
+            "batch_cap": knobs.get_batch_cap(self.sched),
+            "classes": {n: {"at_risk": s.at_risk, "why": s.why, "predicted_misses": s.predicted_misses,
+                            "attainment_recent": s.attainment, "inflight_risk": s.risk}
+                        for n, s in sorted(self.classes.items())},
+            "decisions": list(self.decisions)[-20:],
+        }
