@@ -53,6 +53,7 @@ class SchedulerConfig:
     sliding_tpot_floor: float = 1.0       # a late decode's per-iteration budget, as a share of its TPOT
     sliding_risk_factor: float = 0.5      # at risk when slack < (1 + this) * predicted time needed
     sliding_relegate_missed: bool = True  # requests that cannot meet their deadline go behind the rest
+    sliding_admit_check: bool = True     # admit only while the decode batch keeps its TPOTs
     sliding_knapsack_bins: int = 100      # discretisation of the knapsack capacity
     sliding_heavy_prefill_tokens: int = 128  # prefill tokens from which a batch is "prefill-heavy"
     sliding_predictor_window: int = 256   # measured iterations kept per regime
