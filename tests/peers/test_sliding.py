@@ -121,3 +121,12 @@ def test_predictor_learns_from_measured_iterations():
         now += 0.123
     assert sched.predictor.is_fitted(DECODE_ONLY)
     assert abs(sched.predictor.predict(BatchFeatures.of([60], [])) - 0.123) < 2e-3
+
+
+def test_admission_keeps_the_decode_batch_within_its_tightest_tpot():
+    # EXACT decodes: 4 sequences take ~16.1 ms, 5 take ~18.1 ms; TPOT 17 ms (95% usable = 16.15 ms).
+    for check, admitted in ((True, 4), (False, 5)):
+        sched = sliding(sliding_admit_check=check)
+        for i in range(5):
+            sched.add_request(make_req(f"r{i}", 20, 10, 0.0, SLO(tpot_s=0.017)), 0.0)
+        assert len(sched.schedule(0.0).prefill) == admitted
