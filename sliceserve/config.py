@@ -18,6 +18,12 @@ class SchedulerConfig:
     # Requests that may wait before new arrivals are refused (503 / rejected); 0 = unbounded.
     max_waiting: int = 0
 
+    # Share KV blocks of repeated prompt prefixes (core/prefix_cache.py). Greedy outputs are identical with
+    # and without it (tests/control/test_prefix_cache.py), but it stays off by default: the simulator's
+    # workloads fill every prompt with the same dummy token, so caching would fake hits there. Turn it on
+    # for the real engine (scheduler setting enable_prefix_caching=true).
+    enable_prefix_caching: bool = False
+
     # vLLM-style: "fcfs" or "priority".
     vllm_mode: str = "fcfs"
 

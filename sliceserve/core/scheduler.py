@@ -13,6 +13,7 @@ from sliceserve.config import SchedulerConfig
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import IterationSample, LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
+from sliceserve.core.prefix_cache import PrefixCachingAllocator
 from sliceserve.request import FinishReason, Request, RequestStatus
 
 
@@ -66,7 +67,9 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         self.config = config.validate()
         self.latency = latency
-        self.kv = KVBlockAllocator(config.num_kv_blocks, config.block_size)
+        self.prefix_caching = config.enable_prefix_caching
+        self.kv = (PrefixCachingAllocator if self.prefix_caching else KVBlockAllocator)(
+            config.num_kv_blocks, config.block_size)
         self.requests: dict[str, Request] = {}   # every unfinished request
         self.waiting: list[Request] = []          # no KV: new, or preempted by recompute
         self.running: list[Request] = []          # holding KV (RUNNING or PAUSED)
@@ -102,6 +105,8 @@ class Scheduler:
         req.status = RequestStatus.WAITING
         self.requests[req.req_id] = req
         self.waiting.append(req)
+        if self.prefix_caching:
+            self._reuse_prefix(req)
         self.on_arrival(req, now)
         return True
 
@@ -174,6 +179,8 @@ class Scheduler:
             req = reqs.get(rid)
             if req is not None:
                 req.num_computed_tokens += n
+                if self.prefix_caching:
+                    self.kv.cache_prompt(rid, req.prompt_token_ids, req.num_computed_tokens)
         for rid in sched.decode:
             req = reqs.get(rid)
             if req is not None:
@@ -261,6 +268,11 @@ class Scheduler:
             self.waiting.insert(0, req)
         else:
             self.waiting.append(req)
+
+    def _reuse_prefix(self, req: Request) -> None:
+        """Start a request without KV at its longest cached prompt prefix (at least one token is left to
+        compute: sampling needs the last position's logits)."""
+        req.num_computed_tokens = self.kv.acquire_prefix(req.req_id, req.prompt_token_ids, req.num_tokens - 1)
 
     def _finish(self, req: Request, reason: FinishReason, now: float) -> None:
         if req.status is RequestStatus.WAITING:
