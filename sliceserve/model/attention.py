@@ -28,7 +28,7 @@ class AttentionMetadata:
     prefills: list[PrefillSeq]       # sequences with a chunk (rows [start, start + num_new))
     decode_rows: torch.Tensor        # [B] rows of single-token sequences, batched together
     decode_slots: torch.Tensor       # [B, L] cache slots, padded to the longest context
-    decode_mask: torch.Tensor        # [B, 1, 1, L] bool, False on padding
+    decode_mask: torch.Tensor | None # [B, 1, 1, L] bool, False on padding; None when there is none
 
 
 def write_kv(cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

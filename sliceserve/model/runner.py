@@ -146,6 +146,9 @@ class ModelRunner:
         # memory, and a masked NaN would still poison SDPA's weighted sum), and masked out anyway.
         slots = torch.tensor([s + [s[0]] * (length - len(s)) for s in ctx_slots], device=dev)
         lens = torch.tensor([len(s) for s in ctx_slots], device=dev)
+        if all(len(s) == length for s in ctx_slots):
+            # No padding: SDPA without a mask takes its fused path instead of the masked math one.
+            return {"decode_slots": slots, "decode_mask": None}
         mask = torch.arange(length, device=dev)[None, :] < lens[:, None]
         return {"decode_slots": slots, "decode_mask": mask[:, None, None, :]}
 
