@@ -26,7 +26,7 @@ _RATE_UNITS = {"tok/s": 1.0, "tokens/s": 1.0, "token/s": 1.0}
 _BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 _POWER_UNITS = {"w": 1.0, "mw": 1e-3}
 _TERM = re.compile(
-    r"^\s*(?:[pP](?P<pct>[0-9]+(?:\.[0-9]+)?)\s+)?(?P<metric>[A-Za-z_]+)\s*(?P<op><=|>=|<|>|=)\s*"
+    r"^\s*(?:[pP](?P<pct>[0-9]+(?:\.[0-9]+)?)\s+)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>|=)\s*"
     r"(?P<value>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<unit>[A-Za-z/]*)\s*$")
 _SPLIT = re.compile(r"\s*(?:,|;|\band\b)\s*")
 
