@@ -130,3 +130,19 @@ def test_admission_keeps_the_decode_batch_within_its_tightest_tpot():
         for i in range(5):
             sched.add_request(make_req(f"r{i}", 20, 10, 0.0, SLO(tpot_s=0.017)), 0.0)
         assert len(sched.schedule(0.0).prefill) == admitted
+
+
+def test_online_prediction_error_in_a_simulated_run():
+    # The device is the SLICE paper's step-shaped decode table with 5% lognormal noise; the predictor is
+    # linear per regime, so it cannot be exact. Every iteration is predicted before it is measured.
+    from sliceserve.core.latency import load_profile
+
+    device = load_profile("paper-4060ti")
+    sched = make_scheduler("sliding", SchedulerConfig(policy="sliding"), device.copy())
+    sim = Simulator(EngineCore(sched, SimulatedExecutor(device, noise=0.05, seed=7)), max_time_s=1e4)
+    sim.add_arrivals(random_workload(seed=5, n=80, rate=1.0, max_prompt=600))
+    sim.run()
+    print(f"\nsliding predictor, online (prequential) MAPE on paper-4060ti with 5% noise: "
+          f"{sched.prediction_mape:.1%} over {sched.num_predictions} iterations")
+    assert sched.num_predictions > 200
+    assert sched.prediction_mape < 0.15

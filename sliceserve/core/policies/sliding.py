@@ -68,7 +68,11 @@ class SlidingScheduler(Scheduler):
         self.predictor = BatchLatencyPredictor(
             latency, heavy_prefill_tokens=c.sliding_heavy_prefill_tokens, window=c.sliding_predictor_window,
             min_samples=c.sliding_min_samples, refit_every=c.sliding_refit_every)
-        self._planned: tuple[dict[str, int], BatchFeatures] | None = None
+        self._planned: tuple[dict[str, int], BatchFeatures, float] | None = None
+        # Prequential check of the predictor: each iteration is predicted before it is measured, so these
+        # are held-out errors. Summed |predicted - measured| / measured, and the count.
+        self.prediction_abs_pct_sum = 0.0
+        self.num_predictions = 0
         self._rank_ctx: tuple[float, int, float, int] = (0.0, 0, 0.0, 0)
         self.num_knapsack_runs = 0
 
@@ -183,19 +187,30 @@ class SlidingScheduler(Scheduler):
         tpots = [r.slo.tpot_s for r in self.running if r.slo.tpot_s is not None]
         tightest = min(tpots, default=float("inf"))
         keep = 1.0 - self.config.sliding_margin
-        queue = []
-        for r in self._ranked(running + (self.waiting if slots > 0 else []), now, k, dsum, cap):
-            if r.status is RequestStatus.WAITING:
-                if slots <= 0:
+        check = self.config.sliding_admit_check
+        ranked = self._ranked(running + (self.waiting if slots > 0 else []), now, k, dsum, cap)
+        waiting = [r for r in ranked if r.status is RequestStatus.WAITING]
+        decode_s: dict[str, float] = {}   # predicted decode-only time if this request joined; per admission
+        queue = [r for r in ranked if r.status is not RequestStatus.WAITING]
+        for i, r in enumerate(waiting):
+            if slots <= 0:
+                break
+            bound = min(tightest, r.slo.tpot_s if r.slo.tpot_s is not None else float("inf"))
+            if check and k_all > 0 and bound < float("inf"):
+                if r.req_id not in decode_s:  # the queue can be long: predict the rest in one go
+                    rest = waiting[i:]
+                    x = np.zeros((len(rest), 8))
+                    x[:, 0], x[:, 1], x[:, 3] = 1.0, k_all + 1, k_all + 1
+                    x[:, 4] = dsum_all + np.array([q.num_tokens for q in rest], dtype=float)
+                    decode_s = dict(zip((q.req_id for q in rest), self.predictor.predict_matrix(x)))
+                if decode_s[r.req_id] > bound * keep:
                     continue
-                bound = min(tightest, r.slo.tpot_s if r.slo.tpot_s is not None else float("inf"))
-                if (self.config.sliding_admit_check and k_all > 0 and bound < float("inf") and self.predictor.predict(
-                        BatchFeatures(0, k_all + 1, dsum_all + r.num_tokens)) > bound * keep):
-                    continue
-                slots -= 1
-                k_all, dsum_all, tightest = k_all + 1, dsum_all + r.num_tokens, bound
+            slots -= 1
+            k_all, dsum_all, tightest = k_all + 1, dsum_all + r.num_tokens, bound
+            decode_s = {}
             queue.append(r)
-        return queue
+        position = {r.req_id: i for i, r in enumerate(ranked)}
+        return sorted(queue, key=lambda r: position[r.req_id])
 
     def _budgets(self, now: float, live: list[Request]) -> list[tuple[float, float]]:
         keep = 1.0 - self.config.sliding_margin
@@ -300,10 +315,17 @@ class SlidingScheduler(Scheduler):
         reqs = self.requests
         feats = BatchFeatures.of((reqs[rid].num_computed_tokens for rid in batch.decode),
                                  ((reqs[rid].num_computed_tokens, n) for rid, n in batch.prefill.items()))
-        self._planned = (batch.prefill, feats)
+        self._planned = (batch.prefill, feats, self.predictor.predict(feats))
 
     def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
         super().observe_iteration(sched, result, now)
         planned, self._planned = self._planned, None
-        if planned is not None and planned[0] is sched.prefill:
+        if planned is not None and planned[0] is sched.prefill and result.elapsed_s > 0 and sched.requests:
+            self.prediction_abs_pct_sum += abs(planned[2] - result.elapsed_s) / result.elapsed_s
+            self.num_predictions += 1
             self.predictor.observe(planned[1], result.elapsed_s)
+
+    @property
+    def prediction_mape(self) -> float | None:
+        """Mean absolute percentage error of the batch predictor over the iterations run so far."""
+        return self.prediction_abs_pct_sum / self.num_predictions if self.num_predictions else None
