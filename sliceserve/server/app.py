@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sliceserve.control.serving import attach_control
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
 from sliceserve.server.requests import build_request
 from sliceserve.server.serving import respond_full, respond_stream, submit
@@ -54,6 +55,7 @@ def create_app(state: ServingState) -> FastAPI:
 
     app = FastAPI(title="sliceserve", lifespan=lifespan)
     app.state.serving = state
+    attach_control(app, state)   # GET /v1/status, resource monitor, feedback controller
 
     @app.exception_handler(APIError)
     async def _api_error(_: HTTPRequest, exc: APIError) -> JSONResponse:

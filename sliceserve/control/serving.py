@@ -1,0 +1,86 @@
+"""Wiring the controller, monitor and /v1/status into a server app (one call from server/app.py).
+
+The controller joins the AsyncEngine as a second observer (every step, every finished request) and in
+front of its admission hook (load shedding); its predicted misses and knobs are exported on the app's own
+Prometheus registry next to the vLLM-named metrics.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from sliceserve.control.controller import Controller, ControllerConfig
+from sliceserve.control.monitor import Monitor
+
+
+class _FanOut:
+    """Several engine observers behind the one slot AsyncEngine has."""
+
+    def __init__(self, *observers: Any) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def on_step(self, step, scheduler) -> None:
+        for o in self.observers:
+            o.on_step(step, scheduler)
+
+    def on_finish(self, req) -> None:
+        for o in self.observers:
+            o.on_finish(req)
+
+
+class _ControllerObserver:
+    def __init__(self, controller: Controller, gauges: dict[str, Any]) -> None:
+        self.controller = controller
+        self.gauges = gauges
+
+    def on_step(self, step, scheduler) -> None:
+        before = self.controller.num_cycles
+        self.controller.on_step(step.sched, step.output, step.end_s)
+        if self.controller.num_cycles != before:
+            st = self.controller.status()
+            if st["slice_margin"] is not None:
+                self.gauges["margin"].set(st["slice_margin"])
+            self.gauges["shed"].set(st["shed_below_utility"])
+            self.gauges["scale"].set(st["calibration_scale"])
+
+    def on_finish(self, req) -> None:
+        self.controller.observe_finished(req)
+
+
+def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
+                   monitor: Monitor | None = None) -> Controller:
+    """Register the status router, a resource monitor and the feedback controller on `app`."""
+    from sliceserve.engine.async_engine import Rejection
+    from sliceserve.server.status import router
+
+    engine = state.engine
+    registry = state.metrics.registry
+    misses = Counter("sliceserve:slo_predicted_miss", "Control cycles in which a class was predicted to miss "
+                     "its SLO", ["slo_class"], registry=registry)
+    gauges = {
+        "margin": Gauge("sliceserve:controller_slice_margin", "SLICE cycle margin set by the controller",
+                        registry=registry),
+        "shed": Gauge("sliceserve:controller_shed_below_utility", "Arrivals with a lower utility are refused",
+                      registry=registry),
+        "scale": Gauge("sliceserve:controller_calibration_scale", "Product of latency-model rescalings",
+                       registry=registry),
+    }
+    controller = Controller(engine.core.scheduler, config or ControllerConfig(),
+                            on_predicted_miss=lambda cls: misses.labels(cls).inc())
+    engine.observer = _FanOut(engine.observer, _ControllerObserver(controller, gauges))
+    inner = engine.admit
+
+    def admit(sched, req, now):
+        verdict = inner(sched, req, now) if inner is not None else None
+        if verdict is None:
+            why = controller.admission_error(req)
+            if why is not None:
+                return Rejection("overloaded", why, retry_after_s=1.0)
+        return verdict
+
+    engine.admit = admit
+    app.state.controller = controller
+    app.state.monitor = monitor if monitor is not None else Monitor()
+    app.include_router(router)
+    return controller
