@@ -13,8 +13,8 @@ Each iteration:
    (core/sliding/predictor.py, fitted online from every measured iteration). Tokens go to the
    candidates in priority order.
 4. BatchConstructor: if that plan makes a request miss its TTFT that could still meet it by running its
-   whole remaining prompt now, a 0/1 knapsack (core/sliding/knapsack.py) chooses which such requests
-   run this iteration: value = utility, weight = predicted seconds the request adds to the iteration,
+   whole remaining prompt now, a 0/1 knapsack (core/sliding/constructor.py, knapsack.py) chooses which
+   such requests run this iteration: value = utility, weight = predicted seconds the request adds,
    capacity = the smallest remaining slack (of the batch's decodes and of the candidates) minus the
    decodes' own time.
 
@@ -53,7 +53,7 @@ from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.policies import register
 from sliceserve.core.scheduler import Batch, Scheduler
 from sliceserve.core.sliding.chunker import choose_chunks
-from sliceserve.core.sliding.knapsack import select_within
+from sliceserve.core.sliding.constructor import construct
 from sliceserve.core.sliding.predictor import BatchFeatures, BatchLatencyPredictor
 from sliceserve.core.sliding.sorter import next_deadline_s, rank, remaining_work
 from sliceserve.config import SchedulerConfig
@@ -270,45 +270,18 @@ class SlidingScheduler(Scheduler):
 
     def _construct(self, now: float, live: list[Request], queue: list[Request],
                    plan: list[tuple[Request, int]], cap: int) -> list[tuple[Request, int]] | None:
-        """BatchConstructor: a knapsack plan when the chunk plan makes a savable TTFT miss, else None."""
+        """BatchConstructor (core/sliding/constructor.py): a knapsack plan when the chunk plan makes a
+        savable TTFT miss, else None."""
         if not queue:
             return None
         k, dsum = len(live), float(sum(r.num_computed_tokens for r in live))
-        base = self._time(k, dsum, [])
-        end_s = now + self._time(k, dsum, [(r.num_computed_tokens, n) for r, n in plan])
-        covered = {r.req_id for r, n in plan if n == r.num_uncomputed_tokens}
-        keep = 1.0 - self.config.sliding_margin
-        items: list[tuple[Request, float, float]] = []   # (request, weight s, slack s)
-        missed = False
-        for r in queue:
-            if r.token_times_s or r.slo.ttft_s is None or r.num_uncomputed_tokens > cap:
-                continue
-            slack = (next_deadline_s(r) - now) * keep
-            weight = self._time(k, dsum, [(r.num_computed_tokens, r.num_uncomputed_tokens)]) - base
-            if base + weight > slack:
-                continue  # cannot make it even alone: not worth any capacity
-            items.append((r, weight, slack))
-            planned = dict((q.req_id, n) for q, n in plan).get(r.req_id, 0)
-            # Optimistic finish under the chunk plan: this iteration, then the rest of its prompt alone.
-            finish = end_s - now
-            if r.req_id not in covered:
-                finish += self._time(k, dsum, [(r.num_computed_tokens + planned, r.num_uncomputed_tokens - planned)])
-            missed = missed or finish > slack
-        if not missed:
-            return None
-        self.num_knapsack_runs += 1
-        self.num_violation_risks += 1
-        slacks = [s for s, _ in self._budgets(now, live)] + [s for _, _, s in items]
-        capacity = min(slacks) - base
-        chosen = [items[i] for i in select_within([r.utility for r, _, _ in items], [w for _, w, _ in items],
-                                                  capacity, self.config.sliding_knapsack_bins)]
-        chosen.sort(key=lambda it: it[0].utility / it[0].num_uncomputed_tokens, reverse=True)
-        while chosen and (sum(r.num_uncomputed_tokens for r, _, _ in chosen) > cap or self._time(
-                k, dsum, [(r.num_computed_tokens, r.num_uncomputed_tokens) for r, _, _ in chosen]) > base + capacity):
-            chosen.pop()
-        if not chosen:
-            return None
-        return [(r, r.num_uncomputed_tokens) for r, _, _ in chosen]
+        out = construct(now, queue, plan, [s for s, _ in self._budgets(now, live)],
+                        lambda chunks: self._time(k, dsum, chunks), cap, self.config.sliding_margin,
+                        self.config.sliding_knapsack_bins)
+        if out.triggered:
+            self.num_knapsack_runs += 1
+            self.num_violation_risks += 1
+        return out.plan
 
     # --- learning ------------------------------------------------------------------------------------
     def _remember(self, batch: Batch) -> None:
