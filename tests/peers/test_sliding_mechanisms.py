@@ -199,3 +199,32 @@ def test_vector_rank_matches_the_lexicographic_key(specs, relegate):
     order = rank(np.array([k[1] for k in keys]), np.array(needs), np.array([k[2] for k in keys]),
                  np.array([r.arrival_s for r in reqs]), 0.5, relegate)
     assert [keys[i] for i in order] == sorted(keys)
+
+
+# --- batch constructor ---------------------------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(prompts=st.lists(st.tuples(st.integers(1, 400), st.floats(0.01, 0.3), st.sampled_from([1.0, 100.0])),
+                        min_size=1, max_size=6),
+       decode_budgets=st.lists(st.floats(0.02, 0.5), max_size=4), k=st.integers(0, 8))
+def test_constructor_batch_keeps_every_budget_and_saves_only_the_savable(prompts, decode_budgets, k):
+    from sliceserve.core.sliding.constructor import construct
+
+    now, margin = 1.0, 0.05
+    queue = [Request(f"p{i}", [1] * n, SamplingParams(max_tokens=4), arrival_s=now, slo=SLO(ttft_s=ttft),
+                     utility=u) for i, (n, ttft, u) in enumerate(prompts)]
+
+    def time_with(chunks):  # additive: the decodes plus each chunk's own prefill time
+        return EXACT.decode_time(k, 100.0) + sum(EXACT.prefill_time(n) for _, n in chunks)
+
+    chunk_plan = [(queue[0], min(queue[0].num_prompt_tokens, 256))]
+    out = construct(now, queue, chunk_plan, decode_budgets, time_with, 512, margin, 200)
+    if out.plan is None:
+        return
+    assert out.triggered
+    took = time_with([(0, n) for _, n in out.plan])
+    assert sum(n for _, n in out.plan) <= 512
+    for budget in decode_budgets:
+        assert took <= budget + 1e-12
+    for r, n in out.plan:
+        assert n == r.num_prompt_tokens
+        assert took <= r.slo.ttft_s * (1 - margin) + 1e-12   # every chosen prompt meets its TTFT
