@@ -29,23 +29,31 @@ starts high and sinks as it consumes service, so short jobs finish ahead of long
 - Starvation guard: a request that has not run for `config.fastserve_starvation_s` (paper: 3 s) returns
   to the top level, at its tail, and its waiting clock restarts.
 
+Cost under overload (thousands waiting): no step is O(waiting). Each level keeps its KV holders and its
+waiting requests apart, both ordered by entry (`_Level`); waiting requests are also bucketed by the KV
+blocks their whole sequence needs, so `plan` visits only the waiting requests that can fit into the free
+KV (the others would fail to allocate and be passed over anyway). The starvation guard reads requests in
+order of their last run and stops at the first one that is not starving.
+
 Counters for observation and tests: `num_demotions`, `num_starvation_promotions`.
 """
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from dataclasses import dataclass
-from operator import attrgetter
 
 from sliceserve.config import SchedulerConfig
+from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.policies import register
 from sliceserve.core.scheduler import Batch, Scheduler
 from sliceserve.request import Request, RequestStatus
 
-
-# Priority as one int (level first, then entry order) so sorting compares ints, not tuples.
+# Priority as one int (level first, then entry order) so comparisons are on ints, not tuples.
 _LEVEL_SHIFT = 1 << 48
+_NONE = 1 << 62   # "no entry": larger than every entry number
+_HOLDER = -1      # _MLFQState.blocks of a request indexed as a KV holder
 
 
 @dataclass(slots=True)
@@ -54,10 +62,78 @@ class _MLFQState:
     level: int
     used_s: float        # execution time charged at the current level
     last_run_s: float    # when it last ran (or arrived, or was promoted)
-    prio: int = 0        # level * _LEVEL_SHIFT + entry order into the level: lower runs first
+    prio: int = 0        # level * _LEVEL_SHIFT + entry number: lower runs first
+    seq: int = 0         # entry number into the current level (unique over all levels)
+    arrival_no: int = 0  # arrival order: the starvation guard promotes in this order
+    blocks: int = _HOLDER  # in the waiting index: KV blocks of its whole sequence; _HOLDER otherwise
 
 
-_PRIO = attrgetter("prio")
+class _Level:
+    """One queue's entries in entry order: KV holders, and waiting requests (also bucketed by blocks)."""
+
+    __slots__ = ("hold", "wait", "buckets", "sizes")
+
+    def __init__(self) -> None:
+        self.hold: list[int] = []                 # entry numbers, ascending
+        self.wait: list[int] = []                 # entry numbers, ascending
+        self.buckets: dict[int, list[int]] = {}   # blocks -> entry numbers, ascending
+        self.sizes: list[int] = []                # keys of `buckets`, ascending
+
+    def add(self, seq: int, blocks: int) -> None:
+        if blocks == _HOLDER:
+            _insert(self.hold, seq)
+            return
+        _insert(self.wait, seq)
+        bucket = self.buckets.get(blocks)
+        if bucket is None:
+            self.buckets[blocks] = [seq]
+            insort(self.sizes, blocks)
+        else:
+            _insert(bucket, seq)
+
+    def remove(self, seq: int, blocks: int) -> None:
+        if blocks == _HOLDER:
+            _delete(self.hold, seq)
+            return
+        _delete(self.wait, seq)
+        bucket = self.buckets[blocks]
+        _delete(bucket, seq)
+        if not bucket:
+            del self.buckets[blocks]
+            self.sizes.remove(blocks)
+
+    def next_waiting(self, after: int, max_blocks: int | None) -> int:
+        """First waiting entry after entry number `after` needing at most `max_blocks` blocks (None: any)."""
+        if max_blocks is None:
+            seqs = self.wait
+            i = bisect_right(seqs, after)
+            return seqs[i] if i < len(seqs) else _NONE
+        best = _NONE
+        for blocks in self.sizes:
+            if blocks > max_blocks:
+                break
+            bucket = self.buckets[blocks]
+            i = bisect_right(bucket, after)
+            if i < len(bucket) and bucket[i] < best:
+                best = bucket[i]
+        return best
+
+
+def _insert(seqs: list[int], seq: int) -> None:
+    if not seqs or seqs[-1] < seq:
+        seqs.append(seq)  # the usual case: a fresh entry number is the largest
+    else:
+        insort(seqs, seq)
+
+
+def _delete(seqs: list[int], seq: int) -> None:
+    i = bisect_right(seqs, seq) - 1
+    assert i >= 0 and seqs[i] == seq, "fastserve queue index out of step"
+    del seqs[i]
+
+
+def _arrival_no(st: _MLFQState) -> int:
+    return st.arrival_no
 
 
 @register("fastserve")
@@ -69,10 +145,19 @@ class FastServeScheduler(Scheduler):
         n = config.fastserve_num_queues
         # The last level never demotes: an infinite quantum.
         self.quanta_s = [q0 * 2 ** p for p in range(n - 1)] + [float("inf")]
-        self._state: dict[str, _MLFQState] = {}
-        self._order: list[_MLFQState] = []   # states by priority, rebuilt only after a change
-        self._order_dirty = False
+        self._state: dict[str, _MLFQState] = {}        # in arrival order
+        self._levels = [_Level() for _ in range(n)]
+        self._by_seq: dict[int, _MLFQState] = {}       # entry number -> state
+        # States by last run, oldest first, as long as time passed in never went back (`_ran_sorted`).
+        self._ran: dict[str, _MLFQState] = {}
+        self._ran_sorted = True
+        self._ran_max = float("-inf")
+        self._moved: list[_MLFQState] = []  # states that started or were evicted during this plan
+        # Without prefix sharing a waiting request holds no KV, so needing more blocks than are free
+        # proves its allocation fails; shared prefixes hold blocks, and then every waiting entry is tried.
+        self._fit_filter = type(self.kv) is KVBlockAllocator
         self._seq = 0
+        self._arrivals = 0
         self.num_demotions = 0
         self.num_starvation_promotions = 0
 
@@ -80,32 +165,61 @@ class FastServeScheduler(Scheduler):
     def level_of(self, req_id: str) -> int:
         return self._state[req_id].level
 
+    def _waiting_blocks(self, req: Request) -> int:
+        """Index key: KV blocks of the whole sequence for a waiting request, _HOLDER for the others."""
+        if req.status is RequestStatus.WAITING:
+            return self.kv.blocks_for(len(req.prompt_token_ids) + len(req.output_token_ids))
+        return _HOLDER
+
     def _enter(self, st: _MLFQState, level: int) -> None:
         """Put `st` at the tail of queue `level` with nothing used there."""
+        if st.seq:
+            self._levels[st.level].remove(st.seq, st.blocks)
+            del self._by_seq[st.seq]
         self._seq += 1
-        st.level, st.used_s, st.prio = level, 0.0, level * _LEVEL_SHIFT + self._seq
-        self._order_dirty = True
+        seq = self._seq
+        st.level, st.used_s, st.seq, st.prio = level, 0.0, seq, level * _LEVEL_SHIFT + seq
+        st.blocks = self._waiting_blocks(st.req)
+        self._levels[level].add(seq, st.blocks)
+        self._by_seq[seq] = st
+
+    def _ran_at(self, st: _MLFQState, now: float) -> None:
+        st.last_run_s = now
+        ran, rid = self._ran, st.req.req_id
+        ran.pop(rid, None)
+        ran[rid] = st
+        if now >= self._ran_max:
+            self._ran_max = now
+        else:
+            self._ran_sorted = False  # the starvation guard scans everything once and re-sorts
 
     def on_arrival(self, req: Request, now: float) -> None:
         prefill_s = self.latency.prefill_time(req.num_prompt_tokens)
         level = next((p for p, q in enumerate(self.quanta_s) if q >= prefill_s), len(self.quanta_s) - 1)
-        st = _MLFQState(req, level, 0.0, now)
+        self._arrivals += 1
+        st = _MLFQState(req, level, 0.0, now, arrival_no=self._arrivals)
         self._enter(st, level)
         self._state[req.req_id] = st
+        self._ran_at(st, now)
 
     def on_finish(self, req: Request, now: float) -> None:
-        if self._state.pop(req.req_id, None) is not None:
-            self._order_dirty = True
+        st = self._state.pop(req.req_id, None)
+        if st is not None:
+            self._levels[st.level].remove(st.seq, st.blocks)
+            del self._by_seq[st.seq]
+            del self._ran[req.req_id]
 
     def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
         super().observe_iteration(sched, result, now)
         elapsed = result.elapsed_s
         states, quanta, last = self._state, self.quanta_s, len(self.quanta_s) - 1
         for rid in sched.requests:
+            # A request that ended in this iteration is still here (on_finish comes after) and is
+            # charged like the others, as it always was.
             st = states.get(rid)
             if st is None:
-                continue  # ended in this iteration
-            st.last_run_s = now
+                continue
+            self._ran_at(st, now)
             st.used_s += elapsed
             if st.level < last and st.used_s >= quanta[st.level]:
                 self._enter(st, st.level + 1)
@@ -114,51 +228,108 @@ class FastServeScheduler(Scheduler):
     # --- one iteration ---------------------------------------------------------------------------------
     def _promote_starving(self, now: float) -> None:
         limit = self.config.fastserve_starvation_s
-        for st in self._state.values():
-            if now - st.last_run_s >= limit:
-                st.last_run_s = now  # restart the clock so a request is promoted once per period
-                if st.level > 0 or st.used_s > 0:
-                    self._enter(st, 0)
-                    self.num_starvation_promotions += 1
+        if self._ran_sorted:
+            # `now - t >= limit` holds for every t up to some bound (float subtraction is monotonic), so
+            # the starving ones are a prefix of the oldest-first order.
+            starving = []
+            for st in self._ran.values():
+                if now - st.last_run_s < limit:
+                    break
+                starving.append(st)
+            if not starving:
+                return
+            starving.sort(key=_arrival_no)
+        else:
+            starving = [st for st in self._state.values() if now - st.last_run_s >= limit]
+        for st in starving:   # in arrival order: promotions enter the top queue in that order
+            self._ran_at(st, now)  # restart the clock so a request is promoted once per period
+            if st.level > 0 or st.used_s > 0:
+                self._enter(st, 0)
+                self.num_starvation_promotions += 1
+        if not self._ran_sorted:
+            self._ran = dict(sorted(self._ran.items(), key=lambda item: item[1].last_run_s))
+            self._ran_max = max((st.last_run_s for st in self._ran.values()), default=float("-inf"))
+            self._ran_sorted = True
 
     def plan(self, now: float) -> Batch:
         self._promote_starving(now)
+        if self.check_invariants:
+            self._check_index()
         batch = Batch()
         prefill, decode = batch.prefill, batch.decode
         chosen: set[str] = set()
         budget = self.config.max_num_batched_tokens
         max_seqs = self.config.max_num_seqs
-        allocate = self.kv.allocate
-        if self._order_dirty:
-            self._order = sorted(self._state.values(), key=_PRIO)
-            self._order_dirty = False
-        for st in self._order:
-            if len(chosen) >= max_seqs or budget <= 0:
+        kv, by_seq, moved = self.kv, self._by_seq, self._moved
+        allocate, block_size, fit_filter = kv.allocate, kv.block_size, self._fit_filter
+        # Visit each level's entries in entry order, holders and waiting merged; a waiting entry is
+        # visited only when it could fit into the free KV (otherwise its allocation would fail and it
+        # would be passed over). The index does not change during the loop: starts and evictions are
+        # re-indexed afterwards, and an evicted holder is still visited, now as a waiting request.
+        full = False
+        for level in self._levels:
+            hold, wait = level.hold, level.wait
+            if not hold and not wait:
+                continue
+            hi, num_hold, after = 0, len(hold), 0
+            while True:
+                if len(chosen) >= max_seqs or budget <= 0:
+                    full = True
+                    break
+                next_hold = hold[hi] if hi < num_hold else _NONE
+                next_wait = _NONE
+                if wait:
+                    free = kv.num_free_blocks
+                    next_wait = level.next_waiting(
+                        after, None if not fit_filter or budget <= free * block_size else free)
+                if next_hold < next_wait:
+                    after = next_hold
+                    hi += 1
+                elif next_wait != _NONE:
+                    after = next_wait
+                else:
+                    break
+                st = by_seq[after]
+                req = st.req
+                computed = req.num_computed_tokens
+                missing = len(req.prompt_token_ids) + len(req.output_token_ids) - computed
+                n = missing if missing < budget else budget
+                status = req.status
+                if not allocate(req.req_id, computed + n):
+                    # A waiting request (no KV yet) only takes free KV: evicting for it thrashes (docstring).
+                    if status is RequestStatus.WAITING or not self._evict_for(st, computed + n, chosen):
+                        continue  # its turn comes when memory frees up; paused meanwhile if it holds KV
+                if status is RequestStatus.WAITING:
+                    self.start(req)
+                    moved.append(st)
+                elif status is RequestStatus.PAUSED:
+                    self.resume(req)
+                chosen.add(req.req_id)
+                if missing > 1:
+                    prefill[req.req_id] = n
+                else:
+                    decode.append(req.req_id)
+                budget -= n
+            if full:
                 break
-            req = st.req
-            computed = req.num_computed_tokens
-            missing = len(req.prompt_token_ids) + len(req.output_token_ids) - computed
-            n = missing if missing < budget else budget
-            status = req.status
-            if not allocate(req.req_id, computed + n):
-                # A waiting request (no KV yet) only takes free KV: evicting for it thrashes (docstring).
-                if status is RequestStatus.WAITING or not self._evict_for(st, computed + n, chosen):
-                    continue  # its turn comes when memory frees up; paused meanwhile if it holds KV
-            if status is RequestStatus.WAITING:
-                self.start(req)
-            elif status is RequestStatus.PAUSED:
-                self.resume(req)
-            chosen.add(req.req_id)
-            if missing > 1:
-                prefill[req.req_id] = n
-            else:
-                decode.append(req.req_id)
-            budget -= n
         batch.num_tokens = self.config.max_num_batched_tokens - budget
         for req in self.running:
             if req.status is RequestStatus.RUNNING and req.req_id not in chosen:
                 self.pause(req)
+        if moved:
+            self._reindex(moved)
         return batch
+
+    def _reindex(self, moved: list[_MLFQState]) -> None:
+        """File started and evicted requests under holders or waiting, as their status now says."""
+        for st in moved:
+            blocks = self._waiting_blocks(st.req)
+            if blocks != st.blocks:
+                level = self._levels[st.level]
+                level.remove(st.seq, st.blocks)
+                st.blocks = blocks
+                level.add(st.seq, blocks)
+        moved.clear()
 
     def _evict_for(self, st: _MLFQState, num_tokens: int, chosen: set[str]) -> bool:
         """Let KV holder `st.req` grow to `num_tokens` by preempting lower-priority holders outside the
@@ -171,6 +342,26 @@ class FastServeScheduler(Scheduler):
             return False
         for victim in victims:
             self.preempt_recompute(victim, front=False)
+            self._moved.append(states[victim.req_id])
             if need <= kv.num_free_blocks:
                 break
         return kv.allocate(req.req_id, num_tokens)
+
+    def _check_index(self) -> None:
+        """Internal invariants of the queue index (on when `check_invariants`, as tests run)."""
+        assert self._by_seq.keys() == {st.seq for st in self._state.values()}
+        assert self._ran.keys() == self._state.keys()
+        if self._ran_sorted:
+            times = [st.last_run_s for st in self._ran.values()]
+            assert times == sorted(times), "last-run order broken"
+        for p, level in enumerate(self._levels):
+            assert level.hold == sorted(level.hold) and level.wait == sorted(level.wait)
+            assert sorted(level.hold + level.wait) == sorted(s for s, st in self._by_seq.items() if st.level == p)
+            assert level.sizes == sorted(level.buckets)
+            assert sorted(s for b in level.buckets.values() for s in b) == level.wait
+            for seq in level.hold:
+                assert self._by_seq[seq].req.status is not RequestStatus.WAITING
+            for blocks, bucket in level.buckets.items():
+                for seq in bucket:
+                    st = self._by_seq[seq]
+                    assert st.blocks == blocks == self._waiting_blocks(st.req), "waiting index out of step"
