@@ -30,6 +30,7 @@ class LoadedModel:
     model_name: str
     device: str
     dtype: str
+    representation: str = ""     # weights' form when a memory target chose it (control/representation.py)
 
 
 def default_model_path() -> str:
@@ -96,7 +97,7 @@ def _eos_ids(model_dir: Path, config: dict, tokenizer) -> list[int]:
 
 def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | None = None,
                kv_cache_memory_bytes: int | None = None, block_size: int = 16, max_model_len: int | None = None,
-               num_threads: int | None = None, seed: int = 0) -> LoadedModel:
+               num_threads: int | None = None, seed: int = 0, memory_limit_bytes: int | None = None) -> LoadedModel:
     """Load a local HF directory or a GGUF file (None: the embedded SmolLM2-135M-Instruct)."""
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
@@ -122,6 +123,12 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
     except Exception as exc:
         raise ValueError(f"{model_dir}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
     net = _build(arch, model_dir, torch_dtype, dev)
+    representation = ""
+    if memory_limit_bytes is not None:   # `memory <= LIMIT`: weights' form and KV budget from measurement
+        from sliceserve.control.representation import fit_memory_target
+
+        net, plan = fit_memory_target(net, dev, memory_limit_bytes, kv_cache_memory_bytes)
+        representation, kv_cache_memory_bytes = plan.representation, plan.kv_cache_bytes
     per_block = kv_bytes_per_block(arch, block_size, torch_dtype)
     num_blocks = size_kv_blocks(per_block, dev, kv_cache_memory_bytes)
     shape = (num_blocks, block_size, arch.num_kv_heads, arch.head_dim)
@@ -132,7 +139,8 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
     return LoadedModel(runner=runner, tokenizer=tokenizer, eos_token_ids=_eos_ids(model_dir, config, tokenizer),
                        num_kv_blocks=num_blocks, block_size=block_size,
                        max_model_len=min(max_model_len or limit, num_blocks * block_size),
-                       model_name=name, device=str(dev), dtype=str(torch_dtype).removeprefix("torch."))
+                       model_name=name, device=str(dev), dtype=str(torch_dtype).removeprefix("torch."),
+                       representation=representation)
 
 
 def _build(arch, model_dir: Path, dtype: torch.dtype, dev: torch.device) -> LlamaForCausalLM:
