@@ -112,3 +112,26 @@ def test_p99_ttft_target_vs_mean_target():
     assert percentile(rows["vllm+controller"], 99) < percentile(rows["vllm"], 99)
     assert ctl.num_shed > 0 and any("p99 ttft" in d.get("reason", "") or d["kind"] == "admission"
                                     for d in ctl.decisions)
+
+
+def test_power_target_caps_batch_while_power_is_above_it_and_is_a_noop_without_readings():
+    from sliceserve.config import SchedulerConfig
+    from sliceserve.core.latency import load_profile
+    from sliceserve.core.policies import make_scheduler
+
+    watts = [20.0]
+    sched = make_scheduler("vllm", SchedulerConfig(policy="vllm", max_num_seqs=16), load_profile("paper-4060ti"))
+    ctl = Controller(sched, ControllerConfig(), server_constraints=parse_constraints("power <= 15W", "server"),
+                     power_reader=lambda: watts[0])
+    ctl.cycle(1.0)
+    ctl.cycle(2.0)
+    assert sched.config.max_num_seqs == 4
+    watts[0] = 12.0                       # below 90% of the target: one step back per cycle
+    ctl.cycle(3.0)
+    assert sched.config.max_num_seqs == 5
+    assert [d["kind"] for d in ctl.decisions] == ["batch_cap"] * 3
+    blind = make_scheduler("vllm", SchedulerConfig(policy="vllm"), load_profile("paper-4060ti"))
+    no_reading = Controller(blind, server_constraints=parse_constraints("power <= 15W", "server"),
+                            power_reader=lambda: None)
+    no_reading.cycle(1.0)
+    assert blind.config.max_num_seqs == 16 and not no_reading.decisions
