@@ -40,7 +40,9 @@ Counters for observation and tests: `num_demotions`, `num_starvation_promotions`
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.kv_cache import KVBlockAllocator
@@ -148,10 +150,12 @@ class FastServeScheduler(Scheduler):
         self._state: dict[str, _MLFQState] = {}        # in arrival order
         self._levels = [_Level() for _ in range(n)]
         self._by_seq: dict[int, _MLFQState] = {}       # entry number -> state
-        # States by last run, oldest first, as long as time passed in never went back (`_ran_sorted`).
+        # The states the starvation guard could promote (`_promotable`), by last run, oldest first as
+        # long as time passed in never went back (`_ran_sorted`).
         self._ran: dict[str, _MLFQState] = {}
         self._ran_sorted = True
         self._ran_max = float("-inf")
+        self._last_batch: list[Request] = []
         self._moved: list[_MLFQState] = []  # states that started or were evicted during this plan
         # Without prefix sharing a waiting request holds no KV, so needing more blocks than are free
         # proves its allocation fails; shared prefixes hold blocks, and then every waiting entry is tried.
@@ -183,15 +187,19 @@ class FastServeScheduler(Scheduler):
         self._levels[level].add(seq, st.blocks)
         self._by_seq[seq] = st
 
-    def _ran_at(self, st: _MLFQState, now: float) -> None:
-        st.last_run_s = now
+    def _track(self, st: _MLFQState) -> None:
+        """Keep `_ran` true after `st.last_run_s` was set or `st` changed level.
+
+        A state at the top level with nothing used is left out: the guard would only restart its clock,
+        which nothing reads before the request runs again, and running sets the clock anew."""
         ran, rid = self._ran, st.req.req_id
         ran.pop(rid, None)
-        ran[rid] = st
-        if now >= self._ran_max:
-            self._ran_max = now
-        else:
-            self._ran_sorted = False  # the starvation guard scans everything once and re-sorts
+        if st.level > 0 or st.used_s > 0:
+            ran[rid] = st
+            if st.last_run_s >= self._ran_max:
+                self._ran_max = st.last_run_s
+            else:
+                self._ran_sorted = False  # the guard scans them all once and re-sorts
 
     def on_arrival(self, req: Request, now: float) -> None:
         prefill_s = self.latency.prefill_time(req.num_prompt_tokens)
@@ -200,14 +208,14 @@ class FastServeScheduler(Scheduler):
         st = _MLFQState(req, level, 0.0, now, arrival_no=self._arrivals)
         self._enter(st, level)
         self._state[req.req_id] = st
-        self._ran_at(st, now)
+        self._track(st)
 
     def on_finish(self, req: Request, now: float) -> None:
         st = self._state.pop(req.req_id, None)
         if st is not None:
             self._levels[st.level].remove(st.seq, st.blocks)
             del self._by_seq[st.seq]
-            del self._ran[req.req_id]
+            self._ran.pop(req.req_id, None)
 
     def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
         super().observe_iteration(sched, result, now)
@@ -219,11 +227,12 @@ class FastServeScheduler(Scheduler):
             st = states.get(rid)
             if st is None:
                 continue
-            self._ran_at(st, now)
+            st.last_run_s = now
             st.used_s += elapsed
             if st.level < last and st.used_s >= quanta[st.level]:
                 self._enter(st, st.level + 1)
                 self.num_demotions += 1
+            self._track(st)
 
     # --- one iteration ---------------------------------------------------------------------------------
     def _promote_starving(self, now: float) -> None:
@@ -238,14 +247,14 @@ class FastServeScheduler(Scheduler):
                 starving.append(st)
             if not starving:
                 return
-            starving.sort(key=_arrival_no)
         else:
-            starving = [st for st in self._state.values() if now - st.last_run_s >= limit]
-        for st in starving:   # in arrival order: promotions enter the top queue in that order
-            self._ran_at(st, now)  # restart the clock so a request is promoted once per period
-            if st.level > 0 or st.used_s > 0:
-                self._enter(st, 0)
-                self.num_starvation_promotions += 1
+            starving = [st for st in self._ran.values() if now - st.last_run_s >= limit]
+        starving.sort(key=_arrival_no)  # promotions enter the top queue in arrival order
+        for st in starving:
+            st.last_run_s = now  # restart the clock so a request is promoted once per period
+            self._enter(st, 0)
+            self.num_starvation_promotions += 1
+            self._track(st)
         if not self._ran_sorted:
             self._ran = dict(sorted(self._ran.items(), key=lambda item: item[1].last_run_s))
             self._ran_max = max((st.last_run_s for st in self._ran.values()), default=float("-inf"))
@@ -258,6 +267,7 @@ class FastServeScheduler(Scheduler):
         batch = Batch()
         prefill, decode = batch.prefill, batch.decode
         chosen: set[str] = set()
+        batch_reqs: list[Request] = []
         budget = self.config.max_num_batched_tokens
         max_seqs = self.config.max_num_seqs
         kv, by_seq, moved = self.kv, self._by_seq, self._moved
@@ -305,6 +315,7 @@ class FastServeScheduler(Scheduler):
                 elif status is RequestStatus.PAUSED:
                     self.resume(req)
                 chosen.add(req.req_id)
+                batch_reqs.append(req)
                 if missing > 1:
                     prefill[req.req_id] = n
                 else:
@@ -313,9 +324,13 @@ class FastServeScheduler(Scheduler):
             if full:
                 break
         batch.num_tokens = self.config.max_num_batched_tokens - budget
-        for req in self.running:
+        # Only the last batch's requests can be running: nothing else starts or resumes them.
+        for req in self._last_batch:
             if req.status is RequestStatus.RUNNING and req.req_id not in chosen:
                 self.pause(req)
+        self._last_batch = batch_reqs
+        if self.check_invariants:
+            assert all(r.status is not RequestStatus.RUNNING or r.req_id in chosen for r in self.running)
         if moved:
             self._reindex(moved)
         return batch
@@ -334,23 +349,44 @@ class FastServeScheduler(Scheduler):
     def _evict_for(self, st: _MLFQState, num_tokens: int, chosen: set[str]) -> bool:
         """Let KV holder `st.req` grow to `num_tokens` by preempting lower-priority holders outside the
         batch by recompute, lowest first. False, with nothing preempted, when that is not enough."""
-        kv, req, states = self.kv, st.req, self._state
+        kv, req = self.kv, st.req
         need = kv.blocks_needed(req.req_id, num_tokens)
-        victims = sorted((r for r in self.running if r.req_id not in chosen and r is not req
-                          and states[r.req_id].prio > st.prio), key=lambda r: states[r.req_id].prio, reverse=True)
-        if need > kv.num_free_blocks + sum(kv.num_blocks_held(v.req_id) for v in victims):
+        gap = need - kv.num_free_blocks
+        candidates = self._victims(st, chosen)
+        victims: list[_MLFQState] = []
+        for victim in candidates:  # only as many as could cover the gap
+            victims.append(victim)
+            gap -= kv.num_blocks_held(victim.req.req_id)
+            if gap <= 0:
+                break
+        if gap > 0:
             return False
-        for victim in victims:
-            self.preempt_recompute(victim, front=False)
-            self._moved.append(states[victim.req_id])
+        # Shared prefix blocks free nothing when dropped: go on past the counted ones while still short.
+        for victim in chain(victims, candidates):
+            self.preempt_recompute(victim.req, front=False)
+            self._moved.append(victim)
             if need <= kv.num_free_blocks:
                 break
         return kv.allocate(req.req_id, num_tokens)
 
+    def _victims(self, st: _MLFQState, chosen: set[str]) -> Iterator[_MLFQState]:
+        """KV holders of lower priority than `st` outside the batch, lowest first: the holders indexed at
+        the start of this plan less those preempted since (requests started since are in the batch)."""
+        levels, by_seq, waiting = self._levels, self._by_seq, RequestStatus.WAITING
+        for p in range(len(levels) - 1, st.level - 1, -1):
+            hold = levels[p].hold
+            for i in range(len(hold) - 1, -1, -1):
+                seq = hold[i]
+                if seq <= st.seq and p == st.level:
+                    break
+                victim = by_seq[seq]
+                if victim.req.status is not waiting and victim.req.req_id not in chosen:
+                    yield victim
+
     def _check_index(self) -> None:
         """Internal invariants of the queue index (on when `check_invariants`, as tests run)."""
         assert self._by_seq.keys() == {st.seq for st in self._state.values()}
-        assert self._ran.keys() == self._state.keys()
+        assert self._ran.keys() == {rid for rid, st in self._state.items() if st.level > 0 or st.used_s > 0}
         if self._ran_sorted:
             times = [st.last_run_s for st in self._ran.values()]
             assert times == sorted(times), "last-run order broken"
