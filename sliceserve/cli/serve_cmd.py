@@ -27,6 +27,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--kv-cache-memory-bytes", type=int)
     add("--num-threads", type=int, help="torch threads (default: 1)")
     add("--log-level", choices=("debug", "info", "warning", "error"))
+    add("--ray", action="store_true", help="scale out on Ray Serve: N engine replicas behind an SLO-aware router "
+        "(needs `pip install sliceserve[ray]`; docs/SCALE_OUT.md)")
+    add("--replicas", type=int, help="with --ray: number of engine replicas (default: 2)")
+    add("--ray-address", help="with --ray: join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
 
 
 _FIELDS = ("model", "served_model_name", "policy", "host", "port", "device", "dtype", "max_model_len",
@@ -35,6 +39,13 @@ _FIELDS = ("model", "served_model_name", "policy", "host", "port", "device", "dt
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray:
+        from sliceserve.integrations.ray.launch import run_from_cli
+
+        return run_from_cli({name: getattr(args, name) for name in _FIELDS}, args.config, args.replicas,
+                            args.ray_address)
+    if args.replicas is not None or args.ray_address is not None:
+        raise ValueError("--replicas and --ray-address need --ray")
     from sliceserve.server.run import serve
     from sliceserve.server.settings import load_settings
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 from sliceserve.integrations.ray import require_ray
 from sliceserve.integrations.ray.config import RaySettings
@@ -62,3 +63,26 @@ def serve_forever(engine_settings: ServerSettings, ray_settings: RaySettings, ad
         pass
     finally:
         stop()
+
+
+def run_from_cli(cli: dict[str, Any], config_file: str | None, replicas: int | None, address: str | None) -> int:
+    """`sliceserve serve --ray`: engine settings as the single-box server reads them (CLI > SLICESERVE_* env >
+    file), plus the file's optional `ray:` mapping (RaySettings) and `--replicas`."""
+    from sliceserve.integrations.ray.config import split_settings
+    from sliceserve.server.settings import read_config_file, read_env
+
+    require_ray()
+    merged: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    merged.update(read_env(os.environ))
+    merged.update({k: v for k, v in cli.items() if v is not None})
+    ray_part = dict(merged.get("ray") or {})
+    if replicas is not None:
+        ray_part["replicas"] = replicas
+    # Under Ray the HTTP front is Serve's proxy: the server's host/port settings place it.
+    for key in ("host", "port"):
+        if key in merged:
+            ray_part.setdefault("http_" + key, merged[key])
+    merged["ray"] = ray_part
+    ray_settings, engine_settings = split_settings(merged)
+    serve_forever(engine_settings, ray_settings, address)
+    return 0
