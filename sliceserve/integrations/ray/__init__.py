@@ -12,7 +12,10 @@ INSTALL_HINT = "Ray Serve is not installed: pip install 'sliceserve[ray]' (or pi
 
 
 def ray_available() -> bool:
-    return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
+    try:
+        return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
+    except (ImportError, ValueError):   # a half-installed or blocked package
+        return False
 
 
 def require_ray() -> None:
