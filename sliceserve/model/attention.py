@@ -3,8 +3,10 @@
 Each layer's cache is a pair of preallocated tensors [num_blocks, block_size, n_kv_heads, head_dim]. A
 sequence's keys are gathered from its blocks through a slot index (block * block_size + offset), so the
 cache never grows or concatenates (transformers' DynamicCache concatenation was 59% of a step here,
-DESIGN.md). Grouped-query attention needs no key expansion: the `group` query heads sharing one KV head
-are folded into the query-length axis, so SDPA sees [n_kv_heads, group * n, head_dim] queries.
+DESIGN.md). Grouped-query attention needs no key expansion: decode folds the `group` query heads sharing
+one KV head into the query-length axis (SDPA sees [n_kv_heads, group, head_dim] queries per sequence);
+prefill uses SDPA's `enable_gqa`, whose causal path (no materialised mask) measured 3x faster here than
+a folded query with an explicit mask at 512 tokens.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ class PrefillSeq:
     start: int                 # first row of this sequence in the flattened batch
     num_new: int               # tokens fed this iteration
     slots: torch.Tensor        # [ctx] cache slots of every token of the context (prefix + new)
-    mask: torch.Tensor | None  # [group * num_new, ctx] bool, True = may attend; None when num_new == 1
+    mask: torch.Tensor | None  # [num_new, ctx] bool, True = may attend; None: causal from 0, or one query
+    causal: bool = False       # no cached prefix: plain causal attention over the chunk itself
 
 
 @dataclass
@@ -50,14 +53,13 @@ def paged_attention(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tenso
     out = torch.empty_like(q)
     for seq in meta.prefills:
         n = seq.num_new
-        # [n, Hkv*group, D] -> [Hkv, group*n, D] (head h = kv * group + g, the layout repeat_kv assumes)
-        qs = q[seq.start:seq.start + n].view(n, num_kv, group, head_dim).permute(1, 2, 0, 3)
-        qs = qs.reshape(num_kv, group * n, head_dim)
-        ks = flat_k.index_select(0, seq.slots).transpose(0, 1)
-        vs = flat_v.index_select(0, seq.slots).transpose(0, 1)
-        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seq.mask, scale=scale)
-        out[seq.start:seq.start + n] = o.view(num_kv, group, n, head_dim).permute(2, 0, 1, 3).reshape(
-            n, num_kv * group, head_dim)
+        # Query head h reads KV head h // group: the layout repeat_kv and enable_gqa both assume.
+        qs = q[seq.start:seq.start + n].transpose(0, 1)[None]
+        ks = flat_k.index_select(0, seq.slots).transpose(0, 1)[None]
+        vs = flat_v.index_select(0, seq.slots).transpose(0, 1)[None]
+        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seq.mask, is_causal=seq.causal, scale=scale,
+                                           enable_gqa=group > 1)
+        out[seq.start:seq.start + n] = o[0].transpose(0, 1)
     if meta.decode_rows.numel():
         b, length = meta.decode_slots.shape
         qd = q.index_select(0, meta.decode_rows).view(b, num_kv, group, head_dim)

@@ -1,13 +1,17 @@
 """Speed of the model runner next to transformers' `generate` on the same model, dtype and threads.
 
-    python -m sliceserve.model.bench_speed [--model PATH] [--batch-sizes 1,4,16,32] [--threads 1]
+    python -m sliceserve.model.bench_speed [--model PATH] [--batch-sizes 1,4,16,32] [--threads 1,2]
 
 Prints decode tokens/s per batch size and prefill tokens/s for both, in one run (timings here vary up to
-2x between runs, DESIGN.md, so only same-run comparisons mean anything).
+2x between runs, DESIGN.md, so only same-run comparisons mean anything). Each row alternates the two
+sides `--repeats` times and prints medians, by wall clock and by this process's CPU time (the latter
+excludes time other processes hold the CPU: on a shared 2-CPU VM the wall figures swing with their load).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 
 import torch
@@ -22,8 +26,24 @@ def _requests(batch: int, prompt_len: int, vocab: int, max_tokens: int) -> list[
                     SamplingParams(max_tokens=max_tokens, ignore_eos=True), arrival_s=0.0) for i in range(batch)]
 
 
-def ours_decode(loaded, batch: int, prompt_len: int, steps: int) -> float:
-    """Decode tokens/s: prefill outside the clock, then `steps` decode iterations of the whole batch."""
+class _Clock:
+    """Wall and CPU seconds of a block. The CPU time (this process, torch on the calling thread) leaves out
+    the time other processes hold the CPU, so its ratio stays meaningful on a contended machine."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self) -> "_Clock":
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall += time.perf_counter() - self._w
+        self.cpu += time.process_time() - self._c
+
+
+def ours_decode(loaded, batch: int, prompt_len: int, steps: int) -> tuple[float, float]:
+    """Decode tokens/s (wall, CPU): prefill outside the clock, then `steps` decode iterations of the batch."""
     runner, bs = loaded.runner, loaded.block_size
     reqs = _requests(batch, prompt_len, loaded.runner.vocab_size, steps + 1)
     per_req = -(-(prompt_len + steps + 1) // bs)
@@ -31,48 +51,75 @@ def ours_decode(loaded, batch: int, prompt_len: int, steps: int) -> float:
         raise ValueError(f"KV cache too small for batch {batch}: raise --kv-cache-mib")
     tables = {r.req_id: list(range(i * per_req, (i + 1) * per_req)) for i, r in enumerate(reqs)}
     reqmap = {r.req_id: r for r in reqs}
+    out = runner.execute(SchedulerOutput(prefill={r.req_id: prompt_len for r in reqs}, requests=reqmap,
+                                         block_tables=tables))
     for r in reqs:
-        out = runner.execute(SchedulerOutput(prefill={r.req_id: prompt_len}, requests={r.req_id: r},
-                                             block_tables=tables))
         r.num_computed_tokens = prompt_len
         r.output_token_ids.append(out.sampled[r.req_id])
-    elapsed = 0.0
+    clock = _Clock()
     for _ in range(steps):
-        out = runner.execute(SchedulerOutput(decode=list(reqmap), requests=reqmap, block_tables=tables))
-        elapsed += out.elapsed_s
+        with clock:
+            out = runner.execute(SchedulerOutput(decode=list(reqmap), requests=reqmap, block_tables=tables))
         for r in reqs:  # the benchmark plays the scheduler's part
             r.num_computed_tokens += 1
             r.output_token_ids.append(out.sampled[r.req_id])
     runner.execute(SchedulerOutput(finished=list(reqmap)))
-    return batch * steps / elapsed
+    return batch * steps / clock.wall, batch * steps / clock.cpu
 
 
-def ours_prefill(loaded, prompt_len: int) -> float:
+def ours_prefill(loaded, prompt_len: int) -> tuple[float, float]:
     r = _requests(1, prompt_len, loaded.runner.vocab_size, 1)[0]
     table = {r.req_id: list(range(-(-prompt_len // loaded.block_size)))}
-    out = loaded.runner.execute(SchedulerOutput(prefill={r.req_id: prompt_len}, requests={r.req_id: r}, block_tables=table))
-    return prompt_len / out.elapsed_s
+    with _Clock() as clock:
+        loaded.runner.execute(SchedulerOutput(prefill={r.req_id: prompt_len}, requests={r.req_id: r},
+                                              block_tables=table))
+    loaded.runner.execute(SchedulerOutput(finished=[r.req_id]))
+    return prompt_len / clock.wall, prompt_len / clock.cpu
 
 
-def hf_decode(model, batch: int, prompt_len: int, steps: int, vocab: int) -> float:
+def hf_decode(model, batch: int, prompt_len: int, steps: int, vocab: int) -> tuple[float, float]:
+    """generate(steps + 1 tokens) minus generate(1 token): the decode steps alone, prefill cancelled out."""
     ids = torch.tensor([r.prompt_token_ids for r in _requests(batch, prompt_len, vocab, 1)])
-    mask = torch.ones_like(ids)
-    kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=0)
+    kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0)
+    one, full = _Clock(), _Clock()
     with torch.inference_mode():
-        t0 = time.perf_counter()
-        model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kwargs)
-        t1 = time.perf_counter()
-        model.generate(ids, max_new_tokens=steps + 1, min_new_tokens=steps + 1, **kwargs)
-        t2 = time.perf_counter()
-    return batch * steps / ((t2 - t1) - (t1 - t0))
+        with one:
+            model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kwargs)
+        with full:
+            model.generate(ids, max_new_tokens=steps + 1, min_new_tokens=steps + 1, **kwargs)
+    return batch * steps / (full.wall - one.wall), batch * steps / (full.cpu - one.cpu)
 
 
-def hf_prefill(model, prompt_len: int, vocab: int) -> float:
+def hf_prefill(model, prompt_len: int, vocab: int) -> tuple[float, float]:
     ids = torch.tensor([_requests(1, prompt_len, vocab, 1)[0].prompt_token_ids])
-    with torch.inference_mode():
-        t0 = time.perf_counter()
+    with torch.inference_mode(), _Clock() as clock:
         model(ids, use_cache=True)
-        return prompt_len / (time.perf_counter() - t0)
+    return prompt_len / clock.wall, prompt_len / clock.cpu
+
+
+def _median_pair(ours, theirs, repeats: int) -> list[float]:
+    """[ours wall, theirs wall, ours CPU, theirs CPU] tok/s, medians of runs that alternate the two sides
+    so a burst of CPU contention from other processes hits both rather than one."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(ours())
+        b.append(theirs())
+    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    return [med(a, 0), med(b, 0), med(a, 1), med(b, 1)]
+
+
+def _row(what: str, m: list[float]) -> str:
+    return f"{what:<20}{m[0]:>10.1f}{m[1]:>10.1f}{m[0] / m[1]:>7.2f}{m[2]:>12.1f}{m[3]:>10.1f}{m[2] / m[3]:>7.2f}"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise ValueError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,28 +130,38 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="HF directory or GGUF file (default: embedded SmolLM2-135M)")
     p.add_argument("--batch-sizes", default="1,4,16,32")
-    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence before decoding")
     p.add_argument("--steps", type=int, default=16, help="decode iterations timed per batch size")
-    p.add_argument("--prefill-len", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prefill-lens", default="128,512", help="prompt lengths of the prefill rows")
+    p.add_argument("--threads", default="1", help="torch thread counts to run, e.g. 1,2 (each a full table)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs per row; medians are printed")
     p.add_argument("--kv-cache-mib", type=int, default=512)
     args = p.parse_args(argv)
-    loaded = load_model(args.model, num_threads=args.threads, kv_cache_memory_bytes=args.kv_cache_mib << 20)
+    threads, batches, prefills = _int_list(args.threads), _int_list(args.batch_sizes), _int_list(args.prefill_lens)
+    if args.repeats <= 0 or args.steps <= 0 or args.prompt_len <= 0:
+        raise ValueError("--repeats, --steps and --prompt-len must be positive")
+    loaded = load_model(args.model, num_threads=threads[0], kv_cache_memory_bytes=args.kv_cache_mib << 20)
     from sliceserve.model.loader import _model_dir  # the same weights, as transformers loads them
 
     hf = AutoModelForCausalLM.from_pretrained(str(_model_dir(args.model)), dtype=torch.float32).eval()
     vocab = loaded.runner.vocab_size
-    print(f"model {loaded.model_name}  dtype {loaded.dtype}  threads {torch.get_num_threads()}  "
-          f"prompt {args.prompt_len}  decode steps {args.steps}")
-    ours_decode(loaded, 1, 16, 2)  # warm-up (first-call allocations)
-    hf_decode(hf, 1, 16, 2, vocab)
-    print(f"{'what':<22}{'sliceserve tok/s':>18}{'transformers tok/s':>20}{'ratio':>8}")
-    for b in (int(x) for x in args.batch_sizes.split(",")):
-        o = ours_decode(loaded, b, args.prompt_len, args.steps)
-        h = hf_decode(hf, b, args.prompt_len, args.steps, vocab)
-        print(f"{'decode batch ' + str(b):<22}{o:>18.1f}{h:>20.1f}{o / h:>8.2f}")
-    o, h = ours_prefill(loaded, args.prefill_len), hf_prefill(hf, args.prefill_len, vocab)
-    print(f"{'prefill ' + str(args.prefill_len) + ' tokens':<22}{o:>18.1f}{h:>20.1f}{o / h:>8.2f}")
+    print(f"model {loaded.model_name}  dtype {loaded.dtype}  decode: prompt {args.prompt_len} tokens, "
+          f"{args.steps} timed steps  median of {args.repeats} alternating runs  "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    for t in threads:
+        torch.set_num_threads(t)
+        ours_decode(loaded, 1, 16, 2)  # warm-up (first-call allocations)
+        hf_decode(hf, 1, 16, 2, vocab)
+        print(f"\nthreads {t}")
+        print(f"{'tok/s':<20}{'wall: ours':>10}{'hf':>10}{'ratio':>7}{'CPU: ours':>12}{'hf':>10}{'ratio':>7}")
+        for b in batches:
+            m = _median_pair(lambda: ours_decode(loaded, b, args.prompt_len, args.steps),
+                             lambda: hf_decode(hf, b, args.prompt_len, args.steps, vocab), args.repeats)
+            print(_row(f"decode batch {b}", m), flush=True)
+        for n in prefills:
+            m = _median_pair(lambda: ours_prefill(loaded, n), lambda: hf_prefill(hf, n, vocab), args.repeats)
+            print(_row(f"prefill {n} tokens", m), flush=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 

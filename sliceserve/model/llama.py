@@ -16,6 +16,16 @@ from sliceserve.model.attention import AttentionMetadata, paged_attention, write
 from sliceserve.model.rope import Rotary, apply_rotary
 
 
+def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """layer(x) computed as (W @ x^T)^T for plain Linear layers: on this VM's MKL (1 thread, fp32) that
+    orientation measured up to 2x faster at batch 4 and 5-15% at 16-32 than x @ W^T for these shapes.
+    Other modules (e.g. dynamically quantised Linear) run as they are."""
+    if type(layer) is not nn.Linear:
+        return layer(x)
+    y = (layer.weight @ x.t()).t()
+    return y + layer.bias if layer.bias is not None else y
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -39,17 +49,30 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, arch.num_kv_heads * hd, bias=arch.qkv_bias)
         self.v_proj = nn.Linear(d, arch.num_kv_heads * hd, bias=arch.qkv_bias)
         self.o_proj = nn.Linear(arch.num_heads * hd, d, bias=arch.o_bias)
+        self.qkv_proj: nn.Linear | None = None   # set by fuse(): q, k, v rows stacked in one matrix
         self.scale = hd ** -0.5
+
+    def fuse(self) -> None:
+        """One [q; k; v] projection instead of three: one matmul per layer reads the input once."""
+        self.qkv_proj = _stack_linears([self.q_proj, self.k_proj, self.v_proj])
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor],
                 meta: AttentionMetadata) -> torch.Tensor:
-        t = x.shape[0]
-        q = apply_rotary(self.q_proj(x).view(t, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rotary(self.k_proj(x).view(t, self.num_kv_heads, self.head_dim), cos, sin)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        t, h, hk, hd = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        if self.qkv_proj is not None:
+            qkv = linear(x, self.qkv_proj)
+            # q and k rotate together: one rotary pass over h + hk heads instead of two.
+            qk = apply_rotary(qkv[:, :(h + hk) * hd].reshape(t, h + hk, hd), cos, sin)
+            q, k = qk[:, :h], qk[:, h:]
+            v = qkv[:, (h + hk) * hd:].reshape(t, hk, hd)
+        else:
+            q = apply_rotary(linear(x, self.q_proj).reshape(t, h, hd), cos, sin)
+            k = apply_rotary(linear(x, self.k_proj).reshape(t, hk, hd), cos, sin)
+            v = linear(x, self.v_proj).reshape(t, hk, hd)
         write_kv(cache[0], cache[1], k, v, meta.slot_mapping)
         o = paged_attention(q, cache[0], cache[1], meta, self.scale)
-        return self.o_proj(o.reshape(t, self.num_heads * self.head_dim))
+        return linear(o.reshape(t, h * hd), self.o_proj)
 
 
 class MLP(nn.Module):
@@ -59,9 +82,28 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(d, i, bias=bias)
         self.up_proj = nn.Linear(d, i, bias=bias)
         self.down_proj = nn.Linear(i, d, bias=bias)
+        self.gate_up_proj: nn.Linear | None = None   # set by fuse()
+
+    def fuse(self) -> None:
+        self.gate_up_proj = _stack_linears([self.gate_proj, self.up_proj])
+        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = linear(x, self.gate_up_proj).chunk(2, dim=-1)
+            return linear(F.silu(gate) * up, self.down_proj)
+        return linear(F.silu(linear(x, self.gate_proj)) * linear(x, self.up_proj), self.down_proj)
+
+
+def _stack_linears(parts: list[nn.Linear]) -> nn.Linear:
+    """A Linear whose output is the concatenation of `parts`' outputs (weights copied once, at load)."""
+    weight = torch.cat([p.weight.detach() for p in parts])
+    has_bias = parts[0].bias is not None
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")
+    fused.weight = nn.Parameter(weight, requires_grad=False)
+    if has_bias:
+        fused.bias = nn.Parameter(torch.cat([p.bias.detach() for p in parts]), requires_grad=False)
+    return fused
 
 
 class DecoderLayer(nn.Module):
@@ -95,6 +137,14 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.rotary: Rotary | None = None
 
+    def fuse_projections(self) -> "LlamaForCausalLM":
+        """Stack q/k/v and gate/up weights (after loading the checkpoint's separate ones): fewer, larger
+        matmuls per layer. Parameter names change (qkv_proj, gate_up_proj), so load weights first."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
                 meta: AttentionMetadata, logit_rows: torch.Tensor) -> torch.Tensor:
         """input_ids, positions: [T]; returns fp32 logits [len(logit_rows), vocab]."""
@@ -105,4 +155,4 @@ class LlamaForCausalLM(nn.Module):
         for layer, cache in zip(self.model.layers, kv_caches):
             x = layer(x, cos, sin, cache, meta)
         x = self.model.norm(x.index_select(0, logit_rows))
-        return self.lm_head(x).float()
+        return linear(x, self.lm_head).float()

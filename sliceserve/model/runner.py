@@ -19,10 +19,6 @@ from sliceserve.model.stops import StopStringState
 from sliceserve.request import Request
 
 
-def _slots(table: list[int], block_size: int, start: int, stop: int) -> list[int]:
-    return [table[p // block_size] * block_size + p % block_size for p in range(start, stop)]
-
-
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], block_size: int,
                  tokenizer=None, device: str = "cpu", seed: int = 0) -> None:
@@ -35,6 +31,7 @@ class ModelRunner:
         self._rng = random.Random(seed)
         self._seeds: dict[str, int] = {}
         self._stops: dict[str, StopStringState] = {}
+        self._offsets_t: torch.Tensor | None = None
 
     @property
     def num_kv_blocks(self) -> int:
@@ -60,8 +57,12 @@ class ModelRunner:
         stopped: set[str] = set()
         if feeds:
             logits, samplers = self._forward(feeds, sched)
+            greedy = logits.argmax(-1).tolist()  # one call for the whole batch instead of one per row
             for row, req in enumerate(samplers):
-                token = sample(logits[row], req.sampling_params, self._seed(req), req.num_output_tokens)
+                if req.sampling_params.temperature == 0.0:
+                    token = greedy[row]
+                else:
+                    token = sample(logits[row], req.sampling_params, self._seed(req), req.num_output_tokens)
                 sampled[req.req_id] = token
                 if self._hits_stop_string(req, token):
                     stopped.add(req.req_id)
@@ -90,67 +91,88 @@ class ModelRunner:
         return problem is not None
 
     def _forward(self, feeds: list[tuple[Request, int, int]], sched: SchedulerOutput):
-        bs = self.block_size
-        ids: list[int] = []
-        positions: list[int] = []
-        slot_mapping: list[int] = []
-        prefills: list[PrefillSeq] = []
-        decode_rows: list[int] = []
-        decode_ctx: list[list[int]] = []
-        logit_rows: list[int] = []
-        samplers: list[Request] = []
+        """Flatten the feeds (prompt chunks first, then decodes) into one forward pass. Slot indices are
+        built with tensor ops from block tables (a handful of ints per request), not per token in Python."""
         dev = self.device
         decoding = set(sched.decode)
-        for req, pos, n in feeds:
-            table = sched.block_tables[req.req_id]
+        chunks = [f for f in feeds if f[0].req_id not in decoding]
+        decodes = [f for f in feeds if f[0].req_id in decoding]
+        ids: list[int] = []
+        pieces: list[torch.Tensor] = []   # positions and slot mapping, in row order
+        positions: list[torch.Tensor] = []
+        prefills: list[PrefillSeq] = []
+        logit_rows: list[int] = []
+        samplers: list[Request] = []
+        for req, pos, n in chunks:
             row = len(ids)
             ids.extend(req.token_ids(pos, pos + n))
-            positions.extend(range(pos, pos + n))
-            ctx_slots = _slots(table, bs, 0, pos + n)
-            slot_mapping.extend(ctx_slots[pos:])
-            if req.req_id in decoding:
-                decode_rows.append(row)
-                decode_ctx.append(ctx_slots)
-            else:
-                prefills.append(PrefillSeq(row, n, torch.tensor(ctx_slots, device=dev), self._mask(pos, n)))
+            ctx_slots = self._slot_range(sched.block_tables[req.req_id], pos + n)
+            pieces.append(ctx_slots[pos:])
+            positions.append(torch.arange(pos, pos + n, device=dev))
+            prefills.append(PrefillSeq(row, n, ctx_slots, self._mask(pos, n), causal=pos == 0 and n > 1))
             if pos + n >= req.num_tokens:
                 logit_rows.append(row + n - 1)
                 samplers.append(req)
+        first_decode = len(ids)
+        decode = self._decode_tensors([(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
+        for req, pos, _ in decodes:
+            ids.extend(req.token_ids(pos, pos + 1))
+            logit_rows.append(len(ids) - 1)
+            samplers.append(req)
+        if decodes:
+            pieces.append(decode.pop("slot_mapping"))
+            positions.append(torch.tensor([pos for _, pos, _ in decodes], device=dev))
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slot_mapping, device=dev),
+            slot_mapping=torch.cat(pieces) if len(pieces) > 1 else pieces[0],
             prefills=prefills,
-            decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
-            **self._decode_tensors(decode_ctx),
+            decode_rows=torch.arange(first_decode, len(ids), device=dev),
+            **decode,
         )
+        pos_t = torch.cat(positions) if len(positions) > 1 else positions[0]
         with torch.inference_mode():
-            logits = self.model(torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), self.kv_caches,
-                                meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
+            logits = self.model(torch.tensor(ids, device=dev), pos_t, self.kv_caches, meta,
+                                torch.tensor(logit_rows, dtype=torch.long, device=dev))
         return logits, samplers
 
-    def _mask(self, pos: int, n: int) -> torch.Tensor | None:
-        if n == 1:
-            return None  # a single query sees the whole prefix
-        group = self.model.arch.num_heads // self.model.arch.num_kv_heads
-        # Query i (position pos + i) sees keys 0..pos + i; rows repeat per folded query head.
-        keys = torch.arange(pos + n, device=self.device)
-        mask = keys[None, :] <= (pos + torch.arange(n, device=self.device))[:, None]
-        return mask.repeat(group, 1)
+    def _slot_range(self, table: list[int], length: int) -> torch.Tensor:
+        """Cache slots of positions [0, length) of a sequence with block table `table`."""
+        bs = self.block_size
+        blocks = torch.tensor(table[:-(-length // bs)], device=self.device)
+        return (blocks[:, None] * bs + self._offsets()).reshape(-1)[:length]
 
-    def _decode_tensors(self, ctx_slots: list[list[int]]) -> dict[str, torch.Tensor]:
-        dev = self.device
-        if not ctx_slots:
+    def _offsets(self) -> torch.Tensor:
+        if self._offsets_t is None:
+            self._offsets_t = torch.arange(self.block_size, device=self.device)
+        return self._offsets_t
+
+    def _mask(self, pos: int, n: int) -> torch.Tensor | None:
+        if n == 1 or pos == 0:
+            return None  # a single query sees the whole prefix; a chunk from position 0 is plain causal
+        # Query i (position pos + i) sees keys 0..pos + i.
+        keys = torch.arange(pos + n, device=self.device)
+        return keys[None, :] <= (pos + torch.arange(n, device=self.device))[:, None]
+
+    def _decode_tensors(self, seqs: list[tuple[list[int], int]]) -> dict[str, torch.Tensor | None]:
+        """Slots [B, L] of each decoding sequence's context (block table, length), padded to the longest."""
+        dev, bs = self.device, self.block_size
+        if not seqs:
             return {"decode_slots": torch.zeros(0, 1, dtype=torch.long, device=dev),
                     "decode_mask": torch.zeros(0, 1, 1, 1, dtype=torch.bool, device=dev)}
-        length = max(len(s) for s in ctx_slots)
+        length = max(n for _, n in seqs)
+        nblocks = -(-length // bs)
+        # Short tables are padded with their own first block; the positions that lands on are replaced below.
+        tables = torch.tensor([t[:nblocks] + [t[0]] * (nblocks - len(t[:nblocks])) for t, _ in seqs], device=dev)
+        slots = (tables[:, :, None] * bs + self._offsets()).reshape(len(seqs), -1)[:, :length]
+        lens = torch.tensor([n for _, n in seqs], device=dev)
+        last = slots.gather(1, (lens - 1)[:, None]).squeeze(1)
+        if all(n == length for _, n in seqs):
+            # No padding: SDPA without a mask takes its fused path instead of the masked math one.
+            return {"decode_slots": slots, "decode_mask": None, "slot_mapping": last}
+        valid = torch.arange(length, device=dev)[None, :] < lens[:, None]
         # Padding repeats the sequence's first slot: written, hence finite (the cache is uninitialised
         # memory, and a masked NaN would still poison SDPA's weighted sum), and masked out anyway.
-        slots = torch.tensor([s + [s[0]] * (length - len(s)) for s in ctx_slots], device=dev)
-        lens = torch.tensor([len(s) for s in ctx_slots], device=dev)
-        if all(len(s) == length for s in ctx_slots):
-            # No padding: SDPA without a mask takes its fused path instead of the masked math one.
-            return {"decode_slots": slots, "decode_mask": None}
-        mask = torch.arange(length, device=dev)[None, :] < lens[:, None]
-        return {"decode_slots": slots, "decode_mask": mask[:, None, None, :]}
+        slots = torch.where(valid, slots, slots[:, :1])
+        return {"decode_slots": slots, "decode_mask": valid[:, None, None, :], "slot_mapping": last}
 
     def _seed(self, req: Request) -> int:
         if req.sampling_params.seed is not None:
