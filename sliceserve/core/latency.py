@@ -88,8 +88,8 @@ class LatencyModel:
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, samples: Iterable[IterationSample], name: str = "fitted", notes: str = "") -> "LatencyModel":
-        """Least squares: decode-only samples give one level per batch size plus a shared context slope;
-        prefill-only samples give the quadratic p(n)."""
+        """Least squares: decode-only samples give one level per batch size plus a shared context slope
+        (levels then made non-decreasing in k); prefill-only samples give the quadratic p(n)."""
         samples = list(samples)
         decode = [s for s in samples if s.prefill_tokens == 0 and s.num_decode > 0]
         prefill = [s for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
@@ -105,7 +105,11 @@ class LatencyModel:
             x[row, -1] = s.num_decode * s.decode_ctx
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
         ctx_coef = max(0.0, float(coef[-1]))
-        levels = {k: max(1e-6, float(coef[col[k]])) for k in ks}
+        counts = [sum(s.num_decode == k for s in decode) for k in ks]
+        # More sequences never make a decode step cheaper: noisy levels (a CPU shared with other processes
+        # once gave l(8) < l(1)) are replaced by their closest non-decreasing fit.
+        monotone = _non_decreasing([max(1e-6, float(coef[col[k]])) for k in ks], counts)
+        levels = dict(zip(ks, monotone))
         # Batch sizes never measured are interpolated between their measured neighbours.
         table = [float(np.interp(k, ks, [levels[j] for j in ks])) for k in range(1, max_k + 1)]
         base = per_tok = quad = 0.0
@@ -150,6 +154,17 @@ class LatencyModel:
         if not isinstance(data, dict):
             raise ValueError(f"latency profile {path} must be a JSON object")
         return cls.from_dict(data)
+
+
+def _non_decreasing(values: list[float], weights: list[int]) -> list[float]:
+    """Weighted least-squares non-decreasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []   # [mean, weight, count]
+    for v, w in zip(values, weights):
+        blocks.append([v, float(max(w, 1)), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+    return [m for m, _, c in blocks for _ in range(c)]
 
 
 # The SLICE reference code's measured decode iterations on an RTX 4060 Ti with ChatGLM2-6B-INT4,

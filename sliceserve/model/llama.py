@@ -141,8 +141,12 @@ class LlamaForCausalLM(nn.Module):
         """Stack q/k/v and gate/up weights (after loading the checkpoint's separate ones): fewer, larger
         matmuls per layer. Parameter names change (qkv_proj, gate_up_proj), so load weights first."""
         for layer in self.model.layers:
-            layer.self_attn.fuse()
-            layer.mlp.fuse()
+            attn, mlp = layer.self_attn, layer.mlp
+            # Only plain fp Linear layers stack; a quantised form (a memory target's choice) stays as it is.
+            if attn.qkv_proj is None and all(type(m) is nn.Linear for m in (attn.q_proj, attn.k_proj, attn.v_proj)):
+                attn.fuse()
+            if mlp.gate_up_proj is None and all(type(m) is nn.Linear for m in (mlp.gate_proj, mlp.up_proj)):
+                mlp.fuse()
         return self
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],

@@ -22,7 +22,7 @@ from sliceserve.request import Request
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], block_size: int,
                  tokenizer=None, device: str = "cpu", seed: int = 0) -> None:
-        self.model = model
+        self.model = model.fuse_projections()  # after any weight loading or quantisation, before the first step
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.tokenizer = tokenizer

@@ -61,3 +61,21 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     assert data["device"]["model_name"] == tiny_loaded.model_name
     assert data["device"]["torch_threads"] == 1
     assert len(data["samples"]) == 3 * 2 + 2  # batch sizes (1, 2, 4) x 2 contexts, plus 2 chunk sizes
+
+
+def test_fit_keeps_decode_levels_non_decreasing_under_noise():
+    from sliceserve.core.latency import IterationSample
+
+    # A contended CPU stretched the batch-1 and batch-4 points: least squares alone would give l(2) < l(1)
+    # and l(8) < l(4).
+    levels = {1: 0.030, 2: 0.020, 4: 0.040, 8: 0.035, 16: 0.060}
+    samples = [IterationSample(k, float(ctx), 0, level + 1e-6 * k * ctx)
+               for k, level in levels.items() for ctx in (64, 256)]
+    fitted = LatencyModel.fit(samples)
+    table = fitted.decode_table_s
+    assert all(a <= b + 1e-12 for a, b in zip(table, table[1:])), table
+    # Violating neighbours are pooled to their mean; the rest is untouched.
+    assert table[0] == pytest.approx(0.025) and table[1] == pytest.approx(0.025)
+    assert table[3] == pytest.approx(0.0375) and table[7] == pytest.approx(0.0375)
+    assert table[15] == pytest.approx(0.060)
+    assert fitted.ctx_coef_s == pytest.approx(1e-6, rel=1e-6)

@@ -1,0 +1,116 @@
+"""Simulator fidelity: does `simulate --profile` (fitted here) predict what `bench --engine local` measures?
+
+    python benchmarks/engine_fidelity.py [--workdir DIR] [--request-rate 0.3] [--duration 20]
+
+End to end through the CLI: (1) `sliceserve profile` fits a LatencyModel on this machine; (2) `sliceserve
+bench --engine local` runs the workload on the real model, with that profile (so the SLO scale is derived
+from it, as bench does); (3) `sliceserve simulate` runs the same workload (same seed, rate, duration, SLO
+scale and scheduler limits as the local run) on the profile; (4) compare:
+- iteration time: every iteration the local run measured (its shape: decodes, mean decode context,
+  prefill tokens) is predicted by the fitted LatencyModel; mean absolute percentage error overall, per
+  policy and per iteration kind;
+- SLO attainment per policy, local vs simulated, in percentage points.
+Also prints this process's CPU-time share during the local run (CPU seconds / wall seconds of the child):
+well under 1.0 on a one-thread engine means other processes held the CPU and stretched iterations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sliceserve.core.latency import LatencyModel
+
+
+def _cli(args: list[str]) -> tuple[float, float]:
+    """Run `python -m sliceserve ARGS`; returns (wall seconds, child CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    print("$ sliceserve " + " ".join(args), file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "sliceserve", *args], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.perf_counter() - t0, cpu
+
+
+def iteration_errors(model: LatencyModel, iterations: list[list[float]]) -> dict[str, list[float]]:
+    """|predicted - measured| / measured per iteration, grouped by kind (decode / prefill / mixed)."""
+    out: dict[str, list[float]] = {"decode": [], "prefill": [], "mixed": []}
+    for k, ctx, n, seconds in iterations:
+        if seconds <= 0:
+            continue
+        kind = "mixed" if k and n else ("decode" if k else "prefill")
+        out[kind].append(abs(model.iteration_time(int(k), ctx, int(n)) - seconds) / seconds)
+    return out
+
+
+def _pct(xs: list[float]) -> str:
+    return f"{100 * statistics.mean(xs):.1f}%" if xs else "-"
+
+
+def compare(profile: Path, bench: dict, sim: dict) -> str:
+    model = LatencyModel.load(profile)
+    lines = ["| policy | iterations | MAPE all | decode-only | prefill-only | mixed | attainment local | "
+             "attainment sim | diff (points) |", "|---|---|---|---|---|---|---|---|---|"]
+    everything: list[float] = []
+    for policy, res in bench["results"].items():
+        errs = iteration_errors(model, res["iterations"])
+        flat = [e for v in errs.values() for e in v]
+        everything += flat
+        local = res["summary"]["slo_attainment"]
+        simulated = sim["results"][policy]["summary"]["slo_attainment"]
+        lines.append(f"| {policy} | {len(flat)} | {_pct(flat)} | {_pct(errs['decode'])} | {_pct(errs['prefill'])} | "
+                     f"{_pct(errs['mixed'])} | {100 * local:.1f}% | {100 * simulated:.1f}% | "
+                     f"{100 * (simulated - local):+.1f} |")
+    lines.append(f"\nall policies: iteration-time MAPE {_pct(everything)} over {len(everything)} iterations")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default="fidelity-out", help="where profile.json, bench.json, sim.json go")
+    p.add_argument("--policy", default="slice,vllm,orca,fastserve")
+    p.add_argument("--workload", default="edge-mix")
+    p.add_argument("--request-rate", default="0.3")
+    p.add_argument("--duration", default="20")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--max-batch", default="16", help="profile: largest decode batch")
+    p.add_argument("--contexts", default="64,256,1024", help="profile: decode contexts")
+    p.add_argument("--chunks", default="32,128,512", help="profile: prefill chunk sizes")
+    p.add_argument("--kv-cache-memory", default=str(256 << 20), help="bytes of KV cache, for both runs")
+    p.add_argument("--reuse-profile", action="store_true", help="keep an existing workdir/profile.json")
+    args = p.parse_args(argv)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    profile, bench_out, sim_out = work / "profile.json", work / "bench.json", work / "sim.json"
+    load0 = os.getloadavg()[0]
+    if not (args.reuse_profile and profile.exists()):
+        _cli(["profile", "--output", str(profile), "--max-batch", args.max_batch, "--contexts", args.contexts,
+              "--chunks", args.chunks, "--kv-cache-memory", args.kv_cache_memory])
+    common = ["--policy", args.policy, "--workload", args.workload, "--request-rate", args.request_rate,
+              "--duration", args.duration, "--seed", args.seed, "--profile", str(profile), "--no-progress"]
+    wall, cpu = _cli(["bench", "--engine", "local", *common, "--kv-cache-memory", args.kv_cache_memory,
+                      "--output", str(bench_out)])
+    bench = json.loads(bench_out.read_text())
+    cfg = bench["config"]
+    # The simulator gets exactly the local run's scheduler limits and SLO scale.
+    sets = [f"--set={k}={v}" for k, v in cfg["scheduler"].items()]
+    _cli(["simulate", *common, "--slo-scale", repr(cfg["slo_scale"]), *sets, "--output", str(sim_out)])
+    sim = json.loads(sim_out.read_text())
+    print(f"\nworkload {args.workload}, rate {args.request_rate}/s, duration {args.duration} s, seed {args.seed}, "
+          f"SLO scale {cfg['slo_scale']:.3g} (derived from the profile), profile {profile}")
+    print(f"profile notes: {LatencyModel.load(profile).notes}")
+    print(f"local run: {wall:.0f} s wall, {cpu:.0f} s CPU in the child (CPU/wall {cpu / wall:.2f}); load average "
+          f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end, {os.cpu_count()} CPUs\n")
+    print(compare(profile, bench, sim))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
