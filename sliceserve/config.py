@@ -34,13 +34,18 @@ class SchedulerConfig:
     fastserve_num_queues: int = 6
     fastserve_starvation_s: float = 3.0
 
-    # SLICE (arXiv 2510.18544, SLICE.md).
+    # SLICE (arXiv 2510.18544, SLICE.md); why each default, in core/policies/slice.py's docstring.
     slice_period_s: float = 1.0
-    slice_margin: float = 0.05
-    slice_layout: str = "prefix"        # prefix | spread
+    slice_margin: float = 0.0           # cycle test: T(S) <= P * (1 - margin)
+    slice_layout: str = "spread"        # spread | prefix
     slice_misfit: str = "skip"          # skip | stop
     slice_min_rate: int = 1             # decode steps per cycle for requests without a TPOT SLO
     slice_feedback: bool = True
+    slice_headroom: float = 0.02        # share of each member's TPOT the per-iteration guard keeps spare
+    slice_backfill_order: str = "srpt"  # srpt | rank: order in which best effort gets leftover capacity
+    slice_drift_tolerance: float = 0.1  # rebuild when the last full cycle took > P * (1 + this)
+    slice_lag_window: int = 8           # tokens over which a member's recent TPOT is checked
+    slice_catchup_factor: int = 2       # a request may be given at most this x its demand to catch up
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -81,10 +86,17 @@ class SchedulerConfig:
                 raise ValueError(f"config {name} must be a positive number of seconds, got {value!r}")
         if self.fastserve_q0_s is not None and not self.fastserve_q0_s > 0:
             raise ValueError(f"config fastserve_q0_s must be positive or unset, got {self.fastserve_q0_s!r}")
-        if not 0 <= self.slice_margin < 1:
-            raise ValueError(f"config slice_margin must be in [0, 1), got {self.slice_margin!r}")
+        for name in ("slice_margin", "slice_headroom"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"config {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not 0 <= self.slice_drift_tolerance:
+            raise ValueError(f"config slice_drift_tolerance must be >= 0, got {self.slice_drift_tolerance!r}")
+        for name in ("slice_lag_window", "slice_catchup_factor"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < (2 if name == "slice_lag_window" else 1):
+                raise ValueError(f"config {name} must be an integer >= {2 if name == 'slice_lag_window' else 1}, "
+                                 f"got {getattr(self, name)!r}")
         choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread"),
-                   "slice_misfit": ("skip", "stop")}
+                   "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

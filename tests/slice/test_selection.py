@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from sliceserve.config import SchedulerConfig
 from sliceserve.core.slice.selection import Candidate, SelectionParams, demand, select
 from tests.slice.conftest import make_req
 
@@ -31,14 +32,32 @@ def test_demand_is_ceil_of_period_over_tpot():
 
 @pytest.mark.parametrize("layout", ["prefix", "spread"])
 def test_five_realtime_streams_exactly_four_selected(paper, layout):
-    # 20 * l(4) = 1000 ms fills P = 1 s exactly; a fifth stream cannot fit.
-    cands = ranked([cand(f"rt{i}", demand(0.05, 1.0, 1), arrival=i * 0.01) for i in range(5)])
-    sel = select(cands, params(margin=0.0, layout=layout), paper, now=0.1)
+    # 20 * l(4) = 1000 ms fills P = 1 s exactly; a fifth stream cannot fit. Default config (margin 0).
+    cfg = SchedulerConfig()
+    cands = ranked([cand(f"rt{i}", demand(0.05, cfg.slice_period_s, cfg.slice_min_rate), arrival=i * 0.01)
+                    for i in range(5)])
+    p = SelectionParams(cfg.slice_period_s, cfg.slice_margin, layout, cfg.slice_misfit, cfg.max_num_seqs,
+                        cfg.num_kv_blocks, cfg.max_num_batched_tokens)
+    sel = select(cands, p, paper, now=0.1)
     assert [c.req.req_id for c in sel.selected] == ["rt0", "rt1", "rt2", "rt3"]
     assert sel.cycle_time_s == pytest.approx(1.0)
-    # With the default 5 % margin only three fit (20 * l(3) = 760 ms; four would need 1000 ms > 950 ms).
+    # A 5 % margin leaves room for only three (20 * l(3) = 760 ms; four would need 1000 ms > 950 ms).
     sel = select(cands, params(margin=0.05, layout=layout), paper, now=0.1)
     assert len(sel.selected) == 3
+
+
+def test_newcomer_prefill_is_charged_to_spare_time_and_banked_slack(paper):
+    # Three decoding streams (760 ms) and a fourth that still needs its prompt: the cycle would be full
+    # (1000 ms), so its prefill (20 ms + 64 * 0.25 ms = 36 ms) must come out of the members' banked slack.
+    def four(slack):
+        rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(3)]
+        for c in rts:
+            c.slack_s = slack
+        return ranked(rts + [cand("new", 20, prefill=64, arrival=0.05)])
+    ahead = select(four(0.040), params(), paper, now=0.1)
+    assert [c.req.req_id for c in ahead.selected] == ["rt0", "rt1", "rt2", "new"]
+    on_the_line = select(four(0.030), params(), paper, now=0.1)
+    assert [c.req.req_id for c in on_the_line.selected] == ["rt0", "rt1", "rt2"]
 
 
 def test_rank_is_utility_per_decode_step_then_deadline_then_arrival():

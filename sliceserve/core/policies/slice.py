@@ -4,24 +4,42 @@ Phase 1 (selection, `sliceserve.core.slice.selection`): every request gets a dem
 decode steps per cycle of P seconds. Candidates (running, paused and waiting) are ranked by utility
 density U_i / v_i (the paper's U_i * tpot_i up to the ceiling: value per unit of decode rate, which is
 what a knapsack on cycle time should be greedy on), ties by earliest deadline, then arrival. The walk
-admits a candidate if the exact cycle time of the decode mask, plus the prefill of members not yet
-prefilled, stays <= P * (1 - margin), its worst-case KV fits beside the other members', and its first
-token can still come within its TTFT. Unselected requests ride best effort in the time left over.
+admits a candidate if the exact cycle time of the decode mask stays <= P * (1 - margin), the prefill of
+members not yet prefilled fits the spare time plus the decoding members' banked TPOT slack, its
+worst-case KV fits beside the other members', and its first token can still come within its TTFT. Unselected requests ride best effort in the time left over.
 Phase 2 (`sliceserve.core.slice.mask`): the decode mask; each `plan()` runs its next column, plus prefill
 chunks of rows still prefilling, within `max_num_batched_tokens`; after the last column it wraps.
 Feedback (`sliceserve.core.slice.feedback`): lag boosts, catch-up rates, drift rebuilds, risk counting.
 
 Parameters (SchedulerConfig), with the defaults and why:
 - `slice_period_s` = 1.0: the paper's cycle P.
-- `slice_margin` = 0.05: headroom for latency-model error and mixed-iteration overhead.
-- `slice_layout` = "prefix" (the paper's) | "spread" (even inter-token gaps).
+- `slice_margin` = 0.0: the cycle test alone fills P exactly, so four real-time streams at 20 tokens/s
+  fit the paper's table (20 * l(4) = 1000 ms = P) as the paper intends. Protection against prefill,
+  best effort and model error comes from the per-iteration guard instead (next item), which only ever
+  trims extras, never members' decodes; a margin > 0 still works (the controller raises it on drift).
+- `slice_headroom` = 0.02: the guard lets an iteration run only while every decoding member's next token
+  stays on or before its TPOT line, first token + n * tpot * (1 - headroom). A token on its line keeps the
+  mean TPOT (the SLO, SLICE.md "How success is measured") within bound whatever follows; 2 % keeps float
+  rounding and small model error from tipping a token that lands exactly on the line.
+- Prefill accounting: a newcomer's prefill is one-time, not per cycle; selection charges it to the cycle's
+  spare time plus the smallest banked TPOT slack of the decoding members (`selection.select`). At run
+  time a newly selected member's prefill goes first, members more than two TPOTs ahead of their line sit
+  a column out for it, and best effort waits until it is done.
+- `slice_layout` = "spread": measured better than "prefix" (the paper's) for edge-mix's short real-time
+  requests (16-64 tokens, shorter than two cycles): prefix puts every row in column 0, so a request that
+  lives about one cycle sees the heavy columns more than the average. Both stay available.
 - `slice_misfit` = "skip" (SLICE.md) | "stop" (the reference code: stop the walk at the first request
   that does not fit the cycle or the KV; requests whose TTFT already cannot be met are always skipped).
 - `slice_min_rate` = 1: demand of requests without a TPOT SLO. An e2e-only request demands the rate that
   finishes it by its deadline, at least this.
-- `slice_feedback` = True: lag boosts, catch-up rates and drift rebuilds (risk counting stays on).
+- `slice_backfill_order` = "srpt": best effort (SLICE.md leaves its order open) goes shortest remaining
+  work first, which cuts mean completion time; "rank" keeps utility-density order.
+- `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
+  `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).
-Rebuilds are lazy: only after an arrival, finish, abort, eviction, drift or lag.
+Rebuilds are lazy: only after an arrival, finish, abort, eviction, drift or lag. They stay cheap under
+overload: candidates of never-run waiting requests are cached, the backfill walk stops once not even the
+cheapest row fits, and at most 8 x max_num_seqs best-effort candidates are examined.
 """
 from __future__ import annotations
 
@@ -38,6 +56,9 @@ from sliceserve.request import FinishReason, Request, RequestStatus
 
 # Smallest prompt chunk worth an iteration's fixed prefill cost (unless it finishes the prompt).
 _MIN_CHUNK = 16
+# Best-effort candidates examined per rebuild, per batch slot: enough to fill every slot even when many
+# are skipped for KV, while a rebuild under overload stays independent of the queue length.
+_BACKFILL_SCAN = 8
 
 
 @register("slice")
@@ -47,8 +68,11 @@ class SliceScheduler(Scheduler):
         cfg = self.config
         self.cap_s = cfg.slice_period_s * (1.0 - cfg.slice_margin)
         self.params = SelectionParams(cfg.slice_period_s, cfg.slice_margin, cfg.slice_layout, cfg.slice_misfit,
-                                      cfg.max_num_seqs, cfg.num_kv_blocks, cfg.max_num_batched_tokens)
-        self.feedback = SliceFeedback(cfg.slice_period_s)
+                                      cfg.max_num_seqs, cfg.num_kv_blocks, cfg.max_num_batched_tokens,
+                                      backfill_order=cfg.slice_backfill_order,
+                                      max_backfill=_BACKFILL_SCAN * cfg.max_num_seqs)
+        self.feedback = SliceFeedback(cfg.slice_period_s, cfg.slice_drift_tolerance, cfg.slice_lag_window,
+                                      cfg.slice_catchup_factor)
         self.selection: Selection | None = None
         self.num_rebuilds = 0
         self._dirty = True
@@ -56,13 +80,9 @@ class SliceScheduler(Scheduler):
         self._columns: list[list[str]] = []
         self._col = 0
         self._members: dict[str, int] = {}        # selected req_id -> base demand
+        self._cached: dict[str, Candidate] = {}   # never-run waiting request -> its candidate
+        self._cycle_s = 0.0                       # predicted cost of one pass over the mask
         self._prefilling: list[str] = []          # rows with prompt/recompute left, rank order
-        # Prefill credit (a token bucket, in seconds): the selection test counts a newcomer's prefill once
-        # per cycle, but rebuilds restart the cycle, so without a bucket back-to-back arrivals would spend
-        # the slack many times over and push members past their TPOT. Each executed column earns
-        # slack / C; prefill next to members' decodes spends it; the bucket holds one cycle's slack.
-        self._credit_s = 0.0
-        self._slack_s = 0.0
 
     # --- rebuild triggers ----------------------------------------------------------------------------
     def on_arrival(self, req: Request, now: float) -> None:
@@ -70,6 +90,7 @@ class SliceScheduler(Scheduler):
 
     def on_finish(self, req: Request, now: float) -> None:
         self._dirty = True
+        self._cached.pop(req.req_id, None)
         self.feedback.forget(req.req_id)
 
     def abort(self, req_id: str, now: float, reason: FinishReason = FinishReason.ABORT,
@@ -112,20 +133,44 @@ class SliceScheduler(Scheduler):
             bounds = [slo.tpot_s * req.max_tokens]
         uncomputed = req.num_uncomputed_tokens
         needs_prefill = uncomputed > 1 or req.status is RequestStatus.WAITING
+        lat = self.latency
+        slack = math.inf
+        if not needs_prefill and slo.tpot_s is not None and req.num_output_tokens > 0:
+            # Assume every later token comes one TPOT apart: what is left is time it can lend once.
+            slack = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now \
+                - slo.tpot_s * req.remaining_output_tokens
+        per_token = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
         return Candidate(
             req=req, rate=rate, density=req.utility / base,
             deadline=req.arrival_s + min(bounds) if bounds else math.inf,
             blocks=self.kv.blocks_for(req.max_total_tokens),
             now_blocks=self.kv.blocks_for(req.num_tokens + 1),
             prefill_tokens=uncomputed if needs_prefill else 0,
-            ctx=req.num_tokens + rate / 2, feasible=feasible)
+            ctx=req.num_tokens + rate / 2, feasible=feasible, slack_s=slack,
+            work_s=lat.prefill_time(uncomputed if needs_prefill else 0) + per_token * req.remaining_output_tokens)
+
+    def _waiting_candidate(self, req: Request, now: float) -> Candidate:
+        """Candidates of requests that never ran depend on `now` only through TTFT feasibility, so they
+        are built once and reused: under overload thousands wait and rebuilds come on every arrival."""
+        c = self._cached.get(req.req_id)
+        if req.slo.e2e_s is not None:
+            return self._candidate(req, now)   # an e2e deadline's rate grows as time passes
+        if c is None or c.req is not req:
+            c = self._candidate(req, now)
+            self._cached[req.req_id] = c
+        elif c.feasible and req.slo.ttft_s is not None and now > req.arrival_s + req.slo.ttft_s:
+            c.feasible = False
+            self.feedback.flag(req, "SLO can no longer be met")
+        return c
 
     def _rebuild(self, now: float) -> None:
         self.num_rebuilds += 1
         cands = [self._candidate(r, now) for r in self.running]
-        cands += [self._candidate(r, now) for r in self.waiting]
+        cands += [self._waiting_candidate(r, now) if r.num_computed_tokens == 0 and not r.output_token_ids
+                  and not (self.config.slice_feedback and r.req_id in self.feedback.boost)
+                  else self._candidate(r, now) for r in self.waiting]
         cands.sort(key=lambda c: c.sort_key)
-        sel = select(cands, self.params, self.latency, now, credit_s=self._credit_s)
+        sel = select(cands, self.params, self.latency, now)
         for c in sel.ttft_misses:
             self.feedback.flag(c.req, "TTFT unreachable")
         members = {c.req.req_id: c.rate for c in sel.selected}
@@ -144,10 +189,7 @@ class SliceScheduler(Scheduler):
         self._members = members
         self._prefilling = [c.req.req_id for c in sel.selected + sel.best_effort if c.prefill_tokens]
         self._columns = sel.mask.columns()
-        self._slack_s = max(0.0, self.cap_s - sel.mask.cost())
-        # Newly selected members' prefill was budgeted inside this cycle by the selection test: grant it
-        # now, so their first token is not held back by the slow per-column refill.
-        self._credit_s = max(min(self._credit_s, self._slack_s), sel.member_prefill_s)
+        self._cycle_s = sel.mask.cost()
         # Keep the position instead of restarting at column 0: rebuilds come every few iterations under
         # load, and restarting would keep replaying the fullest (first, in `prefix`) columns, so members
         # would see those columns' iteration time rather than the cycle average the test budgeted.
@@ -178,55 +220,106 @@ class SliceScheduler(Scheduler):
             self._col += 1
             if self._col == num_cols:
                 self._col, self._wrapped = 0, True
-            batch = self._fill(col)
+            batch = self._fill(col, now)
             if batch.num_seqs:
                 return batch
         return Batch()
 
-    def _fill(self, col: list[str]) -> Batch:
+    def _fill(self, col: list[str], now: float) -> Batch:
+        """One column: members' decodes always; then, in this order, newly selected members' prefill,
+        best-effort decodes of the column and best-effort prefill, each only while the iteration still
+        ends within the smallest TPOT slack of the members decoding in it (`_member_slack`). This per-
+        iteration guard is what keeps members' mean TPOT when prefill and best effort share the device;
+        the cycle test alone only bounds the average over a full cycle."""
         batch, in_batch = Batch(), set()
         budget, max_seqs = self.config.max_num_batched_tokens, self.config.max_num_seqs
+        lat = self.latency
+        others: list[Request] = []
+        limit = math.inf
+        # While a newly selected member waits for its prefill, members far ahead of their TPOT line (more
+        # than two TPOTs) sit this column out: the time goes to the newcomer's first token instead.
+        newcomer = any(rid in self._members for rid in self._prefilling)
         for rid in col:
             req = self.requests.get(rid)
             if req is None or req.num_uncomputed_tokens != 1 or budget <= 0:
                 continue
-            if self._admit(req, req.num_computed_tokens + 1, in_batch):
+            if rid not in self._members:
+                others.append(req)
+            elif newcomer and req.slo.tpot_s is not None and self._member_slack(req, now) > 2 * req.slo.tpot_s:
+                continue
+            elif self._admit(req, req.num_computed_tokens + 1, in_batch):
                 batch.add_decode(req)
                 in_batch.add(rid)
                 budget -= 1
-        protected = any(rid in self._members for rid in batch.decode)
-        if self._columns:
-            self._credit_s = min(self._slack_s, self._credit_s + self._slack_s / len(self._columns))
-        # Without member decodes in the batch nobody's TPOT is at stake: prefill freely. With them, spend
-        # the credit; a full bucket may overdraw once so a prompt longer than one cycle's slack still runs.
-        allowance = math.inf if not protected else (
-            math.inf if self._credit_s >= self._slack_s and self._credit_s > 0 else self._credit_s)
-        still: list[str] = []
+                limit = min(limit, self._member_slack(req, now))
+        k = len(batch.decode)
+        if (k or self._prefilling) and len(in_batch) < len(self._members):
+            # Members outside this column wait through it too (spread rows skip columns when C > their
+            # rate); they still need one more iteration of about the cycle's mean length after it.
+            mean_col = self._cycle_s / max(1, len(self._columns))
+            for rid in self._members:
+                req = self.requests.get(rid)
+                if req is not None and rid not in in_batch and req.num_uncomputed_tokens == 1:
+                    limit = min(limit, self._member_slack(req, now) - mean_col)
+        # Time the iteration may take beyond the members' own decode step.
+        extra = limit - lat.decode_time(k) if limit < math.inf else math.inf
         spent = 0
-        for rid in self._prefilling:
-            req = self.requests.get(rid)
-            if req is None or (req.num_uncomputed_tokens <= 1 and req.status is not RequestStatus.WAITING):
-                continue  # done (or gone): drop it from the list
-            still.append(rid)
-            if rid in in_batch or budget <= 0 or batch.num_seqs >= max_seqs:
-                continue
-            n = min(req.num_uncomputed_tokens, budget, self._tokens_within(allowance, spent))
-            if n <= 0 or (n < req.num_uncomputed_tokens and n < _MIN_CHUNK):
-                continue
-            if self._admit(req, req.num_computed_tokens + n, in_batch):
-                batch.add_prefill(req, n)
-                in_batch.add(rid)
-                budget -= n
-                spent += n
-        if protected and spent:
-            self._credit_s -= self.latency.prefill_time(spent)
+        still: list[str] = []
+        member_blocked = False
+        for pass_members in (True, False):
+            if not pass_members:
+                if member_blocked:
+                    break  # let members bank slack for the waiting newcomer instead of spending it
+                for req in others:
+                    if budget <= 0 or batch.num_seqs >= max_seqs:
+                        break
+                    if lat.decode_time(k + 1) - lat.decode_time(k) + lat.prefill_time(spent) > extra:
+                        break
+                    if self._admit(req, req.num_computed_tokens + 1, in_batch):
+                        batch.add_decode(req)
+                        in_batch.add(req.req_id)
+                        budget -= 1
+                        extra -= lat.decode_time(k + 1) - lat.decode_time(k)
+                        k += 1
+            for rid in self._prefilling:
+                if (rid in self._members) is not pass_members:
+                    continue
+                req = self.requests.get(rid)
+                if req is None or (req.num_uncomputed_tokens <= 1 and req.status is not RequestStatus.WAITING):
+                    continue  # done (or gone): drop it from the list
+                still.append(rid)
+                if rid in in_batch or budget <= 0 or batch.num_seqs >= max_seqs:
+                    continue
+                n = min(req.num_uncomputed_tokens, budget, self._tokens_within(extra, spent))
+                if n <= 0 or (n < req.num_uncomputed_tokens and n < _MIN_CHUNK):
+                    member_blocked = member_blocked or pass_members
+                    continue
+                if self._admit(req, req.num_computed_tokens + n, in_batch):
+                    batch.add_prefill(req, n)
+                    in_batch.add(rid)
+                    budget -= n
+                    spent += n
+        if member_blocked:  # the best-effort pass was skipped: keep its rows listed
+            still += [rid for rid in self._prefilling if rid not in self._members and rid in self.requests]
         self._prefilling = still
         return batch
+
+    def _member_slack(self, req: Request, now: float) -> float:
+        """Seconds until `req`'s TPOT line: its next token should come no later than first token +
+        n * tpot * (1 - headroom), n = tokens since the first. A token on or before its line keeps the
+        mean TPOT within the SLO whatever comes later; the headroom absorbs latency-model error."""
+        tpot = req.slo.tpot_s
+        if tpot is None or not req.token_times_s:
+            return math.inf
+        line = tpot * (1.0 - self.config.slice_headroom)
+        return req.token_times_s[0] + line * len(req.token_times_s) - now
 
     def _tokens_within(self, allowance_s: float, spent: int) -> int:
         """Most extra prefill tokens whose cost, added to `spent` tokens', stays within `allowance_s`."""
         if allowance_s == math.inf:
             return self.config.max_num_batched_tokens
+        if allowance_s <= 0:
+            return 0
         p = self.latency.prefill_time
         lo, hi = 0, self.config.max_num_batched_tokens
         while lo < hi:

@@ -26,6 +26,10 @@ class Candidate:
     prefill_tokens: int    # tokens to compute before its next token can come (0 when it decodes)
     ctx: float             # expected mean context over the next cycle
     feasible: bool = True  # False: its SLO can no longer be met (TTFT passed, cannot catch up)
+    # Banked TPOT slack of a decoding request: how much later than one TPOT from now its next token may
+    # come and still lie on or before its TPOT line (first token + tpot * tokens so far); inf = unbounded.
+    slack_s: float = math.inf
+    work_s: float = 0.0    # predicted remaining service time (prefill + decode), for best-effort SRPT
 
     @property
     def sort_key(self) -> tuple[float, float, float, str]:
@@ -42,6 +46,8 @@ class SelectionParams:
     num_kv_blocks: int
     chunk_tokens: int        # max_num_batched_tokens
     backfill_rate: int = 1
+    backfill_order: str = "srpt"   # srpt (shortest remaining work first) | rank (utility density)
+    max_backfill: int | None = None   # best-effort candidates examined per rebuild (None = all)
 
 
 @dataclass(slots=True)
@@ -67,10 +73,10 @@ def demand(tpot_s: float | None, period_s: float, min_rate: int) -> int:
 
 
 def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, latency: LatencyModel,
-             params: SelectionParams, credit_s: float, protected: bool) -> bool:
+             params: SelectionParams, absorb_s: float) -> bool:
     """Whether its first token can still come in time if it joins behind `pending_tokens` of prefill.
-    While selected members decode, prefill only runs out of the cycle's slack (see the policy's prefill
-    credit), so the wait stretches by (prefill still uncovered by credit) / slack cycles."""
+    While selected members decode, prefill only runs in time they can give up (`absorb_s`: banked TPOT
+    slack plus the cycle's spare time); beyond that the wait stretches by whole cycles of spare time."""
     req = c.req
     if req.slo.ttft_s is None or req.num_output_tokens > 0:
         return True
@@ -78,47 +84,61 @@ def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, la
     chunks = max(1, -(-tokens // params.chunk_tokens))
     prefill = latency.prefill_time(tokens)
     wait = prefill + chunks * latency.decode_time((mask.counts[0] if mask.counts else 0) + 1)
-    if protected:
+    if prefill > absorb_s:
         cap = params.period_s * (1.0 - params.margin)
-        slack = cap - mask.cost()
-        if slack <= 0:
+        spare = cap - mask.cost()
+        if spare <= 0:
             return False
-        wait += max(0.0, prefill - credit_s) / slack * cap
+        wait += (prefill - absorb_s) / spare * cap
     return now + wait <= req.arrival_s + req.slo.ttft_s
 
 
 def select(candidates: list[Candidate], params: SelectionParams, latency: LatencyModel, now: float,
-           decode_time: Callable[[int], float] | None = None, credit_s: float = 0.0) -> Selection:
+           decode_time: Callable[[int], float] | None = None) -> Selection:
     """Walk `candidates` in rank order (caller sorts by `sort_key`), admit what fits, then backfill.
-    `credit_s`: prefill time the executor may spend right away without delaying members' decodes."""
+
+    Prefill accounting: a newcomer's prefill is a one-time cost, not a per-cycle one. It is charged to the
+    cycle's spare time (cap - T(S)) plus the smallest banked TPOT slack of the members already decoding
+    (their SLO is on mean TPOT, so time they are ahead of their TPOT line can absorb it once). With no
+    member decoding, prefill delays nobody's TPOT and only the TTFT check limits it."""
     l0 = decode_time or (lambda k: latency.decode_time(k, 0.0))
     mask = DecodeMask(params.layout, l0, latency.ctx_coef_s, params.max_num_seqs)
     sel = Selection(mask)
     # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
     cap = params.period_s * (1.0 - params.margin) + 1e-9
-    pending, blocks, stopped, protected = 0, 0, False, False
+    pending, blocks, stopped = 0, 0, False
+    min_slack = math.inf      # over selected members that decode (have a token already)
     rest: list[Candidate] = []
     for c in candidates:
         if stopped or not c.feasible or len(mask.rows) >= params.max_num_seqs:
             rest.append(c)
             continue
-        if not _ttft_ok(c, now, pending, mask, latency, params, credit_s, protected):
+        absorb = max(0.0, cap - mask.cost()) + min_slack
+        if not _ttft_ok(c, now, pending, mask, latency, params, absorb):
             sel.ttft_misses.append(c)
             rest.append(c)
             continue
         delta, pos = mask.added_cost(c.rate, c.ctx)
-        prefill = latency.prefill_time(pending + c.prefill_tokens) - latency.prefill_time(pending)
-        if mask.cost() + delta + sel.prefill_cost_s + prefill > cap or blocks + c.blocks > params.num_kv_blocks:
+        cycle = mask.cost() + delta
+        prefill = latency.prefill_time(pending + c.prefill_tokens)
+        slack = min(min_slack, c.slack_s) if c.prefill_tokens == 0 else min_slack
+        if cycle > cap or prefill > cap - cycle + slack or blocks + c.blocks > params.num_kv_blocks:
             rest.append(c)
             stopped = params.misfit == "stop"
             continue
         mask.add(c.req.req_id, c.rate, c.ctx, pos)
-        sel.prefill_cost_s += prefill
+        sel.prefill_cost_s = prefill
         pending += c.prefill_tokens
         blocks += c.blocks
-        protected = protected or c.prefill_tokens == 0
+        min_slack = slack
         sel.selected.append(c)
     sel.member_prefill_s = sel.prefill_cost_s
+    if params.backfill_order == "srpt":
+        # SLICE.md leaves the best-effort order open: shortest remaining work first cuts mean completion
+        # time (the classic SRPT result) without touching the selected set.
+        rest.sort(key=lambda c: (c.work_s, c.req.arrival_s))
+    if params.max_backfill is not None:
+        rest = rest[:params.max_backfill]
     _backfill(sel, rest, params, latency, cap, pending, blocks)
     return sel
 
@@ -126,33 +146,43 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
 def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, latency: LatencyModel,
               cap: float, pending: int, blocks: int) -> None:
     """Leftover cycle time goes to unselected requests at the lowest rate, then their rates grow (round
-    robin) while the cycle still fits; rows never extend the cycle past the selected set's columns."""
+    robin, in backfill order) while the cycle still fits; rows never extend the cycle past the selected
+    set's columns. Members' pending prefill is not charged here: at run time it goes before best effort
+    (the policy's per-iteration guard), so best effort only ever gets what members leave."""
     mask = sel.mask
     max_cols = max(mask.num_columns, params.backfill_rate)
+    be_prefill = 0.0
+    floor: float | None = None    # cost of the cheapest possible row (rate 1, no context, no prefill)
     for c in rest:
         if len(mask.rows) >= params.max_num_seqs:
             break
+        if floor is None:
+            floor = mask.added_cost(params.backfill_rate)[0]
+        if mask.cost() + floor + be_prefill > cap:
+            break  # not even the cheapest row fits: the rest cannot either (keeps overload rebuilds cheap)
         # Best effort needs only what it holds plus its next step; it is evicted first when memory is short.
         if blocks + c.now_blocks > params.num_kv_blocks:
             continue
         delta, pos = mask.added_cost(params.backfill_rate, c.ctx)
         prefill = latency.prefill_time(pending + c.prefill_tokens) - latency.prefill_time(pending)
-        if mask.cost() + delta + sel.prefill_cost_s + prefill > cap:
+        if mask.cost() + delta + be_prefill + prefill > cap:
             continue
         mask.add(c.req.req_id, params.backfill_rate, c.ctx, pos)
-        sel.prefill_cost_s += prefill
+        floor = None
+        be_prefill += prefill
         pending += c.prefill_tokens
         blocks += c.now_blocks
         sel.best_effort.append(c)
     if not mask.rows:
         # Work conservation: nothing fits the cycle (e.g. one prompt alone is longer than P), so the
-        # best-ranked request that fits the KV runs anyway rather than leaving the device idle.
+        # first request in backfill order that fits the KV runs anyway rather than leaving the device idle.
         for c in rest:
             if blocks + c.now_blocks <= params.num_kv_blocks:
                 mask.add(c.req.req_id, params.backfill_rate, c.ctx)
-                sel.prefill_cost_s += latency.prefill_time(c.prefill_tokens)
+                be_prefill += latency.prefill_time(c.prefill_tokens)
                 sel.best_effort.append(c)
                 break
+    sel.prefill_cost_s += be_prefill
     growing = list(sel.best_effort)
     while growing:
         still: list[Candidate] = []
@@ -161,7 +191,7 @@ def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, la
             rate = mask.remove(rid)
             if rate < max_cols:
                 delta, pos = mask.added_cost(rate + 1, c.ctx)
-                if mask.cost() + delta + sel.prefill_cost_s <= cap:
+                if mask.cost() + delta + be_prefill <= cap:
                     mask.add(rid, rate + 1, c.ctx, pos)
                     still.append(c)
                     continue
