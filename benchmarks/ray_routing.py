@@ -131,6 +131,9 @@ def main() -> int:
     try:
         for routing in args.routing.split(","):
             results[routing] = run_one(routing.strip(), args)
+            # Each deployment calibrates its own latency model; the SLO bounds must not move with it.
+            if args.slo_scale is None:
+                args.slo_scale = results[routing]["config"]["slo_scale"]
     finally:
         ray.shutdown()
     cfg = next(iter(results.values()))["config"]

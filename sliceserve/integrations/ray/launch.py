@@ -44,6 +44,8 @@ def stop() -> None:
     import ray
     from ray import serve
 
+    if not ray.is_initialized():
+        return
     try:
         serve.shutdown()
     finally:
@@ -53,10 +55,10 @@ def stop() -> None:
 def serve_forever(engine_settings: ServerSettings, ray_settings: RaySettings, address: str | None = None) -> None:
     logging.basicConfig(level=engine_settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    url = start(engine_settings, ray_settings, address)
-    log.info("sliceserve on Ray Serve: %d replicas (%s routing) at %s", ray_settings.replicas,
-             ray_settings.routing, url)
-    try:
+    try:   # Ctrl-C while the replicas are still deploying must shut Ray down too
+        url = start(engine_settings, ray_settings, address)
+        log.info("sliceserve on Ray Serve: %d replicas (%s routing) at %s", ray_settings.replicas,
+                 ray_settings.routing, url)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
