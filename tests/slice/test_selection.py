@@ -113,3 +113,18 @@ def test_backfill_uses_leftover_time_without_breaking_the_cycle(paper):
     assert sel.mask.num_columns == 20                # best effort never lengthens the cycle
     for c in sel.selected:
         assert sel.mask.rate(c.req.req_id) == c.rate  # members keep exactly their demand
+
+
+@pytest.mark.parametrize("order,expected", [("srpt", ["short", "mid"]), ("rank", ["long", "mid"])])
+def test_best_effort_order(paper, order, expected):
+    # One real-time stream leaves room for two best-effort rows; SRPT serves the least remaining work.
+    rt = cand("rt", 20)
+    lost = []
+    for rid, work, arrival in (("long", 9.0, 0.0), ("mid", 2.0, 0.1), ("short", 0.5, 0.2)):
+        c = cand(rid, 20, arrival=arrival, ttft=0.01)   # TTFT long gone: best effort only
+        c.feasible, c.work_s = False, work
+        lost.append(c)
+    p = SelectionParams(1.0, 0.0, "prefix", "skip", 3, 1000, 512, backfill_order=order)
+    sel = select(ranked([rt] + lost), p, paper, now=1.0)
+    assert [c.req.req_id for c in sel.selected] == ["rt"]
+    assert [c.req.req_id for c in sel.best_effort] == expected
