@@ -2,7 +2,7 @@
 process), loads the model under the target, generates, and prints the representation chosen, the KV
 budget, and the peak resident memory against the limit.
 
-    .venv/bin/python benchmarks/memory_target.py [--limits 1GiB,500MiB,300MiB] [--tokens 32]
+    .venv/bin/python benchmarks/memory_target.py [--limits 1GiB,700MB,500MB] [--tokens 32]
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def child(limit_text: str, tokens: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--limits", default="1GiB,500MiB,300MiB")
+    ap.add_argument("--limits", default="1GiB,700MB,500MB")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()

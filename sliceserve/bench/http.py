@@ -97,8 +97,9 @@ async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) 
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 data = json.loads(line[6:])
-                if "error" in data:
-                    return _end(req, FinishReason.ERROR, clock(), data["error"].get("message"))
+                if "error" in data:   # a queue timeout is the server refusing under overload, not a failure
+                    kind = FinishReason.REJECTED if data["error"].get("code") == "queue_timeout" else FinishReason.ERROR
+                    return _end(req, kind, clock(), data["error"].get("message"))
                 if data.get("usage"):
                     usage = data["usage"]["completion_tokens"]
                 for choice in data.get("choices", []):

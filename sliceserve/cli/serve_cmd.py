@@ -19,6 +19,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--max-num-seqs", type=int)
     add("--max-num-batched-tokens", type=int)
     add("--max-waiting", type=int, help="bounded waiting queue; arrivals beyond it get 503 (default: 64)")
+    add("--max-queue-time", dest="max_queue_time_s", type=float, metavar="S",
+        help="a request not scheduled within S seconds gets 503 (default: 60)")
     add("--overload", choices=("reject", "best_effort"),
         help="a request whose SLO can't be met under current load: 429 (reject) or serve it (best_effort)")
     add("--latency-profile", help="latency profile JSON from `sliceserve profile` (default: measure at start)")
@@ -31,11 +33,23 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "(needs `pip install sliceserve[ray]`; docs/SCALE_OUT.md)")
     add("--replicas", type=int, help="with --ray: number of engine replicas (default: 2)")
     add("--ray-address", help="with --ray: join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
+    add("--memory-limit", metavar="SIZE",
+        help="keep the process under SIZE (e.g. 700MB, 1GiB): bounds the KV cache, and on CPU loads the weights "
+             "as int8 when fp32 would not fit")
+    add("--server-slo", metavar="EXPR", help="resource targets of the server, e.g. 'memory <= 2GB, power <= 15W'")
+    add("--class-slo", action="append", metavar="CLASS=EXPR",
+        help="SLO expression of a class, e.g. 'realtime=p99 ttft <= 500ms, tpot <= 80ms' (repeatable; "
+             "creates the class if it does not exist)")
+    add("--no-controller", dest="controller_enabled", action="store_const", const=False, default=None,
+        help="switch the SLO feedback controller off")
+    add("--no-prefix-caching", dest="enable_prefix_caching", action="store_const", const=False, default=None,
+        help="do not share KV blocks of repeated prompt prefixes")
 
 
 _FIELDS = ("model", "served_model_name", "policy", "host", "port", "device", "dtype", "max_model_len",
-           "max_num_seqs", "max_num_batched_tokens", "max_waiting", "overload", "latency_profile",
-           "default_slo_class", "slo_scale", "kv_cache_memory_bytes", "num_threads", "log_level")
+           "max_num_seqs", "max_num_batched_tokens", "max_waiting", "max_queue_time_s", "overload", "latency_profile",
+           "default_slo_class", "slo_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
+           "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -108,7 +108,8 @@ class Controller:
         self._base_batch_cap = scheduler.config.max_num_seqs
         self._utilities: dict[str, float] = {}   # class -> utility, learnt from the requests seen
         margin = knobs.get_margin(scheduler)
-        if margin is not None and margin < self.config.margin_min:
+        # Switched off means the scheduler runs exactly as configured: not even the margin floor applies.
+        if self.config.enabled and margin is not None and margin < self.config.margin_min:
             knobs.set_margin(scheduler, self.config.margin_min)
 
     @property
@@ -188,7 +189,14 @@ class Controller:
             if total and st.risk > 1.0 - cfg.target_attainment:
                 reasons.append(f"{risky}/{total} in-flight requests predicted to miss")
             for c in self.class_constraints.get(name, ()):
-                if c.percentile is None or c.metric == "throughput" or w is None or len(w.met) < cfg.min_class_samples:
+                if w is None or len(w.met) < cfg.min_class_samples:
+                    continue
+                if c.metric == "throughput":   # a batch class's rate over the window, tokens/s
+                    measured = w.throughput()
+                    if measured is not None and measured < c.bound:
+                        reasons.append(f"{c.text}: measured {measured:.1f} tok/s")
+                    continue
+                if c.percentile is None:
                     continue
                 measured = self.tracker.percentile(name, c.metric, c.percentile)
                 if measured is not None and measured > c.bound:

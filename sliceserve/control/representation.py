@@ -9,6 +9,10 @@ becomes the KV cache budget. When that leaves less than `min_kv_bytes`, the weig
   add a copy next to the embedding it shares. DESIGN.md measured int8 ~2x faster here but "changes the
   text": greedy outputs differ from fp32, so this is only chosen when the limit demands it, and reported.
 If even that does not fit, a ValueError says how much memory the limit lacks.
+
+On CPU the int8 form is chosen *before* loading when the measured memory of the process so far plus the
+checkpoint's fp32 size would not fit: `load_within_limit` then streams the weights into int8 layer by layer
+(control/int8_loader.py), because quantising an fp32 model after loading does not lower resident memory.
 """
 from __future__ import annotations
 
@@ -16,9 +20,14 @@ import gc
 import warnings
 from dataclasses import dataclass
 
+from sliceserve.control.int8_loader import fp32_bytes, is_int8, load_int8, release_freed_heap, tensor_index
 from sliceserve.control.monitor import Monitor
 
 ACTIVATION_RESERVE_BYTES = 96 << 20
+# Peak resident memory while the fp32 loader runs, per byte of fp32 weights: the file's mapped pages and the
+# fused q/k/v and gate/up copies coexist for a moment. Measured 1.56 on the embedded SmolLM2-135M (peak
+# 1182 MiB = 380 MiB before loading + 1.56 x 513 MiB of weights); rounded up.
+FP32_LOAD_PEAK_FACTOR = 1.6
 MIN_KV_BYTES = 16 << 20
 
 
@@ -49,20 +58,6 @@ def _touch(net) -> None:
                 t.sum()
 
 
-def _release_freed_heap() -> None:
-    """Hand freed fp32 weights back to the OS: glibc keeps small freed blocks (each weight is 1-3 MB,
-    under its mmap threshold) in the heap, where they would still count as resident."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):   # not glibc (musl, macOS): nothing to trim
-            pass
-
-
 def _quantize_cpu(net):
     import torch
     from torch import nn
@@ -74,14 +69,37 @@ def _quantize_cpu(net):
         return torch.ao.quantization.quantize_dynamic(net, names, dtype=torch.qint8, inplace=True)
 
 
+def load_within_limit(arch, model_dir, limit_bytes: int, kv_cache_bytes: int | None = None,
+                      resident=None):
+    """The model streamed into int8 when its fp32 weights would not fit under `limit_bytes` next to what the
+    process holds now; None when fp32 fits (or the checkpoint cannot be streamed): load it as usual."""
+    index = tensor_index(model_dir)
+    if index is None:
+        return None
+    now = (resident or process_resident_bytes)()
+    weights = fp32_bytes(index)
+    # fp32 must fit both at its loading peak and afterwards, next to a KV cache and the activations.
+    want = now + max(FP32_LOAD_PEAK_FACTOR * weights, weights + (kv_cache_bytes or MIN_KV_BYTES)
+                     + ACTIVATION_RESERVE_BYTES)
+    if want <= limit_bytes:
+        return None
+    net = load_int8(arch, model_dir)
+    gc.collect()
+    release_freed_heap()
+    return net
+
+
 def fit_memory_target(net, device, limit_bytes: int, kv_cache_bytes: int | None = None,
-                      resident=process_resident_bytes) -> tuple[object, MemoryPlan]:
+                      resident=None) -> tuple[object, MemoryPlan]:
     """Choose the weights' representation and the KV budget so the process stays under `limit_bytes`."""
     if limit_bytes <= 0:
         raise ValueError(f"memory target must be positive, got {limit_bytes}")
     dtype = str(next(net.parameters()).dtype).removeprefix("torch.")
     rep = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(dtype, dtype)
+    if is_int8(net):   # already streamed into int8 (load_within_limit)
+        rep = "int8-dynamic"
     want_kv = kv_cache_bytes or MIN_KV_BYTES
+    resident = resident or process_resident_bytes   # looked up per call: tests script it
     if device.type == "cuda":
         import torch
 
@@ -92,10 +110,10 @@ def fit_memory_target(net, device, limit_bytes: int, kv_cache_bytes: int | None 
     else:
         _touch(net)
         used = resident()
-        if used + want_kv + ACTIVATION_RESERVE_BYTES > limit_bytes:
+        if used + want_kv + ACTIVATION_RESERVE_BYTES > limit_bytes and rep != "int8-dynamic":
             net, rep = _quantize_cpu(net), "int8-dynamic"
             gc.collect()
-            _release_freed_heap()
+            release_freed_heap()
             _touch(net)
             used = resident()
     room = limit_bytes - used - ACTIVATION_RESERVE_BYTES

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.controller import Controller, ControllerConfig
 from sliceserve.control.monitor import Monitor
 
@@ -49,8 +50,10 @@ class _ControllerObserver:
 
 
 def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
-                   monitor: Monitor | None = None) -> Controller:
-    """Register the status router, a resource monitor and the feedback controller on `app`."""
+                   monitor: Monitor | None = None, class_constraints: dict[str, ConstraintSet] | None = None,
+                   server_constraints: ConstraintSet | None = None) -> Controller:
+    """Register the status router, a resource monitor and the feedback controller on `app`. A power target
+    in `server_constraints` is read through the monitor (a no-op on devices without a power probe)."""
     from sliceserve.engine.async_engine import Rejection
     from sliceserve.server.status import router
 
@@ -66,7 +69,12 @@ def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
         "scale": Gauge("sliceserve:controller_calibration_scale", "Product of latency-model rescalings",
                        registry=registry),
     }
-    controller = Controller(engine.core.scheduler, config or ControllerConfig(),
+    monitor = monitor if monitor is not None else Monitor()
+    power = None
+    if server_constraints is not None and server_constraints.get("power") is not None:
+        power = lambda: monitor.sample().power_w  # noqa: E731 - read once per control cycle
+    controller = Controller(engine.core.scheduler, config or ControllerConfig(), class_constraints=class_constraints,
+                            server_constraints=server_constraints, power_reader=power,
                             on_predicted_miss=lambda cls: misses.labels(cls).inc())
     engine.observer = _FanOut(engine.observer, _ControllerObserver(controller, gauges))
     inner = engine.admit
@@ -81,6 +89,6 @@ def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
 
     engine.admit = admit
     app.state.controller = controller
-    app.state.monitor = monitor if monitor is not None else Monitor()
+    app.state.monitor = monitor
     app.include_router(router)
     return controller

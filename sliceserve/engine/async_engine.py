@@ -82,8 +82,12 @@ class RequestStream:
 
 class AsyncEngine:
     def __init__(self, core: EngineCore, admit: AdmitFn | None = None, observer: EngineObserver | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_queue_time_s: float | None = None) -> None:
         self.core = core
+        # A request still waiting for its first scheduling after this long is refused (FinishReason.REJECTED,
+        # the HTTP layer answers 503 + Retry-After): under sustained overload a policy that serves by utility
+        # (SLICE) may never reach low-value work, and a client must get an answer rather than wait forever.
+        self.max_queue_time_s = max_queue_time_s
         self.admit = admit
         self.observer = observer
         self.clock = clock
@@ -150,6 +154,8 @@ class AsyncEngine:
                 self._apply_aborts(aborts)
                 self._apply_adds(adds)
                 self.last_beat_s = self.clock()
+                if self.max_queue_time_s is not None:
+                    self._expire_waiting(self.clock())
                 if not self.core.has_unfinished():
                     continue
                 step = self.core.step(self.clock())
@@ -220,6 +226,17 @@ class AsyncEngine:
         self._post(stream.queue.put_nowait, event)
         if self.observer is not None:
             self.observer.on_finish(req)
+
+    def _expire_waiting(self, now: float) -> None:
+        sched, limit = self.core.scheduler, self.max_queue_time_s
+        late = [r for r in sched.waiting if r.num_output_tokens == 0 and r.num_computed_tokens == 0
+                and now - r.arrival_s > limit]
+        for r in late:
+            why = (f"not scheduled within max_queue_time {limit:g} s: the server is overloaded and serves "
+                   "higher-value requests first; retry later")
+            req = sched.abort(r.req_id, now, FinishReason.REJECTED, error=why)
+            if req is not None:
+                self._finish_stream(req)
 
     def _check_stall(self, since: float | None) -> float | None:
         now = self.clock()

@@ -50,6 +50,14 @@ class ServerMetrics:
                           "Fraction of unfinished SLO requests predicted to miss their SLO", registry=r)
         self.rejected = Counter("sliceserve:requests_rejected", "Requests refused at admission, by why",
                                 ["reason"], registry=r)
+        # Prefix cache, in tokens as vLLM counts them (queried prompt tokens, tokens found cached).
+        self.prefix_queries = Counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                      lbl, registry=r)
+        self.prefix_hits = Counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache", lbl,
+                                   registry=r)
+        self.prefix_hit_rate = Gauge("sliceserve:prefix_cache_hit_rate", "Prefix cache hits / queries since start",
+                                     lbl, registry=r)
+        self._prefix_seen = (0, 0)             # allocator totals already exported: (queries, hits)
         self._met: dict[str, list[int]] = {}   # slo_class -> [met, counted]
 
     # --- engine observer (called on the engine thread; prometheus_client is thread-safe) -------------------
@@ -60,6 +68,21 @@ class ServerMetrics:
         self.kv_usage.labels(name).set(scheduler.kv.usage)
         self.generation_tokens.labels(name).inc(len(step.output.sampled))
         self.risk.set(violation_risk(scheduler, step.end_s))
+        self._export_prefix_cache(scheduler.kv)
+
+    def _export_prefix_cache(self, kv: object) -> None:
+        """Counters move by what the allocator counted since the last step (it keeps running totals)."""
+        if not hasattr(kv, "lookup_tokens"):
+            return   # plain allocator: prefix caching is off
+        queries, hits = kv.lookup_tokens, kv.hit_tokens
+        seen_q, seen_h = self._prefix_seen
+        if queries == seen_q:
+            return
+        name = self.model_name
+        self.prefix_queries.labels(name).inc(queries - seen_q)
+        self.prefix_hits.labels(name).inc(hits - seen_h)
+        self.prefix_hit_rate.labels(name).set(hits / queries if queries else 0.0)
+        self._prefix_seen = (queries, hits)
 
     def on_finish(self, req: Request) -> None:
         name = self.model_name

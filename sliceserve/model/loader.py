@@ -122,7 +122,13 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as exc:
         raise ValueError(f"{model_dir}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
-    net = _build(arch, model_dir, torch_dtype, dev)
+    net = None
+    if memory_limit_bytes is not None and dev.type == "cpu":   # fp32 won't fit: stream weights into int8
+        from sliceserve.control.representation import load_within_limit
+
+        net = load_within_limit(arch, model_dir, memory_limit_bytes, kv_cache_memory_bytes)
+    if net is None:
+        net = _build(arch, model_dir, torch_dtype, dev)
     representation = ""
     if memory_limit_bytes is not None:   # `memory <= LIMIT`: weights' form and KV budget from measurement
         from sliceserve.control.representation import fit_memory_target

@@ -43,10 +43,17 @@ class LoadEstimate:
     drain_s: float     # time to work off what is queued now: the Retry-After hint
 
 
+# Policies that serve by utility (SLICE selects by utility density and leaves the rest best effort): a
+# request only queues behind, and shares decode steps with, work of at least its own utility. For the others
+# (FCFS and friends) everything admitted is ahead of it.
+UTILITY_ORDERED = frozenset({"slice"})
+
+
 def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     lat = sched.latency
-    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting)
-    running = [r for r in sched.running]
+    ahead = (lambda r: r.utility >= req.utility) if sched.name in UTILITY_ORDERED else (lambda r: True)  # noqa: E731
+    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting if ahead(r))
+    running = [r for r in sched.running if ahead(r)]
     k = len(running) + 1
     ctx = (sum(r.num_tokens for r in running) + req.num_prompt_tokens) / k
     step = lat.decode_time(k, ctx)

@@ -55,7 +55,10 @@ def create_app(state: ServingState) -> FastAPI:
 
     app = FastAPI(title="sliceserve", lifespan=lifespan)
     app.state.serving = state
-    attach_control(app, state)   # GET /v1/status, resource monitor, feedback controller
+    # GET /v1/status, resource monitor, feedback controller (switch and bounds from the settings).
+    attach_control(app, state, state.settings.controller.to_config(),
+                   class_constraints=state.settings.class_targets(),
+                   server_constraints=state.settings.server_constraints())
 
     @app.exception_handler(APIError)
     async def _api_error(_: HTTPRequest, exc: APIError) -> JSONResponse:

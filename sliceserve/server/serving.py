@@ -61,6 +61,9 @@ def _finish_reason(ev: StreamEvent, detok: Detokenizer) -> str:
 def _failure(ev: StreamEvent) -> APIError | None:
     if ev.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
         return None
+    if ev.finish_reason is FinishReason.REJECTED:   # timed out in the queue (max_queue_time_s): try later
+        return APIError(503, ev.error or "not scheduled in time", type="service_unavailable", code="queue_timeout",
+                        headers={"Retry-After": "1"})
     return APIError(500, ev.error or f"request ended: {ev.finish_reason.value if ev.finish_reason else '?'}",
                     type="InternalServerError", code=ev.finish_reason.value if ev.finish_reason else None)
 

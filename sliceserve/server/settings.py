@@ -12,9 +12,13 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sliceserve.control.constraints import Constraint, ConstraintSet
+from sliceserve.server.settings_control import (ControllerSettings, apply_class_slo_flags, deep_merge,
+                                                parse_class_slo, parse_memory, parse_server_slo)
 from sliceserve.slo import BUILTIN_CLASSES, SLO, SLOClass
 
 ENV_PREFIX = "SLICESERVE_"
+_MAPPINGS = ("slo_classes", "scheduler", "controller")   # given as JSON in the environment
 
 
 class SLOClassSettings(BaseModel):
@@ -23,10 +27,33 @@ class SLOClassSettings(BaseModel):
     tpot_ms: float | None = Field(default=None, gt=0)
     e2e_ms: float | None = Field(default=None, gt=0)
     utility: float = Field(default=1.0, gt=0)
+    # An SLO expression (sliceserve/control/constraints.py): per-request terms ("tpot <= 80ms") add to the
+    # bounds above, percentile / throughput terms ("p99 ttft <= 500ms") are targets the controller watches.
+    slo: str | None = None
+
+    @model_validator(mode="after")
+    def _expression(self) -> "SLOClassSettings":
+        if self.slo is not None:
+            for c in parse_class_slo(self.slo):
+                if c.percentile is None and c.is_latency and getattr(self, f"{c.metric}_ms") is not None:
+                    raise ValueError(f"{c.metric} is set twice: {c.metric}_ms and {c.text!r} in slo; keep one")
+        return self
 
     def to_class(self, name: str) -> SLOClass:
         ms = lambda v: None if v is None else v / 1e3  # noqa: E731
-        return SLOClass(name, SLO(ms(self.ttft_ms), ms(self.tpot_ms), ms(self.e2e_ms)), self.utility)
+        slo = SLO(ms(self.ttft_ms), ms(self.tpot_ms), ms(self.e2e_ms))
+        if self.slo is not None:
+            extra = parse_class_slo(self.slo).request_slo()
+            slo = SLO(slo.ttft_s or extra.ttft_s, slo.tpot_s or extra.tpot_s, slo.e2e_s or extra.e2e_s)
+        return SLOClass(name, slo, self.utility)
+
+    def targets(self, scale: float = 1.0) -> ConstraintSet:
+        """The terms the controller enforces (percentile latency, throughput); latency bounds scaled."""
+        if self.slo is None:
+            return ConstraintSet("class")
+        keep = [Constraint(c.metric, c.bound * scale if c.is_latency else c.bound, c.percentile, c.text)
+                for c in parse_class_slo(self.slo) if c.percentile is not None or c.metric == "throughput"]
+        return ConstraintSet("class", tuple(keep))
 
 
 def _builtin_classes() -> dict[str, SLOClassSettings]:
@@ -53,6 +80,9 @@ class ServerSettings(BaseModel):
     max_num_batched_tokens: int = Field(default=512, gt=0)
     # Bounded waiting queue: arrivals beyond it get 503.
     max_waiting: int = Field(default=64, gt=0)
+    # A request not scheduled at all within this many seconds gets 503 (stream: an error event), so every
+    # request ends with an answer even when a utility-ordered policy keeps serving others first. None: wait.
+    max_queue_time_s: float | None = Field(default=60.0, gt=0)
     # A request whose SLO cannot be met under the current load: refuse (429 + Retry-After) or serve anyway.
     overload: Literal["reject", "best_effort"] = "best_effort"
     latency_profile: str | None = None         # JSON from `sliceserve profile`, or a built-in name
@@ -63,6 +93,11 @@ class ServerSettings(BaseModel):
     # Multiplies every class bound: the built-in classes were written for a GPU (SLICE paper), a CPU needs more.
     slo_scale: float = Field(default=1.0, gt=0)
     scheduler: dict[str, Any] = Field(default_factory=dict)   # extra SchedulerConfig fields (slice_*, ...)
+    # Share KV blocks of repeated prompt prefixes (greedy outputs proven identical; see docs/CONTROL.md).
+    enable_prefix_caching: bool = True
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    server_slo: str | None = None              # resource targets of the whole server: "memory <= 2GB, power <= 15W"
+    memory_limit: int | str | None = None      # "700MB": the same as `memory <= 700MB` in server_slo
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("slo_classes")
@@ -78,6 +113,37 @@ class ServerSettings(BaseModel):
             raise ValueError(f"default_slo_class {self.default_slo_class!r} is not one of the slo_classes "
                              f"({', '.join(self.slo_classes)})")
         return self
+
+    @field_validator("server_slo")
+    @classmethod
+    def _server_slo(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_server_slo(value)
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: int | str | None) -> int | None:
+        return None if value is None else parse_memory(value)
+
+    @model_validator(mode="after")
+    def _one_memory_limit(self) -> "ServerSettings":
+        slo = self.server_constraints().get("memory")
+        if slo is not None and self.memory_limit is not None and int(slo.bound) != self.memory_limit:
+            raise ValueError(f"memory limit given twice with different values: memory_limit {self.memory_limit} "
+                             f"bytes and {slo.text!r} in server_slo; keep one")
+        return self
+
+    def server_constraints(self) -> ConstraintSet:
+        return parse_server_slo(self.server_slo) if self.server_slo else ConstraintSet("server")
+
+    def memory_limit_bytes(self) -> int | None:
+        slo = self.server_constraints().get("memory")
+        return self.memory_limit if slo is None else int(slo.bound)
+
+    def class_targets(self) -> dict[str, ConstraintSet]:
+        """Per class, the targets only the controller can enforce (percentiles, throughput)."""
+        return {name: t for name, s in self.slo_classes.items() if len(t := s.targets(self.slo_scale))}
 
     def classes(self) -> dict[str, SLOClass]:
         return {name: SLOClass(c.name, c.slo.scaled(self.slo_scale), c.utility)
@@ -119,10 +185,14 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX):].lower()
+        sub = name.removeprefix("controller_")
+        if name.startswith("controller_") and sub in ControllerSettings.model_fields:
+            out.setdefault("controller", {})[sub] = value     # SLICESERVE_CONTROLLER_ENABLED=false
+            continue
         if name not in ServerSettings.model_fields:
             raise ValueError(f"unknown environment setting {key}; known: "
                              + ", ".join(ENV_PREFIX + n.upper() for n in ServerSettings.model_fields))
-        if name in ("slo_classes", "scheduler"):
+        if name in _MAPPINGS:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
@@ -133,17 +203,29 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def load_settings(cli: Mapping[str, Any] | None = None, config_file: str | None = None,
                   environ: Mapping[str, str] | None = None) -> ServerSettings:
-    """Merge the sources (CLI values that are None count as not given) and validate once."""
+    """Merge the sources (CLI values that are None count as not given) and validate once. Besides the
+    fields, the CLI mapping may hold `class_slo` (a list of 'CLASS=EXPR') and `controller_enabled`."""
     merged: dict[str, Any] = {}
     sources = []
     if config_file:
-        merged.update(read_config_file(config_file))
+        merged = deep_merge(merged, read_config_file(config_file), ("controller",))
         sources.append(f"file {config_file}")
     env = read_env(os.environ if environ is None else environ)
     if env:
-        merged.update(env)
+        merged = deep_merge(merged, env, ("controller",))
         sources.append("environment")
-    merged.update({k: v for k, v in (cli or {}).items() if v is not None})
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    class_slo = cli.pop("class_slo", None) or []
+    if "controller_enabled" in cli:
+        cli["controller"] = {"enabled": cli.pop("controller_enabled")}
+    merged = deep_merge(merged, cli, ("controller",))
+    if class_slo:
+        base = merged.get("slo_classes")
+        if base is None:
+            base = {n: c.model_dump(exclude_none=True) for n, c in _builtin_classes().items()}
+        if not isinstance(base, dict):
+            raise ValueError("slo_classes must be a mapping of class name -> bounds")
+        merged["slo_classes"] = apply_class_slo_flags(base, class_slo)
     try:
         return ServerSettings.model_validate(merged)
     except ValidationError as exc:

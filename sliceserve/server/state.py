@@ -43,7 +43,8 @@ def load_model(settings: ServerSettings) -> Any:
 
     return _load(settings.model, device=settings.device, dtype=settings.dtype,
                  kv_cache_memory_bytes=settings.kv_cache_memory_bytes, block_size=settings.block_size,
-                 max_model_len=settings.max_model_len, num_threads=settings.num_threads)
+                 max_model_len=settings.max_model_len, num_threads=settings.num_threads,
+                 memory_limit_bytes=settings.memory_limit_bytes())
 
 
 def resolve_latency(settings: ServerSettings, loaded: Any, latency: LatencyModel | None) -> LatencyModel:
@@ -70,8 +71,10 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
              lat.decode_time(1) * 1e3, lat.prefill_time(128) * 1e3)
     core = build_engine(loaded, settings.policy, lat, max_num_seqs=settings.max_num_seqs,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
-                        max_waiting=settings.max_waiting, **settings.scheduler)
+                        max_waiting=settings.max_waiting,
+                        **{"enable_prefix_caching": settings.enable_prefix_caching, **settings.scheduler})
     model_name = settings.served_model_name or getattr(loaded, "model_name", None) or "sliceserve"
     metrics = ServerMetrics(model_name)
-    engine = AsyncEngine(core, admit=make_admit(settings.max_waiting, settings.overload), observer=metrics)
+    engine = AsyncEngine(core, admit=make_admit(settings.max_waiting, settings.overload), observer=metrics,
+                         max_queue_time_s=settings.max_queue_time_s)
     return ServingState(settings, loaded, engine, metrics, model_name, settings.classes())

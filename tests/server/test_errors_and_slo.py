@@ -104,9 +104,10 @@ def test_metrics_exposition_has_vllm_and_sliceserve_names(server):
     client = server.openai()
     client.completions.create(model="tiny", prompt="m", max_tokens=3, extra_body={"slo_class": "realtime",
                                                                                   "ignore_eos": True})
-    # An SLO no tiny-model request can meet in time (but feasible on paper) records a violation.
+    # An e2e bound no request can meet (admission checks only ttft and tpot, which the online-learnt latency
+    # model may push past a tight ttft under CPU contention) records a violation.
     client.completions.create(model="tiny", prompt="m", max_tokens=3, extra_body={
-        "slo": {"ttft_ms": 10, "e2e_ms": 0.01}, "slo_class": "interactive", "ignore_eos": True})
+        "slo": {"e2e_ms": 0.01}, "slo_class": "interactive", "ignore_eos": True})
     text = httpx.get(server.url + "/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
