@@ -1,0 +1,37 @@
+"""The overload estimate behind `overload: reject`: under slice a request only counts work of at least its own
+utility (SLICE serves by utility), under FCFS everything admitted is ahead of it."""
+from __future__ import annotations
+
+import pytest
+
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.latency import LatencyModel
+from sliceserve.core.policies import make_scheduler
+from sliceserve.request import Request, SamplingParams
+from sliceserve.server.admission import estimate_under_load, make_admit
+from sliceserve.slo import SLO
+
+LAT = LatencyModel([0.05, 0.06, 0.07, 0.08], prefill_base_s=0.01, prefill_per_token_s=1e-3, name="test")
+
+
+def _req(rid: str, utility: float, slo: SLO = SLO(), prompt: int = 200) -> Request:
+    return Request(rid, [1] * prompt, SamplingParams(max_tokens=32), 0.0, slo=slo, utility=utility)
+
+
+@pytest.mark.parametrize("policy", ["slice", "vllm"])
+def test_low_value_backlog_delays_a_realtime_request_only_under_fcfs(policy):
+    config = SchedulerConfig(policy=policy).with_overrides(num_kv_blocks=512, block_size=16, max_model_len=1024)
+    sched = make_scheduler(policy, config, LAT.copy())
+    for i in range(10):   # 2000 prompt tokens of best-effort work queued
+        sched.add_request(_req(f"b{i}", 1.0), 0.0)
+    rt = _req("rt", 100.0, SLO(ttft_s=1.0))
+    est = estimate_under_load(sched, rt)
+    alone = LAT.prefill_time(200)
+    admit = make_admit(max_waiting=64, overload="reject")
+    verdict = admit(sched, rt, 0.0)
+    if policy == "slice":
+        assert est.ttft_s == pytest.approx(alone, rel=0.2) and verdict is None
+    else:
+        assert est.ttft_s >= LAT.prefill_time(2200) and verdict is not None and verdict.kind == "overloaded"
+    # A best-effort arrival queues behind the backlog under either policy.
+    assert estimate_under_load(sched, _req("b-new", 1.0)).ttft_s >= LAT.prefill_time(2200)
