@@ -14,7 +14,7 @@ into one sweep. It then writes docs/results/peers-<workload>.{md,png} and prints
   the robust figure on a shared machine, as preemption only ever adds time);
 - with --real-json, the same tables for `sliceserve bench --engine local` result files.
 
-Default run (durations 60 s edge-mix, 120 s Azure trace) is sized for ~10 minutes on a quiet 2-CPU machine;
+Default run (durations 60 s edge-mix, 300 s Azure trace) is sized for ~10 minutes on a quiet 2-CPU machine;
 --full uses 300 s / 600 s.
 """
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _workloads(args: argparse.Namespace) -> dict[str, dict]:
         # paper-4060ti saturates near 1 req/s on edge-mix (~120 decode tok/s, ~100+ output tokens each).
         "edge-mix": {"flags": ["--workload", "edge-mix"], "rates": args.rates_edge, "heavy": args.heavy_edge,
                      "duration": 300.0 if full else args.duration_edge, "cost_rate": args.cost_rate_edge},
-        # The conversation trace averages ~1,155 prompt and ~211 output tokens: saturation near 0.4-0.5 req/s.
+        # The conversation trace averages ~1,155 prompt and ~211 output tokens. Its first minutes are sparser
+        # than its mean rate, so a cut of D seconds holds fewer than rate x D arrivals: tables show both.
         "azure-conv": {"flags": ["--workload", "edge-mix", "--trace", args.trace, "--trace-mix", TRACE_MIX],
                        "rates": args.rates_azure, "heavy": args.heavy_azure,
                        "duration": 600.0 if full else args.duration_azure, "cost_rate": args.cost_rate_azure},
@@ -136,18 +137,36 @@ def per_class_table(results: dict, classes: list[str], label: str) -> list[list[
     return rows
 
 
-def summary_tables(sweep: list[dict], classes: list[str]) -> str:
+def class_goodput(sweep: list[dict], policy: str, cls: str | None) -> float | None:
+    """DistServe goodput within one class; a rate with no arrivals of that class neither passes nor fails
+    (the library's version counts it as a failure, which hides the class's goodput on sparse low rates)."""
+    best = None
+    for point in sorted(sweep, key=lambda p: p["rate"]):
+        att = point["results"][policy]["per_class"].get(cls, {}).get("slo_attainment")
+        if att is None:
+            continue
+        if att < 0.9:
+            break
+        best = point["rate"]
+    return best
+
+
+def summary_tables(sweep: list[dict], classes: list[str], duration: float) -> str:
     header = ["rate", "policy", "attain"] + classes + ["util-attain", "goodput rps", "mean e2e s", "done/n"]
-    rows = [r for p in sweep for r in per_class_table(p["results"], classes, f"{p['rate']:g}")]
+    # Label: nominal rate (arrivals actually in the run / s of arrivals).
+    rows = [r for p in sweep for r in per_class_table(
+        p["results"], classes, f"{p['rate']:g} ({p['num_requests'] / duration:.2f})")]
     policies = list(sweep[0]["results"])
     focus = "realtime" if "realtime" in classes else None
-    good = [[pol, _f(distserve_goodput(sweep, pol), "g"), _f(distserve_goodput(sweep, pol, focus), "g"),
-             _f(max(p["results"][pol]["summary"]["goodput_rps"] for p in sweep)),
-             f"{max(sweep, key=lambda p: p['results'][pol]['summary']['goodput_rps'])['rate']:g}"]
-            for pol in policies]
+    named = [p for p in sweep if p["num_requests"] >= 20]
+    named = [named[i] for i in sorted({0, len(named) // 2, len(named) - 1})] if named else []
+    good = [[pol, _f(distserve_goodput(sweep, pol), "g"), _f(class_goodput(sweep, pol, focus), "g")] +
+            [_f(p["results"][pol]["summary"]["goodput_rps"]) for p in named] for pol in policies]
+    # vLLM-bench goodput divides by the makespan, so a sweep point with a handful of requests gives a
+    # meaningless figure; it is shown at three points with >= 20 arrivals.
     return (_md(header, rows) + "\n\n" +
-            _md(["policy", "DistServe goodput (req/s)", f"DistServe goodput, {focus} only",
-                 "max vLLM goodput (req/s)", "at rate"], good))
+            _md(["policy", "DistServe goodput (req/s)", f"DistServe goodput, {focus} only"] +
+                [f"vLLM goodput at {p['rate']:g} (req/s)" for p in named], good))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", default=TRACE)
     ap.add_argument("--rates-edge", default="0.25:3:0.25")
     ap.add_argument("--heavy-edge", default="4:6:2")
-    ap.add_argument("--rates-azure", default="0.1:1.2:0.1")
-    ap.add_argument("--heavy-azure", default="2:3:1")
+    ap.add_argument("--rates-azure", default="0.2:2:0.2")
+    ap.add_argument("--heavy-azure", default="3:4:1")
     ap.add_argument("--duration-edge", type=float, default=60.0)
-    ap.add_argument("--duration-azure", type=float, default=120.0)
+    ap.add_argument("--duration-azure", type=float, default=300.0)
     ap.add_argument("--cost-rate-edge", type=float, default=2.0, help="rate whose run is timed per decision")
-    ap.add_argument("--cost-rate-azure", type=float, default=0.8)
+    ap.add_argument("--cost-rate-azure", type=float, default=2.0)
     ap.add_argument("--outdir", default="docs/results")
     ap.add_argument("--workdir", default="/tmp/peers")
     ap.add_argument("--real-json", nargs="*", default=[], help="`sliceserve bench --engine local` outputs")
@@ -199,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_sweep(sweep, policies, focus, outdir / f"peers-{name}.png",
                    title=f"{name}, profile {PROFILE}, {spec['duration']:g} s")
         print(f"\n## {name}: {spec['duration']:g} s of arrivals, seed {SEED} (sweeps took {wall:.0f} s wall)\n")
-        print(summary_tables(sweep, classes))
+        print(summary_tables(sweep, classes, spec["duration"]))
         workload = _make_workload(name, spec, spec["cost_rate"], args)
         rows = []
         for policy in policies:
