@@ -220,7 +220,7 @@ class FastServeScheduler(Scheduler):
     def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
         super().observe_iteration(sched, result, now)
         elapsed = result.elapsed_s
-        states, quanta, last = self._state, self.quanta_s, len(self.quanta_s) - 1
+        states, quanta, last, ran = self._state, self.quanta_s, len(self.quanta_s) - 1, self._ran
         for rid in sched.requests:
             # A request that ended in this iteration is still here (on_finish comes after) and is
             # charged like the others, as it always was.
@@ -232,7 +232,14 @@ class FastServeScheduler(Scheduler):
             if st.level < last and st.used_s >= quanta[st.level]:
                 self._enter(st, st.level + 1)
                 self.num_demotions += 1
-            self._track(st)
+            # _track, inlined: this runs for every request of every iteration.
+            ran.pop(rid, None)
+            if st.level > 0 or st.used_s > 0:
+                ran[rid] = st
+        if now >= self._ran_max:
+            self._ran_max = now
+        else:
+            self._ran_sorted = False
 
     # --- one iteration ---------------------------------------------------------------------------------
     def _promote_starving(self, now: float) -> None:
@@ -282,21 +289,28 @@ class FastServeScheduler(Scheduler):
             if not hold and not wait:
                 continue
             hi, num_hold, after = 0, len(hold), 0
+            # The next waiting entry worth a visit is looked up again only when the set of those that fit
+            # may have grown: after it was visited, after a preemption (free KV grew), or once the budget
+            # fell to what the free KV holds (then any prompt fits, chunked). Otherwise that set only
+            # shrinks, and at worst the cached entry no longer fits, fails to allocate and is passed over
+            # as it would have been.
+            next_wait, stale, limited, num_moved = _NONE, bool(wait), False, len(moved)
             while True:
                 if len(chosen) >= max_seqs or budget <= 0:
                     full = True
                     break
-                next_hold = hold[hi] if hi < num_hold else _NONE
-                next_wait = _NONE
-                if wait:
+                if wait and (stale or len(moved) != num_moved
+                             or (limited and budget <= kv.num_free_blocks * block_size)):
                     free = kv.num_free_blocks
-                    next_wait = level.next_waiting(
-                        after, None if not fit_filter or budget <= free * block_size else free)
-                if next_hold < next_wait:
-                    after = next_hold
+                    limited = fit_filter and budget > free * block_size
+                    next_wait = level.next_waiting(after, free if limited else None)
+                    stale, num_moved = False, len(moved)
+                if hi < num_hold and hold[hi] < next_wait:
+                    after = hold[hi]
                     hi += 1
                 elif next_wait != _NONE:
                     after = next_wait
+                    stale = True
                 else:
                     break
                 st = by_seq[after]
