@@ -81,7 +81,11 @@ def resolve_slo(state: ServingState, body: CompletionRequest | ChatRequest,
         slo = slo.merged(SLO(ms(body.slo.ttft_ms), ms(body.slo.tpot_ms), ms(body.slo.e2e_ms)))
     if body.utility is not None:
         utility = body.utility
-    return name or ("custom" if not slo.is_empty else "default"), slo, utility
+    if name is None and not slo.is_empty:
+        # Own bounds, no class: grouped by utility, so per-class attainment and the controller (which sheds
+        # the least valuable class while a more valuable one is at risk) can tell high- from low-value traffic.
+        name = "custom" if utility == 1.0 else f"custom-u{utility:g}"
+    return name or "default", slo, utility
 
 
 def _max_tokens(state: ServingState, body: CompletionRequest | ChatRequest, num_prompt: int) -> int:

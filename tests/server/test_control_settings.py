@@ -93,6 +93,10 @@ def test_live_server_counts_prefix_cache_hits_and_applies_controller_settings(ti
         client = live.openai()
         for _ in range(3):
             client.completions.create(model="tiny", prompt=prompt, max_tokens=2)
+        # Own bounds and no class: grouped by utility, so the controller can tell the groups apart.
+        hi = client.completions.create(model="tiny", prompt="x", max_tokens=2,
+                                       extra_body={"slo": {"e2e_ms": 60000}, "utility": 100})
+        lo = client.completions.create(model="tiny", prompt="x", max_tokens=2, extra_body={"slo": {"e2e_ms": 60000}})
         metrics = httpx.get(live.url + "/metrics", timeout=10).text
         status = httpx.get(live.url + "/v1/status", timeout=10).json()
     samples = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
@@ -102,3 +106,6 @@ def test_live_server_counts_prefix_cache_hits_and_applies_controller_settings(ti
     assert samples["sliceserve:prefix_cache_hit_rate"] == pytest.approx(hits / queries)
     assert status["prefix_cache"]["hit_rate"] == pytest.approx(hits / queries)
     assert status["controller"]["enabled"] is False and status["controller"]["every_iterations"] == 7
+    assert hi.model_extra["slo_report"]["slo_class"] == "custom-u100"
+    assert lo.model_extra["slo_report"]["slo_class"] == "custom"
+    assert {"custom", "custom-u100"} <= set(status["classes"])
