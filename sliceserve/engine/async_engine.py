@@ -84,7 +84,7 @@ class AsyncEngine:
     def __init__(self, core: EngineCore, admit: AdmitFn | None = None, observer: EngineObserver | None = None,
                  clock: Callable[[], float] = time.monotonic, max_queue_time_s: float | None = None) -> None:
         self.core = core
-        # A request still waiting for its first scheduling after this long is refused (FinishReason.REJECTED,
+        # A request still without its first token after this long is refused (FinishReason.REJECTED,
         # the HTTP layer answers 503 + Retry-After): under sustained overload a policy that serves by utility
         # (SLICE) may never reach low-value work, and a client must get an answer rather than wait forever.
         self.max_queue_time_s = max_queue_time_s
@@ -229,10 +229,11 @@ class AsyncEngine:
 
     def _expire_waiting(self, now: float) -> None:
         sched, limit = self.core.scheduler, self.max_queue_time_s
-        late = [r for r in sched.waiting if r.num_output_tokens == 0 and r.num_computed_tokens == 0
-                and now - r.arrival_s > limit]
+        # Any request still without its first token: waiting, or prefilled and then left paused (SLICE may
+        # prefill a best-effort request and never find time to decode it); aborting frees its KV too.
+        late = [r for r in sched.requests.values() if r.num_output_tokens == 0 and now - r.arrival_s > limit]
         for r in late:
-            why = (f"not scheduled within max_queue_time {limit:g} s: the server is overloaded and serves "
+            why = (f"no first token within max_queue_time {limit:g} s: the server is overloaded and serves "
                    "higher-value requests first; retry later")
             req = sched.abort(r.req_id, now, FinishReason.REJECTED, error=why)
             if req is not None:
