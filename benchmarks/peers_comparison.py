@@ -10,8 +10,8 @@ into one sweep. It then writes docs/results/peers-<workload>.{md,png} and prints
   maximum, DistServe goodput (highest rate with attainment >= 0.9 at it and every lower rate), mean
   completion time;
 - decision cost per policy measured during a run: every `schedule()` call of one sweep point (the rate
-  given by --cost-rate-*) is timed in this process on the same arrivals (wall ns per call; the median is
-  the robust figure on a shared machine, as preemption only ever adds time);
+  given by --cost-rate-*) is timed in this process on the same arrivals, in CPU time (process_time_ns), so
+  other processes' load does not inflate it;
 - with --real-json, the same tables for `sliceserve bench --engine local` result files.
 
 Default run (durations 60 s edge-mix, 300 s Azure trace) is sized for ~10 minutes on a quiet 2-CPU machine;
@@ -92,15 +92,16 @@ def _make_workload(name: str, spec: dict, rate: float, args: argparse.Namespace)
 
 
 def decision_cost(policy: str, workload, duration: float) -> dict:
-    """Wall time of every schedule() call over one simulated run (same settings as `simulate`)."""
+    """CPU time (this process) of every schedule() call over one simulated run (same settings as `simulate`).
+    CPU time, not wall time: on a shared machine preemption inflates wall time by up to 10x here."""
     sched = make_scheduler(policy, SchedulerConfig(policy=policy).validate(), load_profile(PROFILE))
     inner = sched.schedule
     costs: list[int] = []
 
     def timed(now: float):
-        t0 = time.perf_counter_ns()
+        t0 = time.process_time_ns()
         out = inner(now)
-        costs.append(time.perf_counter_ns() - t0)
+        costs.append(time.process_time_ns() - t0)
         return out
 
     sched.schedule = timed  # instance attribute: EngineCore looks the method up on the object
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([policy, str(c["calls"]), _f(c["median_us"], ".0f"), _f(c["mean_us"], ".0f"),
                          _f(c["p99_us"], ".0f")])
         print(f"\nDecision cost during the {name} run at {spec['cost_rate']:g} req/s "
-              f"({len(workload.specs)} requests; wall us per schedule() call):\n")
+              f"({len(workload.specs)} requests; CPU us per schedule() call):\n")
         print(_md(["policy", "decisions", "median us", "mean us", "p99 us"], rows), flush=True)
     for path in args.real_json:
         data = json.loads(Path(path).read_text())
