@@ -117,7 +117,8 @@ def main() -> int:
     p.add_argument("--slo-scale", type=float, default=None, help="default: derived from the replicas' l(1)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs the local Ray cluster may use")
     p.add_argument("--num-cpus-per-replica", type=float, default=0.5)
-    p.add_argument("--routing", default="slo,default", help="comma-separated: slo, default")
+    p.add_argument("--routing", default="slo,default",
+                   help="comma-separated runs in order, each slo or default; repeat to see run-to-run noise")
     p.add_argument("--output", default=None, help="write both results as JSON here")
     args = p.parse_args()
 
@@ -129,11 +130,12 @@ def main() -> int:
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     results: dict[str, dict] = {}
     try:
-        for routing in args.routing.split(","):
-            results[routing] = run_one(routing.strip(), args)
+        for i, routing in enumerate(r.strip() for r in args.routing.split(",")):
+            key = routing if routing not in results else f"{routing}{i + 1}"   # repeats: slo,default,slo,default
+            results[key] = run_one(routing, args)
             # Each deployment calibrates its own latency model; the SLO bounds must not move with it.
             if args.slo_scale is None:
-                args.slo_scale = results[routing]["config"]["slo_scale"]
+                args.slo_scale = results[key]["config"]["slo_scale"]
     finally:
         ray.shutdown()
     cfg = next(iter(results.values()))["config"]
