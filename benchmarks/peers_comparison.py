@@ -170,6 +170,33 @@ def summary_tables(sweep: list[dict], classes: list[str], duration: float) -> st
                 [f"vLLM goodput at {p['rate']:g} (req/s)" for p in named], good))
 
 
+def claims_table(sweep: list[dict]) -> str:
+    """The seed papers' headline claims, measured per rate against vllm (their baseline):
+    annealing: attainment ratio and mean-latency reduction; sliding: goodput ratio and the relative
+    reduction of the violation rate (1 - attainment)."""
+    rows = []
+    for point in sweep:
+        r = point["results"]
+        if "vllm" not in r:
+            continue
+        v = r["vllm"]["summary"]
+        row = [f"{point['rate']:g}"]
+        if "annealing" in r:
+            a = r["annealing"]["summary"]
+            ratio = a["slo_attainment"] / v["slo_attainment"] if v["slo_attainment"] else None
+            cut = 1 - a["mean_e2e_s"] / v["mean_e2e_s"] if a["mean_e2e_s"] and v["mean_e2e_s"] else None
+            row += [_f(ratio, ".2f") + "x" if ratio is not None else "-", _f(None if cut is None else 100 * cut, ".1f")]
+        if "sliding" in r:
+            sl = r["sliding"]["summary"]
+            g = sl["goodput_rps"] / v["goodput_rps"] if v["goodput_rps"] else None
+            viol = 1 - v["slo_attainment"]
+            fewer = 1 - (1 - sl["slo_attainment"]) / viol if viol else None
+            row += [_f(g, ".2f") + "x" if g is not None else "-", _f(None if fewer is None else 100 * fewer, ".1f")]
+        rows.append(row)
+    return _md(["rate", "annealing/vllm attainment", "annealing mean e2e cut vs vllm (%)",
+                "sliding/vllm goodput", "sliding fewer violations than vllm (%)"], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="300 s (edge-mix) / 600 s (trace) of arrivals")
@@ -220,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                    title=f"{name}, profile {PROFILE}, {spec['duration']:g} s")
         print(f"\n## {name}: {spec['duration']:g} s of arrivals, seed {SEED} (sweeps took {wall:.0f} s wall)\n")
         print(summary_tables(sweep, classes, spec["duration"]))
+        print("\nSeed papers' claims, measured against vllm (negative = worse than vllm):\n")
+        print(claims_table(sweep))
         workload = _make_workload(name, spec, spec["cost_rate"], args)
         rows = []
         for policy in policies:
