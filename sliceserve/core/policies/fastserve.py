@@ -33,7 +33,11 @@ Cost under overload (thousands waiting): no step is O(waiting). Each level keeps
 waiting requests apart, both ordered by entry (`_Level`); waiting requests are also bucketed by the KV
 blocks their whole sequence needs, so `plan` visits only the waiting requests that can fit into the free
 KV (the others would fail to allocate and be passed over anyway). The starvation guard reads requests in
-order of their last run and stops at the first one that is not starving.
+order of their last run and stops at the first one that is not starving; a request at the top level with
+nothing used is not tracked at all (promoting it would only restart a clock that nothing reads before it
+runs again). Decisions are the same as a full scan and sort every iteration: tests/core/test_fastserve.py
+checks that step by step against such an oracle. Measured (edge-mix, rate 12/s, 300 s, seed 1, 2 shared
+vCPUs under the same load): 78 s of CPU before, 5.4 s after, identical results.
 
 Counters for observation and tests: `num_demotions`, `num_starvation_promotions`.
 """
