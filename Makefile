@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test serve bench clean
+.PHONY: install test test-ray serve bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Scale-out on Ray Serve is an optional extra (a large install); its tests skip without it.
+test-ray: $(STAMP)
+	$(PIP) install -q -e ".[ray]"
+	$(PY) -m pytest tests/integrations
 
 serve: $(STAMP)
 	$(VENV)/bin/sliceserve serve
