@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
         plot_sweep(sweep, policies, focus, outdir / f"peers-{name}.png",
                    title=f"{name}, profile {PROFILE}, {spec['duration']:g} s")
-        print(f"\n## {name}: {spec['duration']:g} s of arrivals, seed {SEED} (sweeps took {wall:.0f} s wall)\n")
+        took = "sweeps reused from --workdir" if args.skip_sim else f"sweeps took {wall:.0f} s wall"
+        print(f"\n## {name}: {spec['duration']:g} s of arrivals, seed {SEED} ({took})\n")
         print(summary_tables(sweep, classes, spec["duration"]))
         print("\nSeed papers' claims, measured against vllm (negative = worse than vllm):\n")
         print(claims_table(sweep))
