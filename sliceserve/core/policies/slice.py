@@ -174,7 +174,9 @@ class SliceScheduler(Scheduler):
         for c in sel.ttft_misses:
             self.feedback.flag(c.req, "TTFT unreachable")
         members = {c.req.req_id: c.rate for c in sel.selected}
-        for rid in self._members.keys() - members.keys():
+        # Iterate in insertion order: a set difference's order varies with PYTHONHASHSEED and would make
+        # the flag order (and so runs) differ between processes.
+        for rid in [r for r in self._members if r not in members]:
             req = self.requests.get(rid)
             if req is not None and req.slo.tpot_s is not None:
                 self.feedback.flag(req, "dropped from the selection")
