@@ -104,3 +104,17 @@ def test_distserve_goodput_is_the_rate_where_attainment_stays_high() -> None:
     assert max_rate_meeting([1, 2], [0.85, 0.8], target=0.8) == 2
     with pytest.raises(ValueError):
         max_rate_meeting([1], [0.9, 0.9])
+
+
+def test_tpot_equal_to_its_bound_meets_it_despite_float_sums() -> None:
+    # 21 tokens 50 ms apart, timestamps accumulated the way the engine does (a running float sum).
+    times, now = [], 0.3
+    for _ in range(21):
+        times.append(now)
+        now += 0.05
+    m = request_metrics(_req("a", 0.0, times, SLO(tpot_s=0.05)))
+    assert m.tpot_s > 0.05  # the premise: the float sum lands a few ulps above the bound
+    assert m.tpot_met
+    # ...while a real miss, even by a microsecond per token, is still a miss.
+    late = [t + i * 1e-6 for i, t in enumerate(times)]
+    assert not request_metrics(_req("b", 0.0, late, SLO(tpot_s=0.05))).tpot_met
