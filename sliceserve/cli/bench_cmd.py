@@ -52,7 +52,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                        help="local Hugging Face directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
     local.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     local.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
-    local.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the loader's)")
+    local.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     local.add_argument("--kv-cache-memory", type=int, default=None,
                        help="bytes of KV cache (default: sized by the loader from free memory)")
     local.add_argument("--max-model-len", type=int, default=None, help="longest sequence (default: the model's)")

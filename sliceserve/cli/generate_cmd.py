@@ -21,7 +21,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="slice", help="scheduling policy (default: slice)")
     parser.add_argument("--profile", default=None,
                         help="latency profile JSON from `sliceserve profile` (default: a quick measurement)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the loader's)")
+    parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
 
 
 def run(args: argparse.Namespace) -> int:

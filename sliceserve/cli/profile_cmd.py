@@ -21,7 +21,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="local Hugging Face directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the loader's)")
+    parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument("--max-batch", type=int, default=32,
                         help="largest decode batch measured; sizes 1, 2, 4, ... up to it (default: 32)")
     parser.add_argument("--contexts", type=_int_list, default=(128, 512, 1024),
