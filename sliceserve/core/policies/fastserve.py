@@ -30,7 +30,7 @@ starts high and sinks as it consumes service, so short jobs finish ahead of long
   to the top level, at its tail, and its waiting clock restarts.
 
 Cost under overload (thousands waiting): no step is O(waiting). Each level keeps its KV holders and its
-waiting requests apart, both ordered by entry (`_Level`); waiting requests are also bucketed by the KV
+waiting requests apart, both ordered by entry (`Level`); waiting requests are also bucketed by the KV
 blocks their whole sequence needs, so `plan` visits only the waiting requests that can fit into the free
 KV (the others would fail to allocate and be passed over anyway). The starvation guard reads requests in
 order of their last run and stops at the first one that is not starving; a request at the top level with
@@ -43,12 +43,12 @@ Counters for observation and tests: `num_demotions`, `num_starvation_promotions`
 """
 from __future__ import annotations
 
-from bisect import bisect_right, insort
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import chain
 
 from sliceserve.config import SchedulerConfig
+from sliceserve.core.fastserve.levels import (
+    HOLDER, LEVEL_SHIFT, NO_ENTRY, Level, MLFQState, arrival_no_of)
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
@@ -56,93 +56,9 @@ from sliceserve.core.policies import register
 from sliceserve.core.scheduler import Batch, Scheduler
 from sliceserve.request import Request, RequestStatus
 
-# Priority as one int (level first, then entry order) so comparisons are on ints, not tuples.
-_LEVEL_SHIFT = 1 << 48
-_NONE = 1 << 62   # "no entry": larger than every entry number
-_HOLDER = -1      # _MLFQState.blocks of a request indexed as a KV holder
 # Enum members as module constants: `RequestStatus.WAITING` costs ~0.5 us per lookup on Python 3.11 (the
 # enum metaclass), a few lookups per request per iteration were most of `plan`'s time.
 _WAITING, _RUNNING, _PAUSED = RequestStatus.WAITING, RequestStatus.RUNNING, RequestStatus.PAUSED
-
-
-@dataclass(slots=True)
-class _MLFQState:
-    req: Request
-    level: int
-    used_s: float        # execution time charged at the current level
-    last_run_s: float    # when it last ran (or arrived, or was promoted)
-    prio: int = 0        # level * _LEVEL_SHIFT + entry number: lower runs first
-    seq: int = 0         # entry number into the current level (unique over all levels)
-    arrival_no: int = 0  # arrival order: the starvation guard promotes in this order
-    blocks: int = _HOLDER  # in the waiting index: KV blocks of its whole sequence; _HOLDER otherwise
-
-
-class _Level:
-    """One queue's entries in entry order: KV holders, and waiting requests (also bucketed by blocks)."""
-
-    __slots__ = ("hold", "wait", "buckets", "sizes")
-
-    def __init__(self) -> None:
-        self.hold: list[int] = []                 # entry numbers, ascending
-        self.wait: list[int] = []                 # entry numbers, ascending
-        self.buckets: dict[int, list[int]] = {}   # blocks -> entry numbers, ascending
-        self.sizes: list[int] = []                # keys of `buckets`, ascending
-
-    def add(self, seq: int, blocks: int) -> None:
-        if blocks == _HOLDER:
-            _insert(self.hold, seq)
-            return
-        _insert(self.wait, seq)
-        bucket = self.buckets.get(blocks)
-        if bucket is None:
-            self.buckets[blocks] = [seq]
-            insort(self.sizes, blocks)
-        else:
-            _insert(bucket, seq)
-
-    def remove(self, seq: int, blocks: int) -> None:
-        if blocks == _HOLDER:
-            _delete(self.hold, seq)
-            return
-        _delete(self.wait, seq)
-        bucket = self.buckets[blocks]
-        _delete(bucket, seq)
-        if not bucket:
-            del self.buckets[blocks]
-            self.sizes.remove(blocks)
-
-    def next_waiting(self, after: int, max_blocks: int | None) -> int:
-        """First waiting entry after entry number `after` needing at most `max_blocks` blocks (None: any)."""
-        if max_blocks is None:
-            seqs = self.wait
-            i = bisect_right(seqs, after)
-            return seqs[i] if i < len(seqs) else _NONE
-        best = _NONE
-        for blocks in self.sizes:
-            if blocks > max_blocks:
-                break
-            bucket = self.buckets[blocks]
-            i = bisect_right(bucket, after)
-            if i < len(bucket) and bucket[i] < best:
-                best = bucket[i]
-        return best
-
-
-def _insert(seqs: list[int], seq: int) -> None:
-    if not seqs or seqs[-1] < seq:
-        seqs.append(seq)  # the usual case: a fresh entry number is the largest
-    else:
-        insort(seqs, seq)
-
-
-def _delete(seqs: list[int], seq: int) -> None:
-    i = bisect_right(seqs, seq) - 1
-    assert i >= 0 and seqs[i] == seq, "fastserve queue index out of step"
-    del seqs[i]
-
-
-def _arrival_no(st: _MLFQState) -> int:
-    return st.arrival_no
 
 
 @register("fastserve")
@@ -154,16 +70,16 @@ class FastServeScheduler(Scheduler):
         n = config.fastserve_num_queues
         # The last level never demotes: an infinite quantum.
         self.quanta_s = [q0 * 2 ** p for p in range(n - 1)] + [float("inf")]
-        self._state: dict[str, _MLFQState] = {}        # in arrival order
-        self._levels = [_Level() for _ in range(n)]
-        self._by_seq: dict[int, _MLFQState] = {}       # entry number -> state
+        self._state: dict[str, MLFQState] = {}        # in arrival order
+        self._levels = [Level() for _ in range(n)]
+        self._by_seq: dict[int, MLFQState] = {}       # entry number -> state
         # The states the starvation guard could promote (`_promotable`), by last run, oldest first as
         # long as time passed in never went back (`_ran_sorted`).
-        self._ran: dict[str, _MLFQState] = {}
+        self._ran: dict[str, MLFQState] = {}
         self._ran_sorted = True
         self._ran_max = float("-inf")
         self._last_batch: list[Request] = []
-        self._moved: list[_MLFQState] = []  # states that started or were evicted during this plan
+        self._moved: list[MLFQState] = []  # states that started or were evicted during this plan
         # Without prefix sharing a waiting request holds no KV, so needing more blocks than are free
         # proves its allocation fails; shared prefixes hold blocks, and then every waiting entry is tried.
         self._fit_filter = type(self.kv) is KVBlockAllocator
@@ -177,24 +93,24 @@ class FastServeScheduler(Scheduler):
         return self._state[req_id].level
 
     def _waiting_blocks(self, req: Request) -> int:
-        """Index key: KV blocks of the whole sequence for a waiting request, _HOLDER for the others."""
+        """Index key: KV blocks of the whole sequence for a waiting request, HOLDER for the others."""
         if req.status is _WAITING:
             return self.kv.blocks_for(len(req.prompt_token_ids) + len(req.output_token_ids))
-        return _HOLDER
+        return HOLDER
 
-    def _enter(self, st: _MLFQState, level: int) -> None:
+    def _enter(self, st: MLFQState, level: int) -> None:
         """Put `st` at the tail of queue `level` with nothing used there."""
         if st.seq:
             self._levels[st.level].remove(st.seq, st.blocks)
             del self._by_seq[st.seq]
         self._seq += 1
         seq = self._seq
-        st.level, st.used_s, st.seq, st.prio = level, 0.0, seq, level * _LEVEL_SHIFT + seq
+        st.level, st.used_s, st.seq, st.prio = level, 0.0, seq, level * LEVEL_SHIFT + seq
         st.blocks = self._waiting_blocks(st.req)
         self._levels[level].add(seq, st.blocks)
         self._by_seq[seq] = st
 
-    def _track(self, st: _MLFQState) -> None:
+    def _track(self, st: MLFQState) -> None:
         """Keep `_ran` true after `st.last_run_s` was set or `st` changed level.
 
         A state at the top level with nothing used is left out: the guard would only restart its clock,
@@ -212,7 +128,7 @@ class FastServeScheduler(Scheduler):
         prefill_s = self.latency.prefill_time(req.num_prompt_tokens)
         level = next((p for p, q in enumerate(self.quanta_s) if q >= prefill_s), len(self.quanta_s) - 1)
         self._arrivals += 1
-        st = _MLFQState(req, level, 0.0, now, arrival_no=self._arrivals)
+        st = MLFQState(req, level, 0.0, now, arrival_no=self._arrivals)
         self._enter(st, level)
         self._state[req.req_id] = st
         self._track(st)
@@ -263,7 +179,7 @@ class FastServeScheduler(Scheduler):
                 return
         else:
             starving = [st for st in self._ran.values() if now - st.last_run_s >= limit]
-        starving.sort(key=_arrival_no)  # promotions enter the top queue in arrival order
+        starving.sort(key=arrival_no_of)  # promotions enter the top queue in arrival order
         for st in starving:
             st.last_run_s = now  # restart the clock so a request is promoted once per period
             self._enter(st, 0)
@@ -293,7 +209,7 @@ class FastServeScheduler(Scheduler):
         full = False
         for level in self._levels:
             if level.wait:
-                entries: Iterator[_MLFQState] = self._merged(level, budget_now)
+                entries: Iterator[MLFQState] = self._merged(level, budget_now)
             elif level.hold:
                 entries = map(by_seq.__getitem__, level.hold)   # holders only: the common case
             else:
@@ -338,7 +254,7 @@ class FastServeScheduler(Scheduler):
             self._reindex(moved)
         return batch
 
-    def _merged(self, level: _Level, budget_now: list[int]) -> Iterator[_MLFQState]:
+    def _merged(self, level: Level, budget_now: list[int]) -> Iterator[MLFQState]:
         """`level`'s holders and its waiting entries that could fit the free KV, in entry order."""
         kv, by_seq, moved, hold = self.kv, self._by_seq, self._moved, level.hold
         block_size, fit_filter = kv.block_size, self._fit_filter
@@ -347,7 +263,7 @@ class FastServeScheduler(Scheduler):
         # have grown: after it was visited, after a preemption (free KV grew), or once the budget fell to
         # what the free KV holds (then any prompt fits, chunked). Otherwise that set only shrinks, and at
         # worst the cached entry no longer fits, fails to allocate and is passed over as it would have been.
-        next_wait, stale, limited, num_moved = _NONE, True, False, len(moved)
+        next_wait, stale, limited, num_moved = NO_ENTRY, True, False, len(moved)
         while True:
             if stale or len(moved) != num_moved or (limited and budget_now[0] <= kv.num_free_blocks * block_size):
                 free = kv.num_free_blocks
@@ -357,14 +273,14 @@ class FastServeScheduler(Scheduler):
             if hi < num_hold and hold[hi] < next_wait:
                 after = hold[hi]
                 hi += 1
-            elif next_wait != _NONE:
+            elif next_wait != NO_ENTRY:
                 after = next_wait
                 stale = True
             else:
                 return
             yield by_seq[after]
 
-    def _reindex(self, moved: list[_MLFQState]) -> None:
+    def _reindex(self, moved: list[MLFQState]) -> None:
         """File started and evicted requests under holders or waiting, as their status now says."""
         for st in moved:
             blocks = self._waiting_blocks(st.req)
@@ -375,14 +291,14 @@ class FastServeScheduler(Scheduler):
                 level.add(st.seq, blocks)
         moved.clear()
 
-    def _evict_for(self, st: _MLFQState, num_tokens: int, chosen: set[str]) -> bool:
+    def _evict_for(self, st: MLFQState, num_tokens: int, chosen: set[str]) -> bool:
         """Let KV holder `st.req` grow to `num_tokens` by preempting lower-priority holders outside the
         batch by recompute, lowest first. False, with nothing preempted, when that is not enough."""
         kv, req = self.kv, st.req
         need = kv.blocks_needed(req.req_id, num_tokens)
         gap = need - kv.num_free_blocks
         candidates = self._victims(st, chosen)
-        victims: list[_MLFQState] = []
+        victims: list[MLFQState] = []
         for victim in candidates:  # only as many as could cover the gap
             victims.append(victim)
             gap -= kv.num_blocks_held(victim.req.req_id)
@@ -398,7 +314,7 @@ class FastServeScheduler(Scheduler):
                 break
         return kv.allocate(req.req_id, num_tokens)
 
-    def _victims(self, st: _MLFQState, chosen: set[str]) -> Iterator[_MLFQState]:
+    def _victims(self, st: MLFQState, chosen: set[str]) -> Iterator[MLFQState]:
         """KV holders of lower priority than `st` outside the batch, lowest first: the holders indexed at
         the start of this plan less those preempted since (requests started since are in the batch)."""
         levels, by_seq, waiting = self._levels, self._by_seq, _WAITING

@@ -1,0 +1,1 @@
+"""Parts of the FastServe policy (sliceserve.core.policies.fastserve)."""
