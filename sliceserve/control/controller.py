@@ -298,9 +298,6 @@ class Controller:
         self._decide(now, "batch_cap", value=new, power_w=round(watts, 2), target_w=target.bound)
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _known_classes(self) -> set[str]:
-        return set(self.classes) | set(self.tracker.classes)
-
     def _utility(self, slo_class: str) -> float:
         return self._utilities.get(slo_class, 1.0)
 

@@ -31,10 +31,6 @@ class SchedulerOutput:
     def is_empty(self) -> bool:
         return not self.prefill and not self.decode
 
-    @property
-    def num_scheduled_tokens(self) -> int:
-        return sum(self.prefill.values()) + len(self.decode)
-
     def samples(self, req_id: str) -> bool:
         """Whether this iteration yields a token for `req_id`."""
         if req_id in self.prefill:

@@ -62,9 +62,6 @@ class SearchProblem:
         self._tpot = [_INF if j.slo.tpot_s is None else j.slo.tpot_s for j in w]
         self._running_cache: dict[int, tuple[int, float, list[float]]] = {}
 
-    def step_time(self, batch_size: int) -> float:
-        return self._tau[batch_size]
-
     def _running_part(self, b: int) -> tuple[int, float, list[float]]:
         """(met, latency sum, heap of slot-free times) of the running requests under batch size b."""
         cached = self._running_cache.get(b)

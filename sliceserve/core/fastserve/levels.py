@@ -19,10 +19,14 @@ class MLFQState:
     level: int
     used_s: float        # execution time charged at the current level
     last_run_s: float    # when it last ran (or arrived, or was promoted)
-    prio: int = 0        # level * LEVEL_SHIFT + entry number: lower runs first
     seq: int = 0         # entry number into the current level (unique over all levels)
     arrival_no: int = 0  # arrival order: the starvation guard promotes in this order
     blocks: int = HOLDER  # in the waiting index: KV blocks of its whole sequence; HOLDER otherwise
+
+    @property
+    def prio(self) -> int:
+        """Level first, then entry order, as one int: lower runs first."""
+        return self.level * LEVEL_SHIFT + self.seq
 
 
 class Level:

@@ -48,7 +48,7 @@ from itertools import chain
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.fastserve.levels import (
-    HOLDER, LEVEL_SHIFT, NO_ENTRY, Level, MLFQState, arrival_no_of)
+    HOLDER, NO_ENTRY, Level, MLFQState, arrival_no_of)
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
@@ -105,7 +105,7 @@ class FastServeScheduler(Scheduler):
             del self._by_seq[st.seq]
         self._seq += 1
         seq = self._seq
-        st.level, st.used_s, st.seq, st.prio = level, 0.0, seq, level * LEVEL_SHIFT + seq
+        st.level, st.used_s, st.seq = level, 0.0, seq
         st.blocks = self._waiting_blocks(st.req)
         self._levels[level].add(seq, st.blocks)
         self._by_seq[seq] = st
