@@ -1,6 +1,7 @@
 """Speed of the model runner next to transformers' `generate` on the same model, dtype and threads.
 
     python -m sliceserve.model.bench_speed [--model PATH] [--batch-sizes 1,4,16,32] [--threads 1,2]
+                                           [--device cuda --dtype bfloat16]
 
 Prints decode tokens/s per batch size and prefill tokens/s for both, in one run (timings here vary up to
 2x between runs, DESIGN.md, so only same-run comparisons mean anything). Each row alternates the two
@@ -26,18 +27,26 @@ def _requests(batch: int, prompt_len: int, vocab: int, max_tokens: int) -> list[
                     SamplingParams(max_tokens=max_tokens, ignore_eos=True), arrival_s=0.0) for i in range(batch)]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # GPU work is asynchronous: the clock must wait for it
+
+
 class _Clock:
     """Wall and CPU seconds of a block. The CPU time (this process, torch on the calling thread) leaves out
-    the time other processes hold the CPU, so its ratio stays meaningful on a contended machine."""
+    the time other processes hold the CPU, so its ratio stays meaningful on a contended machine (on a GPU
+    only the wall figures mean anything)."""
 
     def __init__(self) -> None:
         self.wall = self.cpu = 0.0
 
     def __enter__(self) -> "_Clock":
+        _sync()
         self._w, self._c = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc) -> None:
+        _sync()
         self.wall += time.perf_counter() - self._w
         self.cpu += time.process_time() - self._c
 
@@ -79,7 +88,7 @@ def ours_prefill(loaded, prompt_len: int) -> tuple[float, float]:
 
 def hf_decode(model, batch: int, prompt_len: int, steps: int, vocab: int) -> tuple[float, float]:
     """generate(steps + 1 tokens) minus generate(1 token): the decode steps alone, prefill cancelled out."""
-    ids = torch.tensor([r.prompt_token_ids for r in _requests(batch, prompt_len, vocab, 1)])
+    ids = torch.tensor([r.prompt_token_ids for r in _requests(batch, prompt_len, vocab, 1)], device=model.device)
     kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0)
     one, full = _Clock(), _Clock()
     with torch.inference_mode():
@@ -91,7 +100,7 @@ def hf_decode(model, batch: int, prompt_len: int, steps: int, vocab: int) -> tup
 
 
 def hf_prefill(model, prompt_len: int, vocab: int) -> tuple[float, float]:
-    ids = torch.tensor([_requests(1, prompt_len, vocab, 1)[0].prompt_token_ids])
+    ids = torch.tensor([_requests(1, prompt_len, vocab, 1)[0].prompt_token_ids], device=model.device)
     with torch.inference_mode(), _Clock() as clock:
         model(ids, use_cache=True)
     return prompt_len / clock.wall, prompt_len / clock.cpu
@@ -136,16 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1", help="torch thread counts to run, e.g. 1,2 (each a full table)")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs per row; medians are printed")
     p.add_argument("--kv-cache-mib", type=int, default=512)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; both sides run there")
+    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16 (CUDA default)")
     args = p.parse_args(argv)
     threads, batches, prefills = _int_list(args.threads), _int_list(args.batch_sizes), _int_list(args.prefill_lens)
     if args.repeats <= 0 or args.steps <= 0 or args.prompt_len <= 0:
         raise ValueError("--repeats, --steps and --prompt-len must be positive")
-    loaded = load_model(args.model, num_threads=threads[0], kv_cache_memory_bytes=args.kv_cache_mib << 20)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype, num_threads=threads[0],
+                        kv_cache_memory_bytes=args.kv_cache_mib << 20)
     from sliceserve.model.loader import _model_dir  # the same weights, as transformers loads them
 
-    hf = AutoModelForCausalLM.from_pretrained(str(_model_dir(args.model)), dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(str(_model_dir(args.model)), dtype=getattr(torch, loaded.dtype))
+    hf = hf.to(args.device).eval()
     vocab = loaded.runner.vocab_size
-    print(f"model {loaded.model_name}  dtype {loaded.dtype}  decode: prompt {args.prompt_len} tokens, "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(f"model {loaded.model_name}  device {where}  dtype {loaded.dtype}  decode: prompt {args.prompt_len} tokens, "
           f"{args.steps} timed steps  median of {args.repeats} alternating runs  "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     for t in threads:

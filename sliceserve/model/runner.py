@@ -27,6 +27,12 @@ class ModelRunner:
         self.block_size = block_size
         self.tokenizer = tokenizer
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # cuDNN's SDPA builds an execution plan per new shape, and a decode batch's padded context grows
+            # every step: on an H100 each unseen (batch, length) shape cost 40-50 ms on a 20 ms step, so the
+            # fitted profile (repeated shapes) under-predicted real runs 3-4x. Flash / memory-efficient /
+            # math kernels need no plans.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.vocab_size = model.arch.vocab_size
         self._rng = random.Random(seed)
         self._seeds: dict[str, int] = {}

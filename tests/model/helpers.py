@@ -34,13 +34,15 @@ def run_engine(loaded, prompts: list[list[int]], params: SamplingParams | list[S
     return reqs, engine
 
 
-def hf_greedy(model_dir, prompt: list[int], max_new_tokens: int, stop_at_eos: bool = False) -> list[int]:
+def hf_greedy(model_dir, prompt: list[int], max_new_tokens: int, stop_at_eos: bool = False,
+              device: str = "cpu") -> list[int]:
     """transformers' own greedy generate: the reference our runner must match token for token."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
     extra = {} if stop_at_eos else {"min_new_tokens": max_new_tokens}
-    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+    out = model.generate(torch.tensor([prompt], device=device),
+                         attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
                          max_new_tokens=max_new_tokens, do_sample=False, **extra)
     return out[0, len(prompt):].tolist()
