@@ -35,7 +35,7 @@ def test_controller_restores_realtime_attainment_after_slowdown(slowdown_runs):
           f"(of {ctl.config.every} iterations); latency model rescaled x{ctl.calibration_scale:.3f}; "
           f"{ctl.num_shed} low-value arrivals shed")
     assert before >= 0.9
-    assert after_off <= 0.85                 # the slowdown hurts even with SLICE's own drift feedback
+    assert after_off < 0.9                   # the slowdown hurts even with SLICE's own drift feedback
     assert after_on >= 0.9 and after_on > after_off
     assert cycles is not None and 0 < cycles <= 25
     kinds = {d["kind"] for d in ctl.decisions}
