@@ -78,8 +78,8 @@ class LlamaCppExecutor:
         problem = None
         if n <= 0 or pos + n > req.num_tokens:
             problem = f"asked to compute tokens [{pos}, {pos + n}) of a {req.num_tokens}-token request"
-        elif pos + n > self.native.n_ctx:
-            problem = f"position {pos + n} is beyond llama.cpp's context of {self.native.n_ctx} tokens"
+        elif pos + n > self.native.n_ctx_seq:
+            problem = f"position {pos + n} is beyond llama.cpp's {self.native.n_ctx_seq} cells per sequence"
         elif pos != self.seqs.length.get(rid, 0):
             # llama.cpp holds only what it computed: a prefix-cache hit or a skipped chunk has no KV here.
             problem = (f"llama.cpp holds {self.seqs.length.get(rid, 0)} tokens of this request but was asked to "
