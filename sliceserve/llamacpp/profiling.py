@@ -2,8 +2,10 @@
 
 The profiler times a decode at context `ctx` with a synthetic request that merely claims `ctx` computed
 tokens: the torch runner then attends over whatever its cache slots hold. llama.cpp only holds what it
-computed, so this view first prefills the missing context of such requests, untimed, and then runs the
-iteration itself: the returned time is that of the real decode at that context, nothing else.
+computed, so this view first gives such requests their missing context, untimed, and then runs the iteration
+itself: the returned time is that of the real decode at that context, nothing else. One request per context
+length is prefilled (llama.cpp costs ~8 ms per prompt token on one thread here); the others of the same
+length get a copy of its cells (llama_memory_seq_cp), since what the cells hold does not change the time.
 """
 from __future__ import annotations
 
@@ -20,33 +22,36 @@ class SyntheticContextExecutor:
     def execute(self, sched: SchedulerOutput) -> ModelOutput:
         for rid in (*sched.finished, *sched.preempted):
             self.executor.forget(rid)
-        fill: dict[str, int] = {}
-        shadows: dict[str, Request] = {}
-        decoding = [(rid, sched.requests[rid].num_tokens - 1) for rid in sched.decode]
-        chunks = [(rid, sched.requests[rid].num_computed_tokens) for rid in sched.prefill]
-        for rid, pos in decoding + chunks:
-            have = self.executor.seqs.length.get(rid, 0)
-            if pos > have:
-                req = sched.requests[rid]
-                # A stand-in holding just the first `pos` tokens, so the fill ends exactly at `pos`.
-                shadows[rid] = Request(rid, req.token_ids(0, pos), req.sampling_params, req.arrival_s)
-                shadows[rid].num_computed_tokens = have
-                fill[rid] = pos - have
-        budget = self.executor.native.n_batch
-        while fill:   # in slices the context's batch can hold
-            part: dict[str, int] = {}
-            for rid in list(fill):
-                take = min(fill[rid], budget - sum(part.values()))
-                if take <= 0:
-                    break
-                part[rid] = take
-            out = self.executor.execute(SchedulerOutput(prefill=part, requests=shadows))
-            if out.errors:
-                raise RuntimeError(f"filling synthetic context failed: {next(iter(out.errors.values()))}")
-            for rid, n in part.items():
-                shadows[rid].num_computed_tokens += n
-                fill[rid] -= n
-                if not fill[rid]:
-                    del fill[rid]
+        missing: dict[int, list[str]] = {}   # context length -> requests that need it, holding nothing yet
+        wanted = [(rid, sched.requests[rid].num_tokens - 1) for rid in sched.decode]
+        wanted += [(rid, sched.requests[rid].num_computed_tokens) for rid in sched.prefill]
+        for rid, pos in wanted:
+            if pos > 0 and rid not in self.executor.seqs:
+                missing.setdefault(pos, []).append(rid)
+        for pos, rids in missing.items():
+            self._prefill(sched.requests[rids[0]], pos)
+            self._copy(rids[0], rids[1:], pos)
         return self.executor.execute(SchedulerOutput(prefill=sched.prefill, decode=sched.decode,
                                                      requests=sched.requests, block_tables=sched.block_tables))
+
+    def _prefill(self, req: Request, pos: int) -> None:
+        # A stand-in holding the first `pos` tokens, fed in n_batch slices so the fill ends exactly at `pos`.
+        shadow = Request(req.req_id, req.token_ids(0, pos), req.sampling_params, req.arrival_s)
+        step = self.executor.native.n_batch
+        while shadow.num_computed_tokens < pos:
+            n = min(step, pos - shadow.num_computed_tokens)
+            out = self.executor.execute(SchedulerOutput(prefill={req.req_id: n}, requests={req.req_id: shadow}))
+            if out.errors:
+                raise RuntimeError(f"filling a synthetic context failed: {out.errors[req.req_id]}")
+            shadow.num_computed_tokens += n
+
+    def _copy(self, source: str, targets: list[str], pos: int) -> None:
+        ex = self.executor
+        lib, src = ex.native.lib, ex.seqs.seq_id(source)
+        memory = lib.llama_get_memory(ex.native._ctx)
+        for rid in targets:
+            dst = ex.seqs.acquire(rid)
+            if dst is None:
+                raise RuntimeError(f"all {ex.native.n_seq_max} llama.cpp sequences are in use")
+            lib.llama_memory_seq_cp(memory, src, dst, -1, -1)
+            ex.seqs.length[rid] = pos
