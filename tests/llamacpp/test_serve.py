@@ -26,9 +26,12 @@ def test_serve_llamacpp_answers_chat(lcpp):
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        body = {"model": "x", "max_tokens": 6, "temperature": 0,
+        model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+        body = {"model": model, "max_tokens": 6, "temperature": 0,
                 "messages": [{"role": "user", "content": "Say hi."}]}
-        resp = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()
+        raw = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+        assert raw.status_code == 200, raw.text
+        resp = raw.json()
         assert resp["usage"]["completion_tokens"] >= 1
         assert resp["choices"][0]["finish_reason"] in ("stop", "length")
         # The same greedy request through the offline API on the same backend gives the same text.
