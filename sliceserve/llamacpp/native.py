@@ -91,6 +91,14 @@ class NativeContext:
         """Forget every cell of a sequence (whole-sequence removal never fails)."""
         self.lib.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
 
+    def copy_sequence(self, src: int, dst: int) -> None:
+        """Give `dst` a copy of every cell of `src` (across streams llama.cpp copies the cells)."""
+        self.lib.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+
+    def pos_max(self, seq_id: int) -> int:
+        """Largest position a sequence holds, -1 when it holds none."""
+        return self.lib.llama_memory_seq_pos_max(self._memory, seq_id)
+
     def decode(self, tokens: list[int], positions: list[int], seq_ids: list[int], outputs: list[int]) -> list[np.ndarray]:
         """One llama_decode of at most n_batch tokens; a copy of the logits of each row index in `outputs`."""
         b, n = self._batch, len(tokens)

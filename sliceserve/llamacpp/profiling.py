@@ -47,11 +47,10 @@ class SyntheticContextExecutor:
 
     def _copy(self, source: str, targets: list[str], pos: int) -> None:
         ex = self.executor
-        lib, src = ex.native.lib, ex.seqs.seq_id(source)
-        memory = lib.llama_get_memory(ex.native._ctx)
+        src = ex.seqs.seq_id(source)
         for rid in targets:
             dst = ex.seqs.acquire(rid)
             if dst is None:
                 raise RuntimeError(f"all {ex.native.n_seq_max} llama.cpp sequences are in use")
-            lib.llama_memory_seq_cp(memory, src, dst, -1, -1)
+            ex.native.copy_sequence(src, dst)
             ex.seqs.length[rid] = pos

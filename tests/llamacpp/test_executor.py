@@ -57,18 +57,17 @@ def test_left_out_request_gains_no_token(lcpp):
 
 
 def test_preempted_sequence_is_removed_and_recomputed(lcpp):
-    ex, lib = lcpp.runner, lcpp.runner.native.lib
+    ex = lcpp.runner
     want = _alone(ex, PROMPT_A, 10)
     a = _req("p", PROMPT_A)
     _step(ex, [a], prefill={"p": len(PROMPT_A)})
     for _ in range(4):
         _step(ex, [a], decode=["p"])
     seq = ex.seqs.seq_id("p")
-    memory = lib.llama_get_memory(ex.native._ctx)
-    assert lib.llama_memory_seq_pos_max(memory, seq) == a.num_computed_tokens - 1
+    assert ex.native.pos_max(seq) == a.num_computed_tokens - 1
     a.num_computed_tokens = 0                                 # what the scheduler does on preemption
     ex.execute(SchedulerOutput(preempted=["p"]))
-    assert "p" not in ex.seqs and lib.llama_memory_seq_pos_max(memory, seq) == -1
+    assert "p" not in ex.seqs and ex.native.pos_max(seq) == -1
     # Resume: the scheduler re-feeds prompt and output so far as prefill chunks (here 7 + the rest).
     _step(ex, [a], prefill={"p": 7})
     _step(ex, [a], prefill={"p": a.num_tokens - 7})
@@ -89,3 +88,17 @@ def test_errors_name_the_problem_and_fail_only_that_request(lcpp):
     assert "prefix caching is not supported" in out.errors["s"]
     ex.execute(SchedulerOutput(finished=["g", "s", "x"]))
     assert not any(rid in ex.seqs for rid in "gsx")
+
+
+def test_sequence_ids_run_out_at_n_seq_max_and_come_back(lcpp):
+    ex = lcpp.runner
+    n = ex.native.n_seq_max - len(ex.seqs)
+    reqs = [_req(f"q{i}", PROMPT_B[:2]) for i in range(n + 1)]
+    out = ex.execute(SchedulerOutput(prefill={r.req_id: 2 for r in reqs}, requests={r.req_id: r for r in reqs}))
+    assert len(out.sampled) == n and list(out.errors) == [f"q{n}"]
+    assert "sequences are in use" in out.errors[f"q{n}"]
+    ex.execute(SchedulerOutput(finished=[r.req_id for r in reqs]))
+    again = _req("again", PROMPT_B)
+    out = ex.execute(SchedulerOutput(prefill={"again": len(PROMPT_B)}, requests={"again": again}))
+    assert "again" in out.sampled and not out.errors
+    ex.execute(SchedulerOutput(finished=["again"]))
