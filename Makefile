@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-ray serve bench clean
+.PHONY: install test test-ray test-llamacpp serve bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(STAMP)
 test-ray: $(STAMP)
 	$(PIP) install -q -e ".[ray]"
 	$(PY) -m pytest tests/integrations
+
+# The llama.cpp backend is an optional extra (pip finds a cached wheel, else compiles ~9 min); its tests
+# skip without it, so `make test` never needs it.
+test-llamacpp: $(STAMP)
+	$(PIP) install -q -e ".[llamacpp]"
+	$(PY) -m pytest tests/llamacpp
 
 serve: $(STAMP)
 	$(VENV)/bin/sliceserve serve

@@ -50,6 +50,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     local = parser.add_argument_group("local engine")
     local.add_argument("--model", default=None,
                        help="local Hugging Face directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
+    local.add_argument("--backend", choices=("torch", "llamacpp"), default="torch",
+                         help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     local.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     local.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
     local.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
@@ -83,11 +85,13 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
     from tqdm import tqdm
 
     from sliceserve.bench.local import LocalSettings, describe, resolve, run_local, synthetic_requests
-    from sliceserve.model.loader import load_model
+    from sliceserve.engine.backend import load_backend
     from sliceserve.workload import generate, get_preset, with_slo_overrides
 
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
-                        kv_cache_memory_bytes=args.kv_cache_memory, max_model_len=args.max_model_len)
+    scheduler = _scheduler_overrides(args)
+    loaded = load_backend(args.backend, args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
+                          kv_cache_memory_bytes=args.kv_cache_memory, max_model_len=args.max_model_len,
+                          max_num_seqs=scheduler.get("max_num_seqs"))
     latency, slo_scale, derived = resolve(loaded, args.profile, args.slo_scale)
     mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
     workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,
@@ -95,7 +99,7 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
     if not workload.specs:
         raise ValueError("the workload has no requests; raise --request-rate or --duration")
     settings = LocalSettings(
-        scheduler=_scheduler_overrides(args), seed=args.seed, include_requests=not args.no_requests,
+        scheduler=scheduler, seed=args.seed, include_requests=not args.no_requests,
         progress=not args.no_progress,
         max_time_s=args.max_time if args.max_time is not None else 4 * args.duration + 30)
     _, capped = synthetic_requests(workload, "check", 2, loaded.max_model_len, args.seed)

@@ -9,6 +9,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, help="the prompt text")
     parser.add_argument("--model", default=None,
                         help="local Hugging Face directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--backend", choices=("torch", "llamacpp"), default="torch",
+                        help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
     parser.add_argument("--max-tokens", type=int, default=64, help="most tokens to generate (default: 64)")
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
     llm = LLM(args.model, policy=args.policy, device=args.device, dtype=args.dtype, profile=args.profile,
-              num_threads=args.threads)
+              num_threads=args.threads, backend=args.backend)
     out = llm.generate(args.prompt, params, use_chat_template=args.chat)[0]
     if out.error:
         raise ValueError(f"generation failed ({out.finish_reason}): {out.error}")

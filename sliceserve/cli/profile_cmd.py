@@ -19,6 +19,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="where to write the profile JSON")
     parser.add_argument("--model", default=None,
                         help="local Hugging Face directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--backend", choices=("torch", "llamacpp"), default="torch",
+                        help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
     parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
@@ -39,14 +41,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from sliceserve.model.loader import load_model
+    from sliceserve.engine.backend import load_backend
     from sliceserve.model.profiler import default_grid, profile_loaded
 
     grid = default_grid(args.max_batch, args.contexts, args.chunks, quick=args.quick)
     if not args.quick:
         grid = replace(grid, repeats=args.repeats)
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
-                        kv_cache_memory_bytes=args.kv_cache_memory)
+    loaded = load_backend(args.backend, args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
+                          kv_cache_memory_bytes=args.kv_cache_memory)
     model, extra = profile_loaded(loaded, grid, seed=args.seed)
     model.save(args.output, extra)
     table = ", ".join(f"{t * 1e3:.1f}" for t in model.decode_table_s)

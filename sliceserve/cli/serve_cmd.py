@@ -10,6 +10,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--model", help="HF directory or GGUF file (default: the embedded SmolLM2-135M-Instruct)")
     add("--served-model-name", help="model id reported by /v1/models")
     add("--policy", help="scheduling policy (default: slice)")
+    add("--backend", choices=("torch", "llamacpp"),
+        help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     add("--host", help="bind address (default: 127.0.0.1)")
     add("--port", type=int, help="port (default: 8000)")
     add("--config", metavar="FILE.yaml", help="YAML file of settings (keys as in docs/SERVER.md)")
@@ -46,7 +48,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="do not share KV blocks of repeated prompt prefixes")
 
 
-_FIELDS = ("model", "served_model_name", "policy", "host", "port", "device", "dtype", "max_model_len",
+_FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "device", "dtype", "max_model_len",
            "max_num_seqs", "max_num_batched_tokens", "max_waiting", "max_queue_time_s", "overload", "latency_profile",
            "default_slo_class", "slo_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
            "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching")

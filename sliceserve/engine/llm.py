@@ -50,6 +50,9 @@ def request_timings(req: Request) -> RequestTimings:
 
 def build_engine(loaded: Any, policy: str, latency: LatencyModel, **scheduler_settings: Any) -> EngineCore:
     """An EngineCore running `policy` on a loaded model; the KV geometry comes from the model."""
+    from sliceserve.engine.backend import check_scheduler_fits
+
+    scheduler_settings = check_scheduler_fits(loaded, scheduler_settings)
     config = SchedulerConfig(policy=policy).with_overrides(
         num_kv_blocks=loaded.num_kv_blocks, block_size=loaded.block_size, max_model_len=loaded.max_model_len,
         **scheduler_settings)
@@ -86,17 +89,18 @@ class LLM:
     def __init__(self, model: Any = None, policy: str = "slice", device: str = "cpu", dtype: str | None = None,
                  *, profile: str | os.PathLike | LatencyModel | None = None,
                  kv_cache_memory_bytes: int | None = None, max_model_len: int | None = None,
-                 num_threads: int | None = None, **scheduler_settings: Any) -> None:
+                 num_threads: int | None = None, backend: str = "torch", **scheduler_settings: Any) -> None:
         """`model`: a local HF directory or GGUF file (None = the embedded SmolLM2), or an already loaded
         model (sliceserve.model.loader.LoadedModel), so several engines can share one copy of the weights.
         `profile`: a latency profile JSON (from `sliceserve profile`) or a built-in name; without it the
-        engine measures a quick estimate at start-up. Other keywords are SchedulerConfig settings."""
+        engine measures a quick estimate at start-up. `backend`: torch (sliceserve.model) or llamacpp
+        (sliceserve.llamacpp, a GGUF file). Other keywords are SchedulerConfig settings."""
         if model is None or isinstance(model, (str, os.PathLike)):
-            from sliceserve.model.loader import load_model
+            from sliceserve.engine.backend import load_backend
 
-            model = load_model(None if model is None else str(model), device=device, dtype=dtype,
-                               kv_cache_memory_bytes=kv_cache_memory_bytes, max_model_len=max_model_len,
-                               num_threads=num_threads)
+            model = load_backend(backend, None if model is None else str(model), device=device, dtype=dtype,
+                                 kv_cache_memory_bytes=kv_cache_memory_bytes, max_model_len=max_model_len,
+                                 num_threads=num_threads, max_num_seqs=scheduler_settings.get("max_num_seqs"))
         self.model = model
         self.tokenizer = model.tokenizer
         self.latency = resolve_latency(model, profile)

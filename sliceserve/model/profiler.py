@@ -153,6 +153,12 @@ def device_info(loaded: object | None = None) -> dict:
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
+    if loaded is not None:
+        info["backend"] = getattr(loaded, "backend", "torch")
+        native = getattr(loaded.runner, "native", None)
+        if native is not None:   # llama.cpp: its own threads and context, not torch's
+            info["llamacpp_threads"], info["llamacpp_n_ctx"] = native.n_threads, native.n_ctx
+            info.pop("torch_threads", None)
     for name in ("model_name", "device", "dtype", "num_kv_blocks", "block_size", "max_model_len"):
         if loaded is not None and hasattr(loaded, name):
             info[name] = str(getattr(loaded, name)) if name in ("device", "dtype") else getattr(loaded, name)
@@ -183,11 +189,18 @@ def vocab_size(loaded) -> int:
     return min(len(loaded.tokenizer), getattr(loaded.runner, "vocab_size", len(loaded.tokenizer)))
 
 
+def profiling_executor(loaded) -> Executor:
+    """The executor to time: a backend whose cache holds only what it computed (llama.cpp) offers a view that
+    fills a synthetic request's claimed context untimed first (`for_profiling`)."""
+    view = getattr(loaded.runner, "for_profiling", None)
+    return view() if view is not None else loaded.runner
+
+
 def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool = True,
                    name: str | None = None) -> tuple[LatencyModel, dict]:
     """Profile a LoadedModel (sliceserve.model.loader); returns the fitted model and the JSON extras
     (device info and raw samples) that `LatencyModel.save(path, extra)` stores alongside it."""
-    samples, skipped = measure(loaded.runner, grid, num_kv_blocks=loaded.num_kv_blocks,
+    samples, skipped = measure(profiling_executor(loaded), grid, num_kv_blocks=loaded.num_kv_blocks,
                                block_size=loaded.block_size, max_model_len=loaded.max_model_len,
                                vocab_size=vocab_size(loaded), seed=seed, progress=progress)
     info = device_info(loaded)

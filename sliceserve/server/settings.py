@@ -68,6 +68,7 @@ class ServerSettings(BaseModel):
     model: str | None = None                  # HF dir or GGUF file; None = the embedded SmolLM2-135M
     served_model_name: str | None = None      # the id /v1/models reports; default: the loader's name
     policy: str = "slice"
+    backend: Literal["torch", "llamacpp"] = "torch"   # executor: PyTorch (sliceserve.model) or llama.cpp (GGUF)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     device: str = "cpu"

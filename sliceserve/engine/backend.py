@@ -1,0 +1,54 @@
+"""`--backend torch|llamacpp`: one function that loads a model for either executor.
+
+Both return an object with LoadedModel's fields (runner, tokenizer, eos_token_ids, num_kv_blocks, block_size,
+max_model_len, ...), so everything downstream (build_engine, LLM, bench, server, profile) is backend-blind.
+Neither backend is imported until chosen: torch and llama_cpp are optional extras.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+BACKENDS = ("torch", "llamacpp")
+
+
+def load_backend(backend: str = "torch", model: str | None = None, *, device: str = "cpu", dtype: str | None = None,
+                 kv_cache_memory_bytes: int | None = None, block_size: int = 16, max_model_len: int | None = None,
+                 num_threads: int | None = None, seed: int = 0, memory_limit_bytes: int | None = None,
+                 max_num_seqs: int | None = None) -> Any:
+    if backend == "torch":
+        from sliceserve.model.loader import load_model
+
+        return load_model(model, device=device, dtype=dtype, kv_cache_memory_bytes=kv_cache_memory_bytes,
+                          block_size=block_size, max_model_len=max_model_len, num_threads=num_threads, seed=seed,
+                          memory_limit_bytes=memory_limit_bytes)
+    if backend != "llamacpp":
+        raise ValueError(f"unknown backend {backend!r} (choose {' or '.join(BACKENDS)})")
+    if device != "cpu":
+        raise ValueError(f"the llamacpp backend runs on the CPU here, got device {device!r}")
+    if dtype not in (None, "auto"):
+        raise ValueError(f"the llamacpp backend computes in the GGUF's own types; drop dtype {dtype!r}")
+    if memory_limit_bytes is not None:
+        raise ValueError("a memory limit chooses torch weight representations; with the llamacpp backend give "
+                         "kv_cache_memory_bytes instead")
+    from sliceserve.config import SchedulerConfig
+    from sliceserve.llamacpp.loader import load_llamacpp
+
+    return load_llamacpp(model, kv_cache_memory_bytes=kv_cache_memory_bytes, block_size=block_size,
+                         max_model_len=max_model_len, num_threads=num_threads, seed=seed,
+                         max_num_seqs=max_num_seqs or SchedulerConfig.max_num_seqs)
+
+
+def check_scheduler_fits(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """Scheduler settings adjusted to what the executor supports: a llama.cpp context has a fixed number of
+    sequence ids, and holds no KV it did not compute itself (no prefix cache sharing)."""
+    limit = getattr(loaded, "max_num_seqs", None)
+    wanted = settings.get("max_num_seqs")
+    if limit is not None:
+        if wanted is None:
+            settings = {**settings, "max_num_seqs": limit}
+        elif wanted > limit:
+            raise ValueError(f"max_num_seqs {wanted} exceeds the {limit} sequences the model was opened with "
+                             f"(load it with max_num_seqs >= {wanted})")
+    if getattr(loaded, "enable_prefix_caching", True) is False and settings.get("enable_prefix_caching"):
+        settings = {**settings, "enable_prefix_caching": False}
+    return settings
