@@ -241,8 +241,7 @@ class SliceScheduler(Scheduler):
         lat = self.latency
         others: list[Request] = []
         limit = math.inf
-        rank = {rid: i for i, rid in enumerate(self._members)}   # selection order = utility-density rank
-        lines: list[tuple[int, float]] = []                        # (rank, slack) of members to protect
+        lines: list[tuple[float, float]] = []                      # (density, slack) of members to protect
         # While a newly selected member waits for its prefill, members far ahead of their TPOT line (more
         # than two TPOTs) sit this column out: the time goes to the newcomer's first token instead.
         newcomer = any(rid in self._members for rid in self._prefilling)
@@ -258,7 +257,7 @@ class SliceScheduler(Scheduler):
                 batch.add_decode(req)
                 in_batch.add(rid)
                 budget -= 1
-                lines.append((rank[rid], self._member_slack(req, now)))
+                lines.append((self._density(req), self._member_slack(req, now)))
         k = len(batch.decode)
         if (k or self._prefilling) and len(in_batch) < len(self._members):
             # Members outside this column wait through it too (spread rows skip columns when C > their
@@ -267,7 +266,7 @@ class SliceScheduler(Scheduler):
             for rid in self._members:
                 req = self.requests.get(rid)
                 if req is not None and rid not in in_batch and req.num_uncomputed_tokens == 1:
-                    lines.append((rank[rid], self._member_slack(req, now) - mean_col))
+                    lines.append((self._density(req), self._member_slack(req, now) - mean_col))
         limit = min((slack for _, slack in lines), default=math.inf)
         # Time the iteration may take beyond the members' own decode step.
         extra = limit - lat.decode_time(k) if limit < math.inf else math.inf
@@ -307,10 +306,13 @@ class SliceScheduler(Scheduler):
                     continue
                 allowance = extra
                 if pass_members:
-                    # A member's prefill answers only to the TPOT lines of members ranked above it, as in
-                    # selection (which charged it to their slack alone): a real-time newcomer's first
-                    # token does not wait for lower-density members to bank slack chunk by chunk.
-                    above = min((sl for r, sl in lines if r < rank[rid]), default=math.inf)
+                    # A member's prefill answers only to the TPOT lines of members of at least its utility
+                    # density: a real-time newcomer's first token does not wait for lower-density members
+                    # to bank slack chunk by chunk (they rank below it, and selection charged its prefill
+                    # before theirs). Equal-density members still bind: a real-time stream decoding at
+                    # exactly its rate has no slack to lend, whatever the deadlines say.
+                    own = self._density(req)
+                    above = min((sl for d, sl in lines if d >= own), default=math.inf)
                     allowance = above - lat.decode_time(k) if above < math.inf else math.inf
                 allowance = min(allowance, first_due - now - step_s)
                 n = min(req.num_uncomputed_tokens, budget, self._tokens_within(allowance, spent))
@@ -329,6 +331,10 @@ class SliceScheduler(Scheduler):
             still += [rid for rid in self._prefilling if rid not in self._members and rid in self.requests]
         self._prefilling = still
         return batch
+
+    def _density(self, req: Request) -> float:
+        cfg = self.config
+        return req.utility / demand(req.slo.tpot_s, cfg.slice_period_s, cfg.slice_min_rate)
 
     def _first_token_due(self, req: Request, n: int) -> float:
         """TTFT deadline of `req` if a chunk of `n` tokens completes its prompt (its first token comes at
