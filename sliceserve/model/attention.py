@@ -32,6 +32,7 @@ class AttentionMetadata:
     decode_rows: torch.Tensor        # [B] rows of single-token sequences, batched together
     decode_slots: torch.Tensor       # [B, L] cache slots, padded to the longest context
     decode_mask: torch.Tensor | None # [B, 1, 1, L] bool, False on padding; None when there is none
+    decode_span: tuple[int, int] | None = None  # one sequence whose context is cache slots [a, b): read as a view
 
 
 def write_kv(cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -63,8 +64,14 @@ def paged_attention(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tenso
     if meta.decode_rows.numel():
         b, length = meta.decode_slots.shape
         qd = q.index_select(0, meta.decode_rows).view(b, num_kv, group, head_dim)
-        kd = flat_k.index_select(0, meta.decode_slots.reshape(-1)).view(b, length, num_kv, head_dim)
-        vd = flat_v.index_select(0, meta.decode_slots.reshape(-1)).view(b, length, num_kv, head_dim)
+        if meta.decode_span is not None:
+            # Contiguous blocks (the usual case for a lone sequence): no gather copy of the whole context,
+            # which at 1024 tokens made a batch-1 step 14% slower than transformers' contiguous cache.
+            a, e = meta.decode_span
+            kd, vd = flat_k[a:e].view(1, length, num_kv, head_dim), flat_v[a:e].view(1, length, num_kv, head_dim)
+        else:
+            kd = flat_k.index_select(0, meta.decode_slots.reshape(-1)).view(b, length, num_kv, head_dim)
+            vd = flat_v.index_select(0, meta.decode_slots.reshape(-1)).view(b, length, num_kv, head_dim)
         o = F.scaled_dot_product_attention(qd, kd.transpose(1, 2), vd.transpose(1, 2),
                                            attn_mask=meta.decode_mask, scale=scale)
         out.index_copy_(0, meta.decode_rows, o.reshape(b, num_kv * group, head_dim))

@@ -173,7 +173,12 @@ class ModelRunner:
         last = slots.gather(1, (lens - 1)[:, None]).squeeze(1)
         if all(n == length for _, n in seqs):
             # No padding: SDPA without a mask takes its fused path instead of the masked math one.
-            return {"decode_slots": slots, "decode_mask": None, "slot_mapping": last}
+            span = None
+            if len(seqs) == 1:
+                used = seqs[0][0][:nblocks]
+                if used[-1] - used[0] == nblocks - 1 and all(b2 == b1 + 1 for b1, b2 in zip(used, used[1:])):
+                    span = (used[0] * bs, used[0] * bs + length)
+            return {"decode_slots": slots, "decode_mask": None, "slot_mapping": last, "decode_span": span}
         valid = torch.arange(length, device=dev)[None, :] < lens[:, None]
         # Padding repeats the sequence's first slot: written, hence finite (the cache is uninitialised
         # memory, and a masked NaN would still poison SDPA's weighted sum), and masked out anyway.
