@@ -31,6 +31,13 @@ class SchedulerOutput:
     def is_empty(self) -> bool:
         return not self.prefill and not self.decode
 
+    def feeds(self) -> list[tuple[Request, int, int]]:
+        """(request, first position, number of tokens) an executor feeds: prompt or recompute chunks first
+        (tokens [num_computed_tokens, + n)), then decodes (their last token, at num_tokens - 1)."""
+        out = [(self.requests[rid], self.requests[rid].num_computed_tokens, n) for rid, n in self.prefill.items()]
+        out += [(self.requests[rid], self.requests[rid].num_tokens - 1, 1) for rid in self.decode]
+        return out
+
     def samples(self, req_id: str) -> bool:
         """Whether this iteration yields a token for `req_id`."""
         if req_id in self.prefill:

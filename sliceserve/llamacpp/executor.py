@@ -15,7 +15,7 @@ import time
 
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.llamacpp.native import NativeContext
-from sliceserve.llamacpp.sampling import RequestSampling
+from sliceserve.model.request_sampling import RequestSampling
 from sliceserve.llamacpp.seqs import SeqSlots
 from sliceserve.request import Request
 
@@ -34,13 +34,7 @@ class LlamaCppExecutor:
         if sched.is_empty:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
-        feeds: list[tuple[Request, int, int]] = []   # (request, first position, number of tokens)
-        for rid, n in sched.prefill.items():
-            req = sched.requests[rid]
-            feeds.append((req, req.num_computed_tokens, n))
-        for rid in sched.decode:
-            req = sched.requests[rid]
-            feeds.append((req, req.num_tokens - 1, 1))
+        feeds = sched.feeds()
         feeds = [f for f in feeds if not self._check(f, errors)]
         sampled: dict[str, int] = {}
         stopped: set[str] = set()

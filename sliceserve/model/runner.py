@@ -6,7 +6,6 @@ K/V go to the slots named by the scheduler's block tables.
 """
 from __future__ import annotations
 
-import random
 import time
 
 import torch
@@ -15,7 +14,7 @@ from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.model.attention import AttentionMetadata, PrefillSeq
 from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.sampler import sample
-from sliceserve.model.stops import StopStringState
+from sliceserve.model.request_sampling import RequestSampling
 from sliceserve.request import Request
 
 
@@ -34,9 +33,7 @@ class ModelRunner:
             # math kernels need no plans.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.vocab_size = model.arch.vocab_size
-        self._rng = random.Random(seed)
-        self._seeds: dict[str, int] = {}
-        self._stops: dict[str, StopStringState] = {}
+        self.sampling = RequestSampling(tokenizer, seed)
         self._offsets_t: torch.Tensor | None = None
 
     @property
@@ -46,18 +43,11 @@ class ModelRunner:
     def execute(self, sched: SchedulerOutput) -> ModelOutput:
         start = time.perf_counter()
         for rid in (*sched.finished, *sched.preempted):
-            self._seeds.pop(rid, None)
-            self._stops.pop(rid, None)
+            self.sampling.forget(rid)
         if sched.is_empty:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
-        feeds: list[tuple[Request, int, int]] = []  # (request, first position, number of tokens)
-        for rid, n in sched.prefill.items():
-            req = sched.requests[rid]
-            feeds.append((req, req.num_computed_tokens, n))
-        for rid in sched.decode:
-            req = sched.requests[rid]
-            feeds.append((req, req.num_tokens - 1, 1))
+        feeds = sched.feeds()
         feeds = [f for f in feeds if not self._check(f, sched, errors)]
         sampled: dict[str, int] = {}
         stopped: set[str] = set()
@@ -68,9 +58,9 @@ class ModelRunner:
                 if req.sampling_params.temperature == 0.0:
                     token = greedy[row]
                 else:
-                    token = sample(logits[row], req.sampling_params, self._seed(req), req.num_output_tokens)
+                    token = sample(logits[row], req.sampling_params, self.sampling.seed(req), req.num_output_tokens)
                 sampled[req.req_id] = token
-                if self._hits_stop_string(req, token):
+                if self.sampling.hits_stop_string(req, token):
                     stopped.add(req.req_id)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -184,23 +174,3 @@ class ModelRunner:
         # memory, and a masked NaN would still poison SDPA's weighted sum), and masked out anyway.
         slots = torch.where(valid, slots, slots[:, :1])
         return {"decode_slots": slots, "decode_mask": valid[:, None, None, :], "slot_mapping": last}
-
-    def _seed(self, req: Request) -> int:
-        if req.sampling_params.seed is not None:
-            return req.sampling_params.seed
-        if req.req_id not in self._seeds:
-            self._seeds[req.req_id] = self._rng.getrandbits(62)
-        return self._seeds[req.req_id]
-
-    def _hits_stop_string(self, req: Request, token: int) -> bool:
-        stops = tuple(s for s in req.sampling_params.stop if s)
-        if not stops or self.tokenizer is None:
-            return False
-        state = self._stops.get(req.req_id)
-        if state is None or len(state.token_ids) != req.num_output_tokens:
-            # New, or rebuilt after a preemption: replay the output so far (its stops already failed).
-            state = StopStringState(stops)
-            for t in req.output_token_ids:
-                state.push(self.tokenizer, t)
-            self._stops[req.req_id] = state
-        return state.push(self.tokenizer, token)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 
-from tests.server.helpers import free_port
+from tests.server.helpers import free_port, wait_until_serving
 
 
 def test_serve_llamacpp_answers_chat(lcpp):
@@ -18,14 +17,7 @@ def test_serve_llamacpp_answers_chat(lcpp):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_until_serving(proc, url, 120)
         model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
         body = {"model": model, "max_tokens": 6, "temperature": 0,
                 "messages": [{"role": "user", "content": "Say hi."}]}

@@ -1,7 +1,9 @@
-"""Start a real uvicorn server on loopback in a thread; tear it down after the test."""
+"""Start a real uvicorn server on loopback in a thread; tear it down after the test. Also: wait for a
+`sliceserve serve` subprocess to answer."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from typing import Any
@@ -98,3 +100,16 @@ def wait_until(predicate, timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
+    """Return once `url`/v1/models answers 200; fail with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise AssertionError(f"server at {url} did not answer within {timeout_s} s")

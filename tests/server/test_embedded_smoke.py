@@ -4,12 +4,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from tests.server.helpers import free_port
+from tests.server.helpers import free_port, wait_until_serving
 
 
 @pytest.mark.slow
@@ -29,14 +28,7 @@ def test_serve_embedded_model_answers_models_and_chat(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_until_serving(proc, url, 240)
         models = httpx.get(url + "/v1/models").json()["data"]
         assert models[0]["id"].startswith("SmolLM2-135M")
         assert httpx.get(url + "/ready").json()["policy"] == "slice"

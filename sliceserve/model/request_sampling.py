@@ -1,6 +1,6 @@
-"""Per-request sampling state the llama.cpp executor keeps: seeds of unseeded requests and stop-string
-detokenisers. Same rules as the PyTorch runner (sliceserve/model/runner.py), so both backends draw the same
-tokens from the same logits and stop at the same place."""
+"""Per-request sampling state an executor keeps across iterations: seeds of unseeded requests and
+stop-string detokenisers. Shared by the PyTorch runner and the llama.cpp executor, so both backends draw
+the same tokens from the same logits and stop at the same place."""
 from __future__ import annotations
 
 import random
@@ -30,7 +30,7 @@ class RequestSampling:
 
         from sliceserve.model.sampler import sample
 
-        return sample(torch.from_numpy(logits), params, self._seed(req), req.num_output_tokens)
+        return sample(torch.from_numpy(logits), params, self.seed(req), req.num_output_tokens)
 
     def hits_stop_string(self, req: Request, token: int) -> bool:
         stops = tuple(s for s in req.sampling_params.stop if s)
@@ -45,7 +45,8 @@ class RequestSampling:
             self._stops[req.req_id] = state
         return state.push(self.tokenizer, token)
 
-    def _seed(self, req: Request) -> int:
+    def seed(self, req: Request) -> int:
+        """The request's own seed, or one drawn once from this executor's seeded RNG."""
         if req.sampling_params.seed is not None:
             return req.sampling_params.seed
         if req.req_id not in self._seeds:
