@@ -215,7 +215,7 @@ class Controller:
     def _inflight_risk(self, now: float) -> dict[str, tuple[int, int]]:
         """class -> (requests predicted to miss, requests with an SLO), over unfinished requests."""
         out: dict[str, list[int]] = {}
-        self._tpot_late: set[str] = set()
+        self._tpot_late = set()
         prefill = self.sched.latency.prefill_time
         for req in self.sched.requests.values():
             slo = req.slo
@@ -251,7 +251,7 @@ class Controller:
         # a low-value class missing under overload needs shedding or capacity, not a smaller selection.
         # And only when requests already decoding fall behind their TPOT (the latency model is too
         # optimistic): waiting requests about to miss their TTFT are queueing, and a larger margin would
-        # admit fewer of them (on a CPU under 3x overload it held real-time attainment at 0.43).
+        # admit fewer of them (under 3x overload on a CPU it climbed to its maximum within a minute).
         tpot_late = any(n in self._tpot_late for n in served if self._utility(n) >= top)
         if margin is not None and margin < cfg.margin_max and top >= max(self._utilities.values(), default=top) \
                 and tpot_late:

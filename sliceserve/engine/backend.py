@@ -1,12 +1,30 @@
 """`--backend torch|llamacpp`: one function that loads a model for either executor.
 
-Both return an object with LoadedModel's fields (runner, tokenizer, eos_token_ids, num_kv_blocks, block_size,
-max_model_len, ...), so everything downstream (build_engine, LLM, bench, server, profile) is backend-blind.
-Neither backend is imported until chosen: torch and llama_cpp are optional extras.
+Both return a `LoadedModel`, so everything downstream (build_engine, LLM, bench, server, profile) is
+backend-blind. Neither backend is imported until chosen: torch and llama_cpp are optional extras.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for EngineCore: its executor, tokenizer and the KV geometry handed to the scheduler."""
+    runner: Any                  # the Executor: model.runner.ModelRunner or llamacpp.executor.LlamaCppExecutor
+    tokenizer: object
+    eos_token_ids: list[int]
+    num_kv_blocks: int
+    block_size: int
+    max_model_len: int
+    model_name: str
+    device: str
+    dtype: str
+    representation: str = ""     # weights' form when a memory target chose it (control/representation.py)
+    backend: str = "torch"
+    max_num_seqs: int | None = None       # sequences the executor was opened for (None: no limit of its own)
+    enable_prefix_caching: bool = True    # False: the executor holds only KV it computed itself
 
 BACKENDS = ("torch", "llamacpp")
 
@@ -41,7 +59,7 @@ def load_backend(backend: str = "torch", model: str | None = None, *, device: st
 def check_scheduler_fits(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """Scheduler settings adjusted to what the executor supports: a llama.cpp context has a fixed number of
     sequence ids, and holds no KV it did not compute itself (no prefix cache sharing)."""
-    limit = getattr(loaded, "max_num_seqs", None)
+    limit = loaded.max_num_seqs
     wanted = settings.get("max_num_seqs")
     if limit is not None:
         if wanted is None:
@@ -49,6 +67,6 @@ def check_scheduler_fits(loaded: Any, settings: dict[str, Any]) -> dict[str, Any
         elif wanted > limit:
             raise ValueError(f"max_num_seqs {wanted} exceeds the {limit} sequences the model was opened with "
                              f"(load it with max_num_seqs >= {wanted})")
-    if getattr(loaded, "enable_prefix_caching", True) is False and settings.get("enable_prefix_caching"):
+    if not loaded.enable_prefix_caching and settings.get("enable_prefix_caching"):
         settings = {**settings, "enable_prefix_caching": False}
     return settings

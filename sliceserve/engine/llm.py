@@ -91,7 +91,7 @@ class LLM:
                  kv_cache_memory_bytes: int | None = None, max_model_len: int | None = None,
                  num_threads: int | None = None, backend: str = "torch", **scheduler_settings: Any) -> None:
         """`model`: a local HF directory or GGUF file (None = the embedded SmolLM2), or an already loaded
-        model (sliceserve.model.loader.LoadedModel), so several engines can share one copy of the weights.
+        model (sliceserve.engine.backend.LoadedModel), so several engines can share one copy of the weights.
         `profile`: a latency profile JSON (from `sliceserve profile`) or a built-in name; without it the
         engine measures a quick estimate at start-up. `backend`: torch (sliceserve.model) or llamacpp
         (sliceserve.llamacpp, a GGUF file). Other keywords are SchedulerConfig settings."""

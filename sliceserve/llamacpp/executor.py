@@ -34,8 +34,7 @@ class LlamaCppExecutor:
         if sched.is_empty:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
-        feeds = sched.feeds()
-        feeds = [f for f in feeds if not self._check(f, errors)]
+        feeds = [f for f in sched.feeds() if not self._check(f, errors)]
         sampled: dict[str, int] = {}
         stopped: set[str] = set()
         if feeds:

@@ -1,7 +1,7 @@
 """load_llamacpp(): a GGUF file opened by llama.cpp, with a tokenizer and the executor, ready for EngineCore.
 
-The returned object has the fields of sliceserve.model.loader.LoadedModel, so build_engine, LLM, the bench
-and the server take it unchanged. The KV geometry handed to the scheduler is exactly llama.cpp's context:
+It returns the engine's `LoadedModel` (backend "llamacpp", no prefix-cache sharing, a fixed number of
+sequence ids), so build_engine, LLM, the bench and the server take it unchanged. The KV geometry handed to the scheduler is exactly llama.cpp's context:
 num_kv_blocks * block_size == n_ctx == n_seq_max * n_ctx_seq, max_model_len <= n_ctx_seq (each sequence has
 its own stream of cells, native.py says why) and the scheduler's max_num_seqs <= n_seq_max. Within those
 limits no iteration the scheduler admits can run out of llama.cpp cells.
@@ -9,9 +9,9 @@ limits no iteration the scheduler admits can run out of llama.cpp cells.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
+from sliceserve.engine.backend import LoadedModel
 from sliceserve.llamacpp.executor import LlamaCppExecutor
 from sliceserve.llamacpp.native import ContextShape, NativeContext
 
@@ -21,23 +21,6 @@ from sliceserve.llamacpp.native import ContextShape, NativeContext
 DEFAULT_SEQ_TOKENS = 2048
 LLAMA_MAX_SEQ = 256          # llama.cpp's compile-time limit on sequence ids
 _CTX_ALIGN = 256             # llama.cpp pads a context to a multiple of 256 cells; stay on that grid
-
-
-@dataclass
-class LlamaCppModel:
-    runner: LlamaCppExecutor
-    tokenizer: object
-    eos_token_ids: list[int]
-    num_kv_blocks: int
-    block_size: int
-    max_model_len: int
-    model_name: str
-    device: str = "cpu"
-    dtype: str = "gguf"
-    representation: str = ""
-    backend: str = "llamacpp"
-    max_num_seqs: int = 16       # the sequence ids llama.cpp was opened with: the scheduler may not exceed it
-    enable_prefix_caching: bool = False   # llama.cpp holds only what it computed (executor.py)
 
 
 def _gguf_path(model: str | None) -> Path:
@@ -91,7 +74,7 @@ def _eos_ids(tokenizer) -> list[int]:
 
 def load_llamacpp(model: str | None = None, *, kv_cache_memory_bytes: int | None = None, block_size: int = 16,
                   max_model_len: int | None = None, num_threads: int | None = None, max_num_seqs: int = 16,
-                  n_batch: int = 512, seed: int = 0, flash_attn: bool = True) -> LlamaCppModel:
+                  n_batch: int = 512, seed: int = 0, flash_attn: bool = True) -> LoadedModel:
     """Open a GGUF file (None: the embedded SmolLM2-135M-Instruct) with llama.cpp on the CPU."""
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
@@ -111,8 +94,9 @@ def load_llamacpp(model: str | None = None, *, kv_cache_memory_bytes: int | None
         raise ValueError(f"{path}: llama.cpp opened {native.n_ctx} cells / {native.n_ctx_seq} per sequence / "
                          f"{native.n_seq_max} sequences, asked for {n_ctx} / {per_seq} / {max_num_seqs}")
     tokenizer = _tokenizer(path)
-    return LlamaCppModel(
+    return LoadedModel(
         runner=LlamaCppExecutor(native, tokenizer, seed), tokenizer=tokenizer, eos_token_ids=_eos_ids(tokenizer),
         num_kv_blocks=n_ctx // block_size, block_size=block_size,
         max_model_len=min(max_model_len or per_seq, per_seq, native.n_ctx_train), model_name=path.stem,
-        max_num_seqs=max_num_seqs)
+        device="cpu", dtype="gguf", backend="llamacpp", max_num_seqs=max_num_seqs,
+        enable_prefix_caching=False)   # llama.cpp holds only what it computed (executor.py)

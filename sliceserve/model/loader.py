@@ -4,11 +4,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from sliceserve.engine.backend import LoadedModel
 from sliceserve.model.arch import parse_arch
 from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.memory import kv_bytes_per_block, size_kv_blocks
@@ -19,18 +19,6 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-@dataclass
-class LoadedModel:
-    runner: ModelRunner
-    tokenizer: object
-    eos_token_ids: list[int]
-    num_kv_blocks: int
-    block_size: int
-    max_model_len: int
-    model_name: str
-    device: str
-    dtype: str
-    representation: str = ""     # weights' form when a memory target chose it (control/representation.py)
 
 
 def default_model_path() -> str:

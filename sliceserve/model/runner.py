@@ -47,8 +47,7 @@ class ModelRunner:
         if sched.is_empty:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
-        feeds = sched.feeds()
-        feeds = [f for f in feeds if not self._check(f, sched, errors)]
+        feeds = [f for f in sched.feeds() if not self._check(f, sched, errors)]
         sampled: dict[str, int] = {}
         stopped: set[str] = set()
         if feeds:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServingState:
     settings: ServerSettings
-    loaded: Any                      # sliceserve.model.loader.LoadedModel or anything with the same fields
+    loaded: Any                      # sliceserve.engine.backend.LoadedModel
     engine: AsyncEngine
     metrics: ServerMetrics
     model_name: str

@@ -23,8 +23,8 @@ Parameters (SchedulerConfig), with the defaults and why:
   rounding and small model error from tipping a token that lands exactly on the line.
 - Prefill accounting: a newcomer's prefill is one-time, not per cycle; selection charges it to the cycle's
   spare time plus the smallest banked TPOT slack of the decoding members (`selection.select`). At run
-  time a newly selected member's prefill goes first, limited only by the TPOT lines of members ranked
-  above it (as selection charged it), members more than two TPOTs ahead of their line sit a column out
+  time a newly selected member's prefill goes first, limited only by the TPOT lines of members of at
+  least its utility density, members more than two TPOTs ahead of their line sit a column out
   for it, and best effort waits until it is done. Prompts are fused into one iteration only while every
   prompt it completes still gets its first token within its TTFT (on a CPU, ~4 ms per prompt token, three
   fused real-time prompts made a 2 s iteration that all three missed).
@@ -240,7 +240,6 @@ class SliceScheduler(Scheduler):
         budget, max_seqs = self.config.max_num_batched_tokens, self.config.max_num_seqs
         lat = self.latency
         others: list[Request] = []
-        limit = math.inf
         lines: list[tuple[float, float]] = []                      # (density, slack) of members to protect
         # While a newly selected member waits for its prefill, members far ahead of their TPOT line (more
         # than two TPOTs) sit this column out: the time goes to the newcomer's first token instead.
