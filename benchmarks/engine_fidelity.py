@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", default="0")
     p.add_argument("--max-batch", default="16", help="profile: largest decode batch")
     p.add_argument("--contexts", default="64,256,1024", help="profile: decode contexts")
-    p.add_argument("--chunks", default="32,128,512", help="profile: prefill chunk sizes")
+    p.add_argument("--chunks", default="32,64,128,256,512", help="profile: prefill chunk sizes")
     p.add_argument("--kv-cache-memory", default=str(256 << 20), help="bytes of KV cache, for both runs")
     p.add_argument("--reuse-profile", action="store_true", help="keep an existing workdir/profile.json")
     p.add_argument("--device", default="cpu", help="torch device of the profile and the local run")

@@ -25,12 +25,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
     parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument("--max-batch", type=int, default=32,
-                        help="largest decode batch measured; sizes 1, 2, 4, ... up to it (default: 32)")
+                        help="largest decode batch measured; sizes 1, 2, 3, 4, 6, 8, 12, ... up to it (default: 32)")
     parser.add_argument("--contexts", type=_int_list, default=(128, 512, 1024),
                         help="decode context lengths in tokens (default: 128,512,1024)")
-    parser.add_argument("--chunks", type=_int_list, default=(32, 128, 512),
-                        help="prefill chunk sizes in tokens (default: 32,128,512)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per point; the median is kept (default: 3)")
+    parser.add_argument("--chunks", type=_int_list, default=(32, 64, 128, 256, 512),
+                        help="prefill chunk sizes in tokens (default: 32,64,128,256,512)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per point; the median is kept (default: 5)")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds: batch sizes up to 4, the smallest context, two chunk sizes")
     parser.add_argument("--kv-cache-memory", type=int, default=None,

@@ -12,8 +12,9 @@ from sliceserve.sim import SimulatedExecutor
 
 
 def test_batch_sizes_and_grid_validation():
-    assert batch_sizes_up_to(32) == (1, 2, 4, 8, 16, 32)
-    assert batch_sizes_up_to(12) == (1, 2, 4, 8, 12)
+    assert batch_sizes_up_to(32) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+    assert batch_sizes_up_to(12) == (1, 2, 3, 4, 6, 8, 12)
+    assert batch_sizes_up_to(1) == (1,) and batch_sizes_up_to(5) == (1, 2, 3, 4, 5)
     with pytest.raises(ValueError, match="two different context"):
         ProfileGrid((1, 2), (128,), (32,))
     with pytest.raises(ValueError, match="positive integers"):
@@ -60,7 +61,7 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     data = json.loads(path.read_text())
     assert data["device"]["model_name"] == tiny_loaded.model_name
     assert data["device"]["torch_threads"] == 1
-    assert len(data["samples"]) == 3 * 2 + 2  # batch sizes (1, 2, 4) x 2 contexts, plus 2 chunk sizes
+    assert len(data["samples"]) == 4 * 2 + 2  # batch sizes (1, 2, 3, 4) x 2 contexts, plus 2 chunk sizes
 
 
 def test_fit_keeps_decode_levels_non_decreasing_under_noise():

@@ -46,3 +46,20 @@ def test_seeded_sampling_survives_batching_and_preemption(tiny_llama):
     reqs, engine = run_engine(tiny_llama, prompts, params, num_kv_blocks=7, max_num_batched_tokens=8)
     assert engine.scheduler.num_preemptions > 0
     assert [r.output_token_ids for r in reqs] == alone
+
+
+def test_decode_attention_groups_do_not_change_tokens(tiny_llama):
+    """Decoding sequences split into several attention calls (one per context length here) or kept in one
+    padded, masked call: the same tokens as alone."""
+    params = SamplingParams(max_tokens=20, ignore_eos=True)
+    prompts = _prompts(tiny_llama)
+    alone = _alone(tiny_llama, prompts, params)
+    runner = tiny_llama.runner
+    saved = runner.decode_group_overhead_tokens
+    try:
+        for overhead in (0.0, float("inf")):
+            runner.decode_group_overhead_tokens = overhead
+            batched, _ = run_engine(tiny_llama, prompts, params, stagger=2)
+            assert [r.output_token_ids for r in batched] == alone, overhead
+    finally:
+        runner.decode_group_overhead_tokens = saved
