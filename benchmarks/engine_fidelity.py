@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = bench["config"]
     # The simulator gets exactly the local run's scheduler limits and SLO scale.
     sets = [f"--set={k}={v}" for k, v in cfg["scheduler"].items()]
-    _cli(["simulate", *common, "--slo-scale", repr(cfg["slo_scale"]), *sets, "--output", str(sim_out)])
+    _cli(["simulate", *common, "--slo-scale", repr(cfg["slo_scale"]), "--ttft-scale", repr(cfg["ttft_scale"]), *sets, "--output", str(sim_out)])
     sim = json.loads(sim_out.read_text())
     print(f"\nworkload {args.workload}, rate {args.request_rate}/s, duration {args.duration} s, seed {args.seed}, "
-          f"SLO scale {cfg['slo_scale']:.3g} (derived from the profile), profile {profile}")
+          f"SLO scale {cfg['slo_scale']:.3g}, TTFT scale {cfg['ttft_scale']:.3g} (derived from the profile), profile {profile}")
     print(f"profile notes: {LatencyModel.load(profile).notes}")
     print(f"local run: {wall:.0f} s wall, {cpu:.0f} s CPU in the child (CPU/wall {cpu / wall:.2f}); load average "
           f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end, {os.cpu_count()} CPUs\n")

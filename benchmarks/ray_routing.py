@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 
 def _bench_args(url: str, args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(url=url, goodput=None, slo_scale=args.slo_scale, workload=args.workload, slo=[],
+    return argparse.Namespace(url=url, goodput=None, slo_scale=args.slo_scale, ttft_scale=None, workload=args.workload, slo=[],
                               request_rate=args.request_rate, duration=args.duration, seed=args.seed,
                               burstiness=args.burstiness, max_requests=None, max_time=None, no_progress=True,
                               no_requests=True)

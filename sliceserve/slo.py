@@ -31,12 +31,15 @@ class SLO:
     def is_empty(self) -> bool:
         return self.ttft_s is None and self.tpot_s is None and self.e2e_s is None
 
-    def scaled(self, factor: float) -> "SLO":
-        """Every bound multiplied by `factor` (fits a preset to a slower or faster device)."""
-        if not factor > 0:
-            raise ValueError(f"SLO scale factor must be positive, got {factor!r}")
-        mul = lambda v: None if v is None else v * factor  # noqa: E731
-        return SLO(mul(self.ttft_s), mul(self.tpot_s), mul(self.e2e_s))
+    def scaled(self, factor: float, ttft_factor: float | None = None) -> "SLO":
+        """Bounds multiplied by `factor`, the TTFT by `ttft_factor` if given (fits a preset to a slower or
+        faster device; prefill and decode need not slow down alike)."""
+        ttft_factor = factor if ttft_factor is None else ttft_factor
+        for f in (factor, ttft_factor):
+            if not f > 0:
+                raise ValueError(f"SLO scale factor must be positive, got {f!r}")
+        mul = lambda v, f=factor: None if v is None else v * f  # noqa: E731
+        return SLO(mul(self.ttft_s, ttft_factor), mul(self.tpot_s), mul(self.e2e_s))
 
     def merged(self, override: "SLO") -> "SLO":
         """This SLO with every bound that `override` sets replaced."""

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from sliceserve.bench.local import REFERENCE_L1_S, SLO_SCALE_RULE, synthetic_requests
+from sliceserve.bench.device_scale import device_scale
+from sliceserve.bench.local import synthetic_requests
 from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
 from sliceserve.request import FinishReason, Request, RequestStatus
 
@@ -55,7 +56,7 @@ def _server_info(url: str) -> dict[str, Any]:
     info = ready.json() if ready.headers.get("content-type", "").startswith("application/json") else {}
     return {"model": models["id"], "max_model_len": models.get("max_model_len", 2048),
             "vocab_size": models.get("vocab_size", 32000), "policy": info.get("policy", "unknown"),
-            "decode_l1_s": info.get("decode_l1_s")}
+            "decode_l1_s": info.get("decode_l1_s"), "prefill_256_s": info.get("prefill_256_s")}
 
 
 def _body(req: Request, model: str) -> dict[str, Any]:
@@ -161,11 +162,9 @@ def run_http(args: argparse.Namespace) -> dict:
     url = args.url.rstrip("/")
     bounds = parse_goodput(getattr(args, "goodput", None))
     info = _server_info(url)
-    derived = args.slo_scale is None
-    if derived and not info["decode_l1_s"]:
-        raise ValueError("the server does not report its decode time; pass --slo-scale")
-    slo_scale = info["decode_l1_s"] / REFERENCE_L1_S if derived else args.slo_scale
-    mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
+    scale = device_scale(info["decode_l1_s"], info["prefill_256_s"], slo_scale=args.slo_scale,
+                         ttft_scale=args.ttft_scale)
+    mix = with_slo_overrides(get_preset(args.workload, scale.slo, scale.ttft), args.slo)
     workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,
                         max_requests=args.max_requests, mix=mix)
     if not workload.specs:
@@ -173,7 +172,7 @@ def run_http(args: argparse.Namespace) -> dict:
     reqs, capped = synthetic_requests(workload, "http", info["vocab_size"], info["max_model_len"], args.seed)
     max_time = args.max_time if args.max_time is not None else 4 * args.duration + 30
     print(f"{len(reqs)} requests of {args.workload} -> {url} ({info['model']}, policy {info['policy']}), "
-          f"SLO scale {slo_scale:.3g} ({'derived' if derived else 'given'})", file=sys.stderr)
+          f"{scale}", file=sys.stderr)
     wall = asyncio.run(_replay(url, reqs, info["model"], max_time, not args.no_progress))
     metrics = [request_metrics(r) for r in reqs]
     span = makespan_s(metrics)
@@ -184,7 +183,6 @@ def run_http(args: argparse.Namespace) -> dict:
         result["requests"] = [{**m.to_record(), "error": r.error} for m, r in zip(metrics, reqs)]
     config = {"workload": workload.describe(), "request_rate": args.request_rate, "duration_s": args.duration,
               "burstiness": args.burstiness, "seed": args.seed, "engine": "http", "url": url,
-              "server": info, "policies": [info["policy"]], "slo_scale": slo_scale,
-              "slo_scale_rule": SLO_SCALE_RULE if derived else "given (--slo-scale)", "max_time_s": max_time,
+              "server": info, "policies": [info["policy"]], **scale.describe(), "max_time_s": max_time,
               "num_requests_capped_to_max_model_len": capped}
     return {"config": config, "results": {info["policy"]: result}}

@@ -14,23 +14,13 @@ from typing import Any, Callable
 import numpy as np
 
 from sliceserve.config import SchedulerConfig
-from sliceserve.core.latency import BUILTIN_PROFILES, LatencyModel
+from sliceserve.bench.device_scale import DeviceScale, latency_scale
+from sliceserve.core.latency import LatencyModel
 from sliceserve.engine.llm import build_engine, resolve_latency
 from sliceserve.engine.wallclock import WallClockDriver
 from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
 from sliceserve.request import Request
 from sliceserve.workload import Workload, to_requests
-
-# l(1) of the profile the workload presets were written for (the SLICE paper's RTX 4060 Ti table, 14 ms).
-REFERENCE_PROFILE = "paper-4060ti"
-REFERENCE_L1_S = BUILTIN_PROFILES[REFERENCE_PROFILE].decode_table_s[0]
-SLO_SCALE_RULE = (f"slo_scale = l(1) of this device's latency model / l(1) of {REFERENCE_PROFILE} "
-                  f"({REFERENCE_L1_S * 1e3:g} ms): every SLO bound stretches by how much slower one decode step is")
-
-
-def derive_slo_scale(latency: LatencyModel) -> float:
-    return latency.decode_time(1, 0.0) / REFERENCE_L1_S
-
 
 @dataclass
 class LocalSettings:
@@ -105,7 +95,7 @@ def run_local(loaded: Any, policies: list[str], workload: Workload, latency: Lat
     return results
 
 
-def describe(loaded: Any, latency: LatencyModel, profile: str | None, slo_scale: float, derived: bool,
+def describe(loaded: Any, latency: LatencyModel, profile: str | None, scale: DeviceScale,
              settings: LocalSettings, capped: int) -> dict:
     """The engine side of the result's "config"."""
     from sliceserve.model.profiler import device_info
@@ -116,23 +106,19 @@ def describe(loaded: Any, latency: LatencyModel, profile: str | None, slo_scale:
     del scheduler_config["policy"]  # one run per policy: the result's "policies" lists them
     return {
         "engine": "local", "device": device_info(loaded), "profile": profile or "quick-estimate",
-        "profile_model": latency.to_dict(), "slo_scale": slo_scale,
-        "slo_scale_rule": SLO_SCALE_RULE if derived else "given (--slo-scale)",
+        "profile_model": latency.to_dict(), **scale.describe(),
         "max_time_s": settings.max_time_s, "seed": settings.seed,
         "scheduler": scheduler_config,
         "num_requests_capped_to_max_model_len": capped,
     }
 
 
-def resolve(loaded: Any, profile: str | None, slo_scale: float | None) -> tuple[LatencyModel, float, bool]:
-    """The latency model, the SLO scale, and whether the scale was derived (not given)."""
+def resolve(loaded: Any, profile: str | None, slo_scale: float | None,
+            ttft_scale: float | None = None) -> tuple[LatencyModel, DeviceScale]:
+    """The latency model and the SLO scale factors (given, or derived from that model)."""
     latency = resolve_latency(loaded, profile)
-    if slo_scale is not None:
-        if not slo_scale > 0:
-            raise ValueError(f"--slo-scale must be positive, got {slo_scale}")
-        return latency, slo_scale, False
-    return latency, derive_slo_scale(latency), True
+    return latency, latency_scale(latency, slo_scale=slo_scale, ttft_scale=ttft_scale)
 
 
-__all__ = ["LocalSettings", "REFERENCE_L1_S", "SLO_SCALE_RULE", "derive_slo_scale", "describe", "resolve",
+__all__ = ["LocalSettings", "describe", "resolve",
            "run_local", "run_policy", "synthetic_requests"]

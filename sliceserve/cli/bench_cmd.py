@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from sliceserve.bench.local import SLO_SCALE_RULE
+from sliceserve.bench.device_scale import SLO_SCALE_RULE
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds arrivals, classes, lengths and prompt tokens")
     parser.add_argument("--slo-scale", type=float, default=None,
                         help=f"multiply every SLO bound of the workload by this; default: derived, {SLO_SCALE_RULE}")
+    parser.add_argument("--ttft-scale", type=float, default=None,
+                        help="multiply the workload's TTFT bounds by this instead (default: --slo-scale if given, "
+                             "else derived as above)")
     parser.add_argument("--profile", default=None,
                         help="latency profile JSON from `sliceserve profile` (or a built-in name) for the scheduler "
                              "and the SLO scale; default: a quick measurement at start-up")
@@ -92,8 +95,8 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
     loaded = load_backend(args.backend, args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
                           kv_cache_memory_bytes=args.kv_cache_memory, max_model_len=args.max_model_len,
                           max_num_seqs=scheduler.get("max_num_seqs"))
-    latency, slo_scale, derived = resolve(loaded, args.profile, args.slo_scale)
-    mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
+    latency, scale = resolve(loaded, args.profile, args.slo_scale, args.ttft_scale)
+    mix = with_slo_overrides(get_preset(args.workload, scale.slo, scale.ttft), args.slo)
     workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,
                         max_requests=args.max_requests, mix=mix)
     if not workload.specs:
@@ -103,13 +106,13 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
         progress=not args.no_progress,
         max_time_s=args.max_time if args.max_time is not None else 4 * args.duration + 30)
     _, capped = synthetic_requests(workload, "check", 2, loaded.max_model_len, args.seed)
-    print(f"{len(workload.specs)} requests of {args.workload}, SLO scale {slo_scale:.3g} "
-          f"({'derived' if derived else 'given'}), l(1) = {latency.decode_time(1) * 1e3:.1f} ms", file=sys.stderr)
+    print(f"{len(workload.specs)} requests of {args.workload}, {scale}, l(1) = {latency.decode_time(1) * 1e3:.1f} ms",
+          file=sys.stderr)
     with tqdm(total=len(policies), desc="policies", unit="policy", leave=False, disable=args.no_progress) as bar:
         results = run_local(loaded, policies, workload, latency, settings, on_done=lambda _p: bar.update(1))
     config = {"workload": workload.describe(), "request_rate": args.request_rate, "duration_s": args.duration,
               "burstiness": args.burstiness, "seed": args.seed, "policies": policies,
-              **describe(loaded, latency, args.profile, slo_scale, derived, settings, capped)}
+              **describe(loaded, latency, args.profile, scale, settings, capped)}
     return {"config": config, "results": results}
 
 

@@ -28,6 +28,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--latency-profile", help="latency profile JSON from `sliceserve profile` (default: measure at start)")
     add("--default-slo-class", help="SLO class of requests that name none")
     add("--slo-scale", type=float, help="multiply every SLO class bound (default: 1)")
+    add("--ttft-scale", type=float, help="multiply the classes' TTFT bounds by this instead (default: --slo-scale)")
     add("--kv-cache-memory-bytes", type=int)
     add("--num-threads", type=int, help="torch threads (default: 1)")
     add("--log-level", choices=("debug", "info", "warning", "error"))
@@ -50,7 +51,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 _FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "device", "dtype", "max_model_len",
            "max_num_seqs", "max_num_batched_tokens", "max_waiting", "max_queue_time_s", "overload", "latency_profile",
-           "default_slo_class", "slo_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
+           "default_slo_class", "slo_scale", "ttft_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
            "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching")
 
 

@@ -28,6 +28,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     a("--seed", default="0", help="seeds arrivals, classes, lengths and device noise")
     a("--profile", default="paper-4060ti", help="latency profile: built-in name or JSON file")
     a("--slo-scale", default="1", help="multiply every SLO bound (TTFT, TPOT, E2E); > 1 for a slower device")
+    a("--ttft-scale", default=None, help="multiply the TTFT bounds by this instead (default: --slo-scale)")
     a("--slo", action="append", default=[], metavar="[CLASS=]EXPR",
       help="override SLO bounds after --slo-scale, e.g. realtime=tpot<=40ms or ttft<=2s (all classes); repeatable")
     a("--noise", default="0", help="sigma of a lognormal factor on each simulated iteration time")
@@ -85,11 +86,11 @@ def build_config(args: argparse.Namespace) -> SchedulerConfig:
 
 
 def _workload_factory(args: argparse.Namespace, seed: int, duration: float | None, slo_scale: float,
-                      burstiness: float):
+                      ttft_scale: float | None, burstiness: float):
     """rate -> Workload, deterministic for a given seed."""
     from sliceserve.workload import generate, get_preset, load_trace, parse_mix_weights, with_slo_overrides
 
-    mix = with_slo_overrides(get_preset(args.workload, slo_scale), args.slo)
+    mix = with_slo_overrides(get_preset(args.workload, slo_scale, ttft_scale), args.slo)
     if args.trace is None:
         return lambda rate: generate(args.workload, rate, duration or 60.0, seed, burstiness, mix=mix)
     classes = {m.name: m.slo_class for m in mix}
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     seed = int(_number("--seed", args.seed, integer=True, strict=False))
     burstiness = _number("--burstiness", args.burstiness)
     slo_scale = _number("--slo-scale", args.slo_scale)
+    ttft_scale = _number("--ttft-scale", args.ttft_scale) if args.ttft_scale is not None else None
     noise = _number("--noise", args.noise, strict=False)
     duration = _number("--duration", args.duration) if args.duration is not None else None
     if args.request_rate is not None:
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--plot and --report need --sweep-rate START:STOP:STEP")
     config = build_config(args)
     load_profile(args.profile)  # fail early on an unknown profile
-    make_workload = _workload_factory(args, seed, duration, slo_scale, burstiness)
+    make_workload = _workload_factory(args, seed, duration, slo_scale, ttft_scale, burstiness)
     probe = make_workload(rates[0] if rates else rate)
     # The lowest rate spans the longest time. The limit is generous: an overloaded policy drains, yet a
     # run that stalls still ends (its unfinished requests count as missed).
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     config_out = {
         "policies": policies, "workload": probe.describe(), "trace": args.trace, "trace_mix": args.trace_mix,
         "request_rate": None if rates else rate, "sweep_rate": rates, "burstiness": burstiness,
-        "duration_s": duration, "seed": seed, "slo_scale": slo_scale, **settings.describe(),
+        "duration_s": duration, "seed": seed, "slo_scale": slo_scale,
+        "ttft_scale": ttft_scale if ttft_scale is not None else slo_scale, **settings.describe(),
     }
     if rates is None:
         results = run_policies(policies, probe, settings)

@@ -113,8 +113,10 @@ def create_app(state: ServingState) -> FastAPI:
         ok = engine.is_alive and engine.fatal is None and beat_age < _READY_STALE_S
         body = {"ready": ok, "model": state.model_name, "policy": state.settings.policy,
                 "engine_alive": engine.is_alive, "last_beat_age_s": round(beat_age, 3),
-                # The scheduler's current one-sequence decode step: `bench --url` scales SLOs by it.
-                "decode_l1_s": engine.core.scheduler.latency.decode_time(1, 0.0)}
+                # The scheduler's current one-sequence decode step and 256-token prefill: `bench --url`
+                # scales SLOs by them (sliceserve.bench.device_scale).
+                "decode_l1_s": engine.core.scheduler.latency.decode_time(1, 0.0),
+                "prefill_256_s": engine.core.scheduler.latency.prefill_time(256)}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

@@ -47,11 +47,13 @@ class SLOClassSettings(BaseModel):
             slo = SLO(slo.ttft_s or extra.ttft_s, slo.tpot_s or extra.tpot_s, slo.e2e_s or extra.e2e_s)
         return SLOClass(name, slo, self.utility)
 
-    def targets(self, scale: float = 1.0) -> ConstraintSet:
-        """The terms the controller enforces (percentile latency, throughput); latency bounds scaled."""
+    def targets(self, scale: float = 1.0, ttft_scale: float | None = None) -> ConstraintSet:
+        """The terms the controller enforces (percentile latency, throughput); latency bounds scaled (TTFT
+        bounds by `ttft_scale` when given)."""
         if self.slo is None:
             return ConstraintSet("class")
-        keep = [Constraint(c.metric, c.bound * scale if c.is_latency else c.bound, c.percentile, c.text)
+        factor = lambda c: ttft_scale if c.metric == "ttft" and ttft_scale is not None else scale  # noqa: E731
+        keep = [Constraint(c.metric, c.bound * factor(c) if c.is_latency else c.bound, c.percentile, c.text)
                 for c in parse_class_slo(self.slo) if c.percentile is not None or c.metric == "throughput"]
         return ConstraintSet("class", tuple(keep))
 
@@ -93,6 +95,8 @@ class ServerSettings(BaseModel):
     slo_classes: dict[str, SLOClassSettings] = Field(default_factory=_builtin_classes)
     # Multiplies every class bound: the built-in classes were written for a GPU (SLICE paper), a CPU needs more.
     slo_scale: float = Field(default=1.0, gt=0)
+    # Multiplies TTFT bounds instead, when set: prefill may slow down more than decode (a CPU: 12x vs 4.5x).
+    ttft_scale: float | None = Field(default=None, gt=0)
     scheduler: dict[str, Any] = Field(default_factory=dict)   # extra SchedulerConfig fields (slice_*, ...)
     # Share KV blocks of repeated prompt prefixes (greedy outputs proven identical; see docs/CONTROL.md).
     enable_prefix_caching: bool = True
@@ -144,10 +148,10 @@ class ServerSettings(BaseModel):
 
     def class_targets(self) -> dict[str, ConstraintSet]:
         """Per class, the targets only the controller can enforce (percentiles, throughput)."""
-        return {name: t for name, s in self.slo_classes.items() if len(t := s.targets(self.slo_scale))}
+        return {name: t for name, s in self.slo_classes.items() if len(t := s.targets(self.slo_scale, self.ttft_scale))}
 
     def classes(self) -> dict[str, SLOClass]:
-        return {name: SLOClass(c.name, c.slo.scaled(self.slo_scale), c.utility)
+        return {name: SLOClass(c.name, c.slo.scaled(self.slo_scale, self.ttft_scale), c.utility)
                 for name, c in ((n, s.to_class(n)) for n, s in self.slo_classes.items())}
 
 

@@ -4,8 +4,9 @@
 utility 100, and non-real-time classes with TPOT SLOs of 100, 120 and 250 ms and utility 1. The paper gives
 TPOT bounds and utilities; the TTFT bounds, shares and lengths below are this project's choices.
 
-`slo_scale` multiplies every time bound (TTFT, TPOT, E2E) of every class: use F > 1 for a device slower
-than the one the preset was written for (the RTX 4060 Ti of `paper-4060ti`), F < 1 for a faster one.
+`slo_scale` multiplies every time bound (TTFT, TPOT, E2E) of every class, `ttft_scale` (if given) the TTFT
+bounds instead: use F > 1 for a device slower than the one the preset was written for (the RTX 4060 Ti of
+`paper-4060ti`), F < 1 for a faster one (sliceserve.bench.device_scale derives both from a latency model).
 """
 from __future__ import annotations
 
@@ -46,12 +47,13 @@ PRESETS: dict[str, tuple[ClassMix, ...]] = {
 }
 
 
-def get_preset(name: str, slo_scale: float = 1.0) -> tuple[ClassMix, ...]:
-    """The class mix of preset `name` with every time bound multiplied by `slo_scale`."""
+def get_preset(name: str, slo_scale: float = 1.0, ttft_scale: float | None = None) -> tuple[ClassMix, ...]:
+    """The class mix of preset `name` with every time bound multiplied by `slo_scale` (TTFT bounds by
+    `ttft_scale` when given)."""
     if name not in PRESETS:
         raise ValueError(f"unknown workload preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return tuple(
-        ClassMix(SLOClass(m.name, m.slo_class.slo.scaled(slo_scale), m.slo_class.utility), m.weight, m.prompt, m.output)
+        ClassMix(SLOClass(m.name, m.slo_class.slo.scaled(slo_scale, ttft_scale), m.slo_class.utility), m.weight, m.prompt, m.output)
         for m in PRESETS[name]
     )
 

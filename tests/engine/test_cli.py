@@ -57,6 +57,7 @@ def test_bench_local_writes_results_json(tiny_llama_dir, tmp_path, capsys):
     assert cfg["engine"] == "local" and cfg["policies"] == ["vllm", "orca"]
     # Derived scale: this device's l(1) over the paper GPU's 14 ms.
     assert cfg["slo_scale"] == pytest.approx(cfg["profile_model"]["decode_table_s"][0] / 0.014)
+    assert cfg["ttft_scale"] >= cfg["slo_scale"]   # TTFT follows prefill, never below the decode factor
     assert "slo_scale_rule" in cfg and cfg["scheduler"]["num_kv_blocks"] == 256
     assert set(data["results"]) == {"vllm", "orca"}
     for res in data["results"].values():

@@ -28,6 +28,10 @@ def test_defaults_carry_builtin_classes_and_slice_policy():
     assert s.classes()["realtime"].slo.tpot_s == pytest.approx(0.05)
     scaled = load_settings({"slo_scale": 4.0}, environ={}).classes()["realtime"]
     assert scaled.slo.tpot_s == pytest.approx(0.2) and scaled.utility == 100
+    assert scaled.slo.ttft_s == pytest.approx(4.0 * s.classes()["realtime"].slo.ttft_s)
+    split = load_settings({"slo_scale": 4.0, "ttft_scale": 12.0}, environ={}).classes()["realtime"]
+    assert split.slo.tpot_s == pytest.approx(0.2)
+    assert split.slo.ttft_s == pytest.approx(12.0 * s.classes()["realtime"].slo.ttft_s)
 
 
 @pytest.mark.parametrize("text,env,needle", [
