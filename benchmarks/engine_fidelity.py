@@ -50,6 +50,22 @@ def iteration_errors(model: LatencyModel, iterations: list[list[float]]) -> dict
     return out
 
 
+def jitter_floor(iterations: list[list[float]]) -> list[float]:
+    """|this - previous| / this over decode-only iterations whose previous iteration had the same batch size and
+    a context within 2 %: how much identical work varies from one step to the next on this machine. No
+    latency model, however exact, predicts single iterations much better than this."""
+    last: dict[int, tuple[float, float]] = {}
+    out = []
+    for k, ctx, n, seconds in iterations:
+        if n or not k or seconds <= 0:
+            continue
+        prev = last.get(int(k))
+        if prev is not None and abs(prev[0] - ctx) <= 0.02 * max(ctx, 1.0):
+            out.append(abs(prev[1] - seconds) / seconds)
+        last[int(k)] = (ctx, seconds)
+    return out
+
+
 def _pct(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f}%" if xs else "-"
 
@@ -59,7 +75,9 @@ def compare(profile: Path, bench: dict, sim: dict) -> str:
     lines = ["| policy | iterations | MAPE all | decode-only | prefill-only | mixed | attainment local | "
              "attainment sim | diff (points) |", "|---|---|---|---|---|---|---|---|---|"]
     everything: list[float] = []
+    jitter: list[float] = []
     for policy, res in bench["results"].items():
+        jitter += jitter_floor(res["iterations"])
         errs = iteration_errors(model, res["iterations"])
         flat = [e for v in errs.values() for e in v]
         everything += flat
@@ -69,6 +87,8 @@ def compare(profile: Path, bench: dict, sim: dict) -> str:
                      f"{_pct(errs['mixed'])} | {100 * local:.1f}% | {100 * simulated:.1f}% | "
                      f"{100 * (simulated - local):+.1f} |")
     lines.append(f"\nall policies: iteration-time MAPE {_pct(everything)} over {len(everything)} iterations")
+    lines.append(f"jitter floor (step-to-step change of identical decode steps, {len(jitter)} pairs): mean "
+                 f"{_pct(jitter)}, median {100 * statistics.median(jitter) if jitter else 0:.1f}%")
     return "\n".join(lines)
 
 
@@ -83,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", default="16", help="profile: largest decode batch")
     p.add_argument("--contexts", default="64,256,1024", help="profile: decode contexts")
     p.add_argument("--chunks", default="32,64,128,256,512", help="profile: prefill chunk sizes")
+    p.add_argument("--repeats", default="5", help="profile: timed runs per point (median kept)")
     p.add_argument("--kv-cache-memory", default=str(256 << 20), help="bytes of KV cache, for both runs")
     p.add_argument("--reuse-profile", action="store_true", help="keep an existing workdir/profile.json")
     p.add_argument("--device", default="cpu", help="torch device of the profile and the local run")
@@ -93,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     if not (args.reuse_profile and profile.exists()):
         _cli(["profile", "--output", str(profile), "--max-batch", args.max_batch, "--contexts", args.contexts,
-              "--chunks", args.chunks, "--kv-cache-memory", args.kv_cache_memory, "--device", args.device])
+              "--chunks", args.chunks, "--repeats", args.repeats, "--kv-cache-memory", args.kv_cache_memory, "--device", args.device])
     common = ["--policy", args.policy, "--workload", args.workload, "--request-rate", args.request_rate,
               "--duration", args.duration, "--seed", args.seed, "--profile", str(profile), "--no-progress"]
     wall, cpu = _cli(["bench", "--engine", "local", *common, "--kv-cache-memory", args.kv_cache_memory,

@@ -35,7 +35,7 @@ class SchedulerConfig:
     fastserve_starvation_s: float = 3.0
 
     # SLICE (arXiv 2510.18544, SLICE.md); why each default, in core/policies/slice.py's docstring.
-    slice_period_s: float = 1.0
+    slice_period_s: float | None = None  # cycle P; None: 1 s, or 2 x p(256) where prefill is slower (slice.py)
     slice_margin: float = 0.0           # cycle test: T(S) <= P * (1 - margin)
     slice_layout: str = "spread"        # spread | prefix
     slice_misfit: str = "skip"          # skip | stop
@@ -82,6 +82,8 @@ class SchedulerConfig:
             raise ValueError(f"config max_waiting must be >= 0 (0 = unbounded), got {self.max_waiting!r}")
         for name in ("fastserve_starvation_s", "slice_period_s"):
             value = getattr(self, name)
+            if value is None and name == "slice_period_s":
+                continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"config {name} must be a positive number of seconds, got {value!r}")
         if self.fastserve_q0_s is not None and not self.fastserve_q0_s > 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from sliceserve.config import SchedulerConfig
+from sliceserve.core.latency import LatencyModel
+from sliceserve.core.policies.slice import slice_period
 from sliceserve.core.slice.selection import Candidate, SelectionParams, demand, select
 from tests.slice.conftest import make_req
 
@@ -32,11 +34,14 @@ def test_demand_is_ceil_of_period_over_tpot():
 
 @pytest.mark.parametrize("layout", ["prefix", "spread"])
 def test_five_realtime_streams_exactly_four_selected(paper, layout):
-    # 20 * l(4) = 1000 ms fills P = 1 s exactly; a fifth stream cannot fit. Default config (margin 0).
+    # 20 * l(4) = 1000 ms fills P = 1 s exactly; a fifth stream cannot fit. Default config (margin 0), whose
+    # period on the paper's table is the paper's 1 s.
     cfg = SchedulerConfig()
-    cands = ranked([cand(f"rt{i}", demand(0.05, cfg.slice_period_s, cfg.slice_min_rate), arrival=i * 0.01)
+    period = slice_period(cfg, paper)
+    assert period == 1.0
+    cands = ranked([cand(f"rt{i}", demand(0.05, period, cfg.slice_min_rate), arrival=i * 0.01)
                     for i in range(5)])
-    p = SelectionParams(cfg.slice_period_s, cfg.slice_margin, layout, cfg.slice_misfit, cfg.max_num_seqs,
+    p = SelectionParams(period, cfg.slice_margin, layout, cfg.slice_misfit, cfg.max_num_seqs,
                         cfg.num_kv_blocks, cfg.max_num_batched_tokens)
     sel = select(cands, p, paper, now=0.1)
     assert [c.req.req_id for c in sel.selected] == ["rt0", "rt1", "rt2", "rt3"]
@@ -128,3 +133,10 @@ def test_best_effort_order(paper, order, expected):
     sel = select(ranked([rt] + lost), p, paper, now=1.0)
     assert [c.req.req_id for c in sel.selected] == ["rt"]
     assert [c.req.req_id for c in sel.best_effort] == expected
+
+
+def test_default_period_stretches_to_twice_a_slow_devices_prompt():
+    cfg = SchedulerConfig()
+    cpu = LatencyModel([0.063], prefill_base_s=0.051, prefill_per_token_s=0.00397)   # p(256) = 1.07 s
+    assert slice_period(cfg, cpu) == pytest.approx(2 * (0.051 + 0.00397 * 256))
+    assert slice_period(SchedulerConfig(slice_period_s=1.5), cpu) == 1.5   # a configured period wins

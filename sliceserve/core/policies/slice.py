@@ -12,7 +12,13 @@ chunks of rows still prefilling, within `max_num_batched_tokens`; after the last
 Feedback (`sliceserve.core.slice.feedback`): lag boosts, catch-up rates, drift rebuilds, risk counting.
 
 Parameters (SchedulerConfig), with the defaults and why:
-- `slice_period_s` = 1.0: the paper's cycle P.
+- `slice_period_s` = None: the paper's cycle P of 1 s, or twice a 256-token prefill where that is longer
+  (`slice_period`). Selection charges a newcomer's prefill to one cycle's spare time plus its members'
+  banked slack, so a cycle shorter than a prompt's prefill refuses newcomers whenever members decode: on
+  this CPU (p(256) ~ 1 s) two real-time arrivals close together left the second waiting past its TTFT
+  (server overload run, docs/SERVER.md). Simulated on a CPU-shaped profile (edge-mix at 1 req/s, seeds
+  1-3): real-time attainment 0.857-0.964 with P = 1 s, 0.964-1.000 with P = 1.9-2.25 s. On the paper's
+  table 2 x p(256) is 168 ms, so P stays 1 s there.
 - `slice_margin` = 0.0: the cycle test alone fills P exactly, so four real-time streams at 20 tokens/s
   fit the paper's table (20 * l(4) = 1000 ms = P) as the paper intends. Protection against prefill,
   best effort and model error comes from the per-iteration guard instead (next item), which only ever
@@ -64,17 +70,25 @@ _MIN_CHUNK = 16
 _BACKFILL_SCAN = 8
 
 
+def slice_period(config: SchedulerConfig, latency: LatencyModel) -> float:
+    """The cycle P: as configured, else max(1 s, 2 x the device's 256-token prefill) (see the docstring)."""
+    if config.slice_period_s is not None:
+        return config.slice_period_s
+    return max(1.0, 2.0 * latency.prefill_time(256))
+
+
 @register("slice")
 class SliceScheduler(Scheduler):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         cfg = self.config
-        self.cap_s = cfg.slice_period_s * (1.0 - cfg.slice_margin)
-        self.params = SelectionParams(cfg.slice_period_s, cfg.slice_margin, cfg.slice_layout, cfg.slice_misfit,
+        self.period_s = slice_period(cfg, latency)
+        self.cap_s = self.period_s * (1.0 - cfg.slice_margin)
+        self.params = SelectionParams(self.period_s, cfg.slice_margin, cfg.slice_layout, cfg.slice_misfit,
                                       cfg.max_num_seqs, cfg.num_kv_blocks, cfg.max_num_batched_tokens,
                                       backfill_order=cfg.slice_backfill_order,
                                       max_backfill=_BACKFILL_SCAN * cfg.max_num_seqs)
-        self.feedback = SliceFeedback(cfg.slice_period_s, cfg.slice_drift_tolerance, cfg.slice_lag_window,
+        self.feedback = SliceFeedback(self.period_s, cfg.slice_drift_tolerance, cfg.slice_lag_window,
                                       cfg.slice_catchup_factor)
         self.selection: Selection | None = None
         self.num_rebuilds = 0
@@ -111,7 +125,7 @@ class SliceScheduler(Scheduler):
     # --- phase 1 -------------------------------------------------------------------------------------
     def _candidate(self, req: Request, now: float) -> Candidate:
         cfg, slo = self.config, req.slo
-        base = demand(slo.tpot_s, cfg.slice_period_s, cfg.slice_min_rate)
+        base = demand(slo.tpot_s, self.period_s, cfg.slice_min_rate)
         feasible = True
         if slo.tpot_s is None and slo.e2e_s is not None:
             allowed = req.arrival_s + slo.e2e_s - now
@@ -208,7 +222,7 @@ class SliceScheduler(Scheduler):
         for rid in self._members:
             req = self.requests.get(rid)
             if req is not None and self.feedback.check_lag(
-                    req, demand(req.slo.tpot_s, self.config.slice_period_s, self.config.slice_min_rate)):
+                    req, demand(req.slo.tpot_s, self.period_s, self.config.slice_min_rate)):
                 self._dirty = True
         self.num_violation_risks = self.feedback.num_risks
 
@@ -333,7 +347,7 @@ class SliceScheduler(Scheduler):
 
     def _density(self, req: Request) -> float:
         cfg = self.config
-        return req.utility / demand(req.slo.tpot_s, cfg.slice_period_s, cfg.slice_min_rate)
+        return req.utility / demand(req.slo.tpot_s, self.period_s, cfg.slice_min_rate)
 
     def _first_token_due(self, req: Request, n: int) -> float:
         """TTFT deadline of `req` if a chunk of `n` tokens completes its prompt (its first token comes at
@@ -393,7 +407,7 @@ class SliceScheduler(Scheduler):
                 continue
             if not protect and r.status is RequestStatus.RUNNING:
                 continue  # best effort does not evict best effort that is scheduled in the mask
-            density = r.utility / demand(r.slo.tpot_s, self.config.slice_period_s, self.config.slice_min_rate)
+            density = r.utility / demand(r.slo.tpot_s, self.period_s, self.config.slice_min_rate)
             key = (0 if r.status is RequestStatus.PAUSED else 1, density, -r.arrival_s)
             if best is None or key < best:
                 best, victim = key, r
