@@ -81,7 +81,7 @@ def _fill_tokens(req: Request, chunk_times: list[float], n: int) -> None:
     if len(chunk_times) == n:
         req.token_times_s = list(chunk_times)
     else:
-        req.token_times_s = list(np.linspace(chunk_times[0], chunk_times[-1], n)) if n > 1 else [chunk_times[0]]
+        req.token_times_s = np.linspace(chunk_times[0], chunk_times[-1], n).tolist() if n > 1 else [chunk_times[0]]
 
 
 async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) -> None:

@@ -63,7 +63,7 @@ _FLOAT_SLACK_S = 1e-9
 
 
 def _within(value: float | None, bound: float | None) -> bool:
-    return bound is None or (value is not None and value <= bound + _FLOAT_SLACK_S)
+    return bound is None or (value is not None and bool(value <= bound + _FLOAT_SLACK_S))
 
 
 def request_metrics(req: Request) -> RequestMetrics:

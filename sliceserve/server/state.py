@@ -73,6 +73,8 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         max_waiting=settings.max_waiting,
                         **{"enable_prefix_caching": settings.enable_prefix_caching, **settings.scheduler})
+    if hasattr(core.scheduler, "period_s"):
+        log.info("SLICE cycle P = %.2f s", core.scheduler.period_s)
     model_name = settings.served_model_name or getattr(loaded, "model_name", None) or "sliceserve"
     metrics = ServerMetrics(model_name)
     engine = AsyncEngine(core, admit=make_admit(settings.max_waiting, settings.overload), observer=metrics,

@@ -118,3 +118,15 @@ def test_tpot_equal_to_its_bound_meets_it_despite_float_sums() -> None:
     # ...while a real miss, even by a microsecond per token, is still a miss.
     late = [t + i * 1e-6 for i, t in enumerate(times)]
     assert not request_metrics(_req("b", 0.0, late, SLO(tpot_s=0.05))).tpot_met
+
+
+def test_record_of_numpy_token_times_is_json() -> None:
+    """Token times from numpy (a client interpolating coalesced stream chunks) still give a JSON record:
+    numpy's bool is not JSON serialisable, and one such verdict once lost a whole benchmark's output."""
+    import json
+
+    import numpy as np
+
+    req = _req("a", 1.0, list(np.array([1.3, 1.35, 1.45])), SLO(ttft_s=0.5, tpot_s=0.08, e2e_s=1.0))
+    record = request_metrics(req).to_record()
+    assert json.loads(json.dumps(record))["met"] is True
