@@ -140,3 +140,16 @@ def test_default_period_stretches_to_twice_a_slow_devices_prompt():
     cpu = LatencyModel([0.063], prefill_base_s=0.051, prefill_per_token_s=0.00397)   # p(256) = 1.07 s
     assert slice_period(cfg, cpu) == pytest.approx(2 * (0.051 + 0.00397 * 256))
     assert slice_period(SchedulerConfig(slice_period_s=1.5), cpu) == 1.5   # a configured period wins
+
+
+def test_a_started_stream_keeps_its_place_against_an_equal_density_newcomer(paper):
+    # Four real-time rows fill P = 1 s (20 * l(4)). rt-early arrived first but has not started (its prompt
+    # waits); rt-running arrived later and already streams. Equal density: the started stream ranks first,
+    # so the newcomer, not the running stream, is what the cycle leaves out (dropping a started stream
+    # breaks its TPOT, and the newcomer misses either way).
+    others = [cand(f"rt{i}", 20, arrival=0.0) for i in range(3)]
+    early = cand("rt-early", 20, prefill=32, arrival=0.10)
+    running = cand("rt-running", 20, arrival=0.20)
+    sel = select(ranked([*others, early, running]), params(), paper, now=0.3)
+    assert "rt-running" in [c.req.req_id for c in sel.selected]
+    assert "rt-early" not in [c.req.req_id for c in sel.selected]

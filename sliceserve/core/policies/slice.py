@@ -3,7 +3,9 @@
 Phase 1 (selection, `sliceserve.core.slice.selection`): every request gets a demand v_i = ceil(P / tpot_i)
 decode steps per cycle of P seconds. Candidates (running, paused and waiting) are ranked by utility
 density U_i / v_i (the paper's U_i * tpot_i up to the ceiling: value per unit of decode rate, which is
-what a knapsack on cycle time should be greedy on), ties by earliest deadline, then arrival. The walk
+what a knapsack on cycle time should be greedy on); among equals, streams already started come first (a
+started stream dropped misses its TPOT while the newcomer it makes room for would only trade places with
+it), then earliest deadline, then arrival. The walk
 admits a candidate if the exact cycle time of the decode mask stays <= P * (1 - margin), the prefill of
 members not yet prefilled fits the spare time plus the decoding members' banked TPOT slack, its
 worst-case KV fits beside the other members', and its first token can still come within its TTFT. Unselected requests ride best effort in the time left over.
