@@ -35,6 +35,9 @@ from sliceserve.request import Request, RequestStatus
 
 log = logging.getLogger("sliceserve.control")
 
+# A stream counts as decoding slower than its TPOT when its last this-many tokens came slower than it.
+_RECENT_TOKENS = 8
+
 
 @dataclass(frozen=True)
 class ControllerConfig:
@@ -105,7 +108,7 @@ class Controller:
         self._ratios: list[float] = []
         self._iters = 0
         self._healthy_cycles = 0
-        self._tpot_late: set[str] = set()   # classes with a decoding request behind its TPOT (last cycle)
+        self._tpot_late: set[str] = set()   # classes with a request decoding slower than its TPOT (recent tokens)
         self._base_batch_cap = scheduler.config.max_num_seqs
         self._utilities: dict[str, float] = {}   # class -> utility, learnt from the requests seen
         margin = knobs.get_margin(scheduler)
@@ -226,7 +229,11 @@ class Controller:
             times = req.token_times_s
             if times:
                 late = slo.tpot_s is not None and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > slo.tpot_s
-                if late:
+                # The margin reacts to streams running slow now, not to a mean TPOT that one past stall
+                # keeps above its bound for the rest of the stream (that ratcheted the margin to its maximum
+                # in five cycles on a CPU server, then held it there).
+                recent = times[-_RECENT_TOKENS - 1:]
+                if slo.tpot_s is not None and len(recent) >= 3 and (recent[-1] - recent[0]) / (len(recent) - 1) > slo.tpot_s:
                     self._tpot_late.add(req.slo_class)
             else:
                 late = slo.ttft_s is not None and now - req.arrival_s + prefill(req.num_uncomputed_tokens) > slo.ttft_s

@@ -135,3 +135,27 @@ def test_power_target_caps_batch_while_power_is_above_it_and_is_a_noop_without_r
                             power_reader=lambda: None)
     no_reading.cycle(1.0)
     assert blind.config.max_num_seqs == 16 and not no_reading.decisions
+
+
+def test_margin_signal_is_recent_decode_pace_not_a_past_stall():
+    """A stream stalled once keeps its mean TPOT above the bound for the rest of its life; the margin (headroom
+    for latency-model error) must react only to streams decoding slowly now."""
+    from sliceserve.core.latency import load_profile
+    from sliceserve.core.policies import make_scheduler
+    from sliceserve.config import SchedulerConfig
+    from sliceserve.request import Request, SamplingParams
+
+    sched = make_scheduler("slice", SchedulerConfig(policy="slice"), load_profile("paper-4060ti"))
+    ctl = Controller(sched, ControllerConfig())
+    req = Request("rt", [1] * 8, SamplingParams(max_tokens=64), 0.0, slo=SLO(ttft_s=0.5, tpot_s=0.05),
+                  slo_class="realtime", utility=100.0)
+    sched.requests[req.req_id] = req
+    # A 2 s stall after the first token, then 20 tokens at 40 ms: mean TPOT 0.13 s > 0.05 s, pace fine now.
+    req.output_token_ids = [0] * 22
+    req.token_times_s = [0.1, 2.1] + [2.1 + 0.04 * i for i in range(1, 21)]
+    ctl._inflight_risk(now=3.0)
+    assert "realtime" not in ctl._tpot_late
+    # The same stream decoding at 80 ms a token now: late.
+    req.token_times_s = req.token_times_s[:-8] + [req.token_times_s[-9] + 0.08 * i for i in range(1, 9)]
+    ctl._inflight_risk(now=3.5)
+    assert "realtime" in ctl._tpot_late
