@@ -254,7 +254,10 @@ class SliceScheduler(Scheduler):
         others: list[Request] = []
         lines: list[tuple[float, float]] = []                      # (density, slack) of members to protect
         # While a newly selected member waits for its prefill, members far ahead of their TPOT line (more
-        # than two TPOTs) sit this column out: the time goes to the newcomer's first token instead.
+        # than two TPOTs) sit this column out: the time goes to the newcomer's first token instead. A row
+        # whose prompt is done but that has no token yet has no line (slack inf) and must not sit out: its
+        # next step is the first token the rule is meant to hurry (edge-mix rate 3: a real-time row waited
+        # 0.6 s on its last prompt token while a lower-density member's long prompt was chunked in).
         newcomer = any(rid in self._members for rid in self._prefilling)
         for rid in col:
             req = self.requests.get(rid)
@@ -262,7 +265,8 @@ class SliceScheduler(Scheduler):
                 continue
             if rid not in self._members:
                 others.append(req)
-            elif newcomer and req.slo.tpot_s is not None and self._member_slack(req, now) > 2 * req.slo.tpot_s:
+            elif newcomer and req.token_times_s and req.slo.tpot_s is not None \
+                    and self._member_slack(req, now) > 2 * req.slo.tpot_s:
                 continue
             elif self._admit(req, req.num_computed_tokens + 1, in_batch):
                 batch.add_decode(req)
