@@ -25,10 +25,11 @@ Parameters (SchedulerConfig), with the defaults and why:
 - Prefill accounting: a newcomer's prefill is one-time, not per cycle; selection charges it to the cycle's
   spare time plus the smallest banked TPOT slack of the decoding members (`selection.select`). At run
   time a newly selected member's prefill goes first, limited only by the TPOT lines of members of at
-  least its utility density, members more than two TPOTs ahead of their line sit a column out for it,
-  and best effort waits until it is done. Prompts are fused into one iteration only while every prompt it
-  completes still gets its first token within its TTFT (on a CPU, ~4 ms per prompt token, three fused
-  real-time prompts made a 2 s iteration that all three missed).
+  least its utility density, members more than two TPOTs ahead of their line (lower-density members:
+  one mean column ahead) sit a column out for it, and best effort waits until it is done. Prompts are
+  fused into one iteration only while every prompt it completes still gets its first token within its
+  TTFT (on a CPU, ~4 ms per prompt token, three fused real-time prompts made a 2 s iteration that all
+  three missed).
 - `slice_layout` = "spread": measured better than "prefix" (the paper's) for edge-mix's short real-time
   requests (16-64 tokens, shorter than two cycles): prefix puts every row in column 0, so a request that
   lives about one cycle sees the heavy columns more than the average. Both stay available.
@@ -262,14 +263,16 @@ class SliceScheduler(Scheduler):
         lat = self.latency
         others: list[Request] = []
         lines: list[tuple[float, float]] = []                      # (density, slack) of members to protect
-        newcomer = sit_out and any(rid in self._members for rid in self._prefilling)
+        mean_col = self._cycle_s / max(1, len(self._columns))
+        waiting = max((self._density(r) for r in self._waiting_prompts()), default=-math.inf) if sit_out \
+            else -math.inf
         for rid in col:
             req = self.requests.get(rid)
             if req is None or req.num_uncomputed_tokens != 1 or budget <= 0:
                 continue
             if rid not in self._members:
                 others.append(req)
-            elif self._sits_out(req, now, newcomer):
+            elif self._sits_out(req, now, waiting, mean_col):
                 continue
             elif self._admit(req, req.num_computed_tokens + 1, in_batch):
                 batch.add_decode(req)
@@ -280,7 +283,6 @@ class SliceScheduler(Scheduler):
         if (k or self._prefilling) and len(in_batch) < len(self._members):
             # Members outside this column wait through it too (spread rows skip columns when C > their
             # rate); they still need one more iteration of about the cycle's mean length after it.
-            mean_col = self._cycle_s / max(1, len(self._columns))
             for rid in self._members:
                 req = self.requests.get(rid)
                 if req is not None and rid not in in_batch and req.num_uncomputed_tokens == 1:
@@ -353,15 +355,26 @@ class SliceScheduler(Scheduler):
         self._prefilling = still
         return batch
 
-    def _sits_out(self, req: Request, now: float, newcomer: bool) -> bool:
-        """Whether member `req` skips this column so that its time goes to the prompt of a newcomer member:
-        while one waits, members more than two TPOTs ahead of their line sit out. A row whose prompt is done
-        but that has no token yet has no line (slack inf) and never sits out: its next step is the first
-        token the rule is meant to hurry (edge-mix rate 3: a real-time row waited 0.6 s on its last prompt
-        token while a lower-density member's long prompt was chunked in)."""
-        if not newcomer or not req.token_times_s or req.slo.tpot_s is None:
+    def _sits_out(self, req: Request, now: float, waiting: float, mean_col: float) -> bool:
+        """Whether member `req` skips this column so that its time goes to the prompt of a newcomer member
+        (`waiting`: the highest utility density among members whose prompt is not in; -inf when none).
+        - Members of at least that density sit out only when more than two TPOTs ahead of their line.
+        - Lower-density members sit out as soon as they are one mean column ahead of their own line: their
+          decode steps would take the time the newcomer waits for, which the selection (ranking it above
+          them) gave it. (edge-mix rate 3: a real-time newcomer's prompt went in 50-token chunks between
+          non-real-time decodes that kept every column near the real-time TPOT; first token after 0.5 s.)
+        - A row whose prompt is done but that has no token yet has no line (slack inf) and never sits out:
+          its next step is the first token the rule is meant to hurry (edge-mix rate 3: a real-time row
+          waited 0.6 s on its last prompt token while a lower-density member's long prompt was chunked in)."""
+        if waiting == -math.inf or not req.token_times_s or req.slo.tpot_s is None:
             return False
-        return self._member_slack(req, now) > 2 * req.slo.tpot_s
+        ahead = mean_col if self._density(req) < waiting else 2 * req.slo.tpot_s
+        return self._member_slack(req, now) > ahead
+
+    def _waiting_prompts(self) -> list[Request]:
+        """Members whose prompt (or recompute) is not in yet."""
+        reqs = (self.requests.get(rid) for rid in self._prefilling if rid in self._members)
+        return [r for r in reqs if r is not None and (r.num_uncomputed_tokens > 1 or r.status is RequestStatus.WAITING)]
 
     def _density(self, req: Request) -> float:
         cfg = self.config
