@@ -158,3 +158,28 @@ def test_best_effort_order(paper, order, expected):
     sel = select(ranked([rt] + lost), p, paper, now=1.0)
     assert [c.req.req_id for c in sel.selected] == ["rt"]
     assert [c.req.req_id for c in sel.best_effort] == expected
+
+
+def _three_on_their_line():
+    rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(3)]
+    for c in rts:
+        c.slack_s = 0.0
+    return rts
+
+
+def test_newcomer_banks_at_most_one_cycle_even_when_its_ttft_would_allow_more(paper):
+    # A 1,000-token prompt (270 ms) beside three streams on their line: banking it at 240 ms per second
+    # would take 1.125 s, longer than the cycle the selection plans over (and lower candidates would stay
+    # out all that time), although its 5 s TTFT would still be met.
+    long_prompt = cand("new", 20, prefill=1000, arrival=0.05, ttft=5.0)
+    sel = select(ranked(_three_on_their_line() + [long_prompt]), params(), paper, now=0.1)
+    assert sel.banking == [] and "new" not in [c.req.req_id for c in sel.selected]
+
+
+def test_only_the_top_density_class_banks(paper):
+    # A non-real-time newcomer (10 steps per cycle) short of slack beside real-time streams: banking for it
+    # would take 0.6 s and keep every lower-ranked candidate out meanwhile; only the class with the top
+    # utility density may do that.
+    nrt = cand("nrt", 10, utility=1.0, prefill=1000, arrival=0.05, ttft=5.0, tpot=0.1)
+    sel = select(ranked(_three_on_their_line() + [nrt]), params(), paper, now=0.1)
+    assert sel.banking == [] and "nrt" not in [c.req.req_id for c in sel.selected]
