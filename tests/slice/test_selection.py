@@ -61,8 +61,38 @@ def test_newcomer_prefill_is_charged_to_spare_time_and_banked_slack(paper):
         return ranked(rts + [cand("new", 20, prefill=64, arrival=0.05)])
     ahead = select(four(0.040), params(), paper, now=0.1)
     assert [c.req.req_id for c in ahead.selected] == ["rt0", "rt1", "rt2", "new"]
-    on_the_line = select(four(0.030), params(), paper, now=0.1)
-    assert [c.req.req_id for c in on_the_line.selected] == ["rt0", "rt1", "rt2"]
+    assert ahead.banking == []
+
+
+def test_newcomer_short_of_slack_is_admitted_to_bank_it_while_its_ttft_allows(paper):
+    # Members on their TPOT line (no slack): the 36 ms prefill must first be banked. While the newcomer's
+    # row waits, columns cost 20 * l(3) = 760 ms per 1 s of TPOT line, so 36 ms take 36 / 240 s = 150 ms;
+    # then prefill beside three decodes (36 + 38 ms). Its TTFT deadline is 0.05 + 0.5 = 0.55 s.
+    def four():
+        rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(3)]
+        for c in rts:
+            c.slack_s = 0.0
+        return ranked(rts + [cand("new", 20, prefill=64, arrival=0.05)])
+    in_time = select(four(), params(), paper, now=0.3)          # first token ~0.524 s
+    assert [c.req.req_id for c in in_time.selected] == ["rt0", "rt1", "rt2", "new"]
+    assert in_time.banking == ["new"]
+    too_late = select(four(), params(), paper, now=0.35)        # first token ~0.574 s
+    assert [c.req.req_id for c in too_late.selected] == ["rt0", "rt1", "rt2"]
+    assert too_late.banking == []
+
+
+def test_decoding_candidates_after_a_banking_member_stay_out_of_the_selection(paper):
+    # Two streams (540 ms) and a newcomer whose 1,000-token prompt (270 ms) exceeds the spare time left
+    # with it (240 ms): it banks. A small stream that would fit the cycle stays out (the pending prefill is
+    # charged to it too, and it has no prompt of its own to wait with): its decode steps would spend the
+    # slack being banked for the newcomer.
+    rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(2)]
+    for c in rts:
+        c.slack_s = 0.0
+    new = cand("new", 20, prefill=1000, arrival=0.05)
+    small = cand("small", 2, utility=1.0)
+    sel = select(ranked(rts + [new, small]), params(), paper, now=0.1)
+    assert [c.req.req_id for c in sel.selected] == ["rt0", "rt1", "new"] and sel.banking == ["new"]
 
 
 def test_rank_is_utility_per_decode_step_then_deadline_then_arrival():
@@ -153,3 +183,28 @@ def test_a_started_stream_keeps_its_place_against_an_equal_density_newcomer(pape
     sel = select(ranked([*others, early, running]), params(), paper, now=0.3)
     assert "rt-running" in [c.req.req_id for c in sel.selected]
     assert "rt-early" not in [c.req.req_id for c in sel.selected]
+
+
+def _three_on_their_line():
+    rts = [cand(f"rt{i}", 20, arrival=i * 0.01) for i in range(3)]
+    for c in rts:
+        c.slack_s = 0.0
+    return rts
+
+
+def test_newcomer_banks_at_most_one_cycle_even_when_its_ttft_would_allow_more(paper):
+    # A 1,000-token prompt (270 ms) beside three streams on their line: banking it at 240 ms per second
+    # would take 1.125 s, longer than the cycle the selection plans over (and lower candidates would stay
+    # out all that time), although its 5 s TTFT would still be met.
+    long_prompt = cand("new", 20, prefill=1000, arrival=0.05, ttft=5.0)
+    sel = select(ranked(_three_on_their_line() + [long_prompt]), params(), paper, now=0.1)
+    assert sel.banking == [] and "new" not in [c.req.req_id for c in sel.selected]
+
+
+def test_only_the_top_density_class_banks(paper):
+    # A non-real-time newcomer (10 steps per cycle) short of slack beside real-time streams: banking for it
+    # would take 0.6 s and keep every lower-ranked candidate out meanwhile; only the class with the top
+    # utility density may do that.
+    nrt = cand("nrt", 10, utility=1.0, prefill=1000, arrival=0.05, ttft=5.0, tpot=0.1)
+    sel = select(ranked(_three_on_their_line() + [nrt]), params(), paper, now=0.1)
+    assert sel.banking == [] and "nrt" not in [c.req.req_id for c in sel.selected]

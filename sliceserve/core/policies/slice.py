@@ -7,7 +7,8 @@ what a knapsack on cycle time should be greedy on); among equals, streams alread
 started stream dropped misses its TPOT while the newcomer it makes room for would only trade places with
 it), then earliest deadline, then arrival. The walk
 admits a candidate if the exact cycle time of the decode mask stays <= P * (1 - margin), the prefill of
-members not yet prefilled fits the spare time plus the decoding members' banked TPOT slack, its
+members not yet prefilled fits the spare time plus the decoding members' banked TPOT slack (or can be
+banked before its TTFT: the member is then 'banking' and its prompt waits to go in whole), its
 worst-case KV fits beside the other members', and its first token can still come within its TTFT. Unselected requests ride best effort in the time left over.
 Phase 2 (`sliceserve.core.slice.mask`): the decode mask; each `plan()` runs its next column, plus prefill
 chunks of rows still prefilling, within `max_num_batched_tokens`; after the last column it wraps.
@@ -32,10 +33,11 @@ Parameters (SchedulerConfig), with the defaults and why:
 - Prefill accounting: a newcomer's prefill is one-time, not per cycle; selection charges it to the cycle's
   spare time plus the smallest banked TPOT slack of the decoding members (`selection.select`). At run
   time a newly selected member's prefill goes first, limited only by the TPOT lines of members of at
-  least its utility density, members more than two TPOTs ahead of their line sit a column out
-  for it, and best effort waits until it is done. Prompts are fused into one iteration only while every
-  prompt it completes still gets its first token within its TTFT (on a CPU, ~4 ms per prompt token, three
-  fused real-time prompts made a 2 s iteration that all three missed).
+  least its utility density, members more than two TPOTs ahead of their line (lower-density members:
+  one mean column ahead) sit a column out for it, and best effort waits until it is done. Prompts are
+  fused into one iteration only while every prompt it completes still gets its first token within its
+  TTFT (on a CPU, ~4 ms per prompt token, three fused real-time prompts made a 2 s iteration that all
+  three missed).
 - `slice_layout` = "spread": measured better than "prefix" (the paper's) for edge-mix's short real-time
   requests (16-64 tokens, shorter than two cycles): prefix puts every row in column 0, so a request that
   lives about one cycle sees the heavy columns more than the average. Both stay available.
@@ -79,6 +81,13 @@ def slice_period(config: SchedulerConfig, latency: LatencyModel) -> float:
     return max(1.0, 2.0 * latency.prefill_time(256))
 
 
+def _first_token_late(req: Request) -> bool:
+    """Whether `req`'s first token already came after its TTFT bound (1 ns absorbs float sums, as the
+    metrics do)."""
+    ttft = req.slo.ttft_s
+    return ttft is not None and bool(req.token_times_s) and req.token_times_s[0] - req.arrival_s > ttft + 1e-9
+
+
 @register("slice")
 class SliceScheduler(Scheduler):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
@@ -102,6 +111,7 @@ class SliceScheduler(Scheduler):
         self._cached: dict[str, Candidate] = {}   # never-run waiting request -> its candidate
         self._cycle_s = 0.0                       # predicted cost of one pass over the mask
         self._prefilling: list[str] = []          # rows with prompt/recompute left, rank order
+        self._banking: set[str] = set()           # members whose prompt waits, whole, for banked slack
 
     # --- rebuild triggers ----------------------------------------------------------------------------
     def on_arrival(self, req: Request, now: float) -> None:
@@ -140,6 +150,11 @@ class SliceScheduler(Scheduler):
         if rate is None:
             rate, feasible = base, False
         if slo.ttft_s is not None and req.num_output_tokens == 0 and now > req.arrival_s + slo.ttft_s:
+            feasible = False
+        if _first_token_late(req):
+            # Its SLO is lost whatever it gets now. Left feasible, it would outrank (same density, earlier
+            # deadline) a younger stream that is on time and take its slot: seen at edge-mix rate 3, where a
+            # real-time request served best effort after its TTFT displaced an on-time one mid-stream.
             feasible = False
         if rate * self.latency.decode_time(1) > self.cap_s:  # cannot go that fast even alone
             rate, feasible = max(1, math.floor(self.cap_s / self.latency.decode_time(1))), False
@@ -209,6 +224,7 @@ class SliceScheduler(Scheduler):
         self.selection = sel
         self._members = members
         self._prefilling = [c.req.req_id for c in sel.selected + sel.best_effort if c.prefill_tokens]
+        self._banking = set(sel.banking)
         self._columns = sel.mask.columns()
         self._cycle_s = sel.mask.cost()
         # Keep the position instead of restarting at column 0: rebuilds come every few iterations under
@@ -235,18 +251,24 @@ class SliceScheduler(Scheduler):
         self._wrapped = False
         if self._dirty:
             self._rebuild(now)
-        num_cols = len(self._columns)
-        for _ in range(num_cols):
-            col = self._columns[self._col]
-            self._col += 1
-            if self._col == num_cols:
-                self._col, self._wrapped = 0, True
-            batch = self._fill(col, now)
-            if batch.num_seqs:
-                return batch
+        for sit_out in (True, False):
+            for _ in range(len(self._columns)):
+                batch = self._fill(self._next_column(), now, sit_out)
+                if batch.num_seqs:
+                    return batch
+            # Every column came out empty because members far ahead of their TPOT line sat out for a
+            # newcomer whose prompt cannot run yet (it waits, whole, for slack): idling would only let
+            # time pass (the simulator jumps to the next arrival), so members decode after all.
         return Batch()
 
-    def _fill(self, col: list[str], now: float) -> Batch:
+    def _next_column(self) -> list[str]:
+        col = self._columns[self._col]
+        self._col += 1
+        if self._col == len(self._columns):
+            self._col, self._wrapped = 0, True
+        return col
+
+    def _fill(self, col: list[str], now: float, sit_out: bool = True) -> Batch:
         """One column: members' decodes always; then, in this order, newly selected members' prefill,
         best-effort decodes of the column and best-effort prefill, each only while the iteration still
         ends within the smallest TPOT slack of the members decoding in it (`_member_slack`). This per-
@@ -257,16 +279,16 @@ class SliceScheduler(Scheduler):
         lat = self.latency
         others: list[Request] = []
         lines: list[tuple[float, float]] = []                      # (density, slack) of members to protect
-        # While a newly selected member waits for its prefill, members far ahead of their TPOT line (more
-        # than two TPOTs) sit this column out: the time goes to the newcomer's first token instead.
-        newcomer = any(rid in self._members for rid in self._prefilling)
+        mean_col = self._cycle_s / max(1, len(self._columns))
+        waiting = max((self._density(r) for r in self._waiting_prompts()), default=-math.inf) if sit_out \
+            else -math.inf
         for rid in col:
             req = self.requests.get(rid)
             if req is None or req.num_uncomputed_tokens != 1 or budget <= 0:
                 continue
             if rid not in self._members:
                 others.append(req)
-            elif newcomer and req.slo.tpot_s is not None and self._member_slack(req, now) > 2 * req.slo.tpot_s:
+            elif self._sits_out(req, now, waiting, mean_col):
                 continue
             elif self._admit(req, req.num_computed_tokens + 1, in_batch):
                 batch.add_decode(req)
@@ -277,7 +299,6 @@ class SliceScheduler(Scheduler):
         if (k or self._prefilling) and len(in_batch) < len(self._members):
             # Members outside this column wait through it too (spread rows skip columns when C > their
             # rate); they still need one more iteration of about the cycle's mean length after it.
-            mean_col = self._cycle_s / max(1, len(self._columns))
             for rid in self._members:
                 req = self.requests.get(rid)
                 if req is not None and rid not in in_batch and req.num_uncomputed_tokens == 1:
@@ -331,7 +352,10 @@ class SliceScheduler(Scheduler):
                     allowance = above - lat.decode_time(k) if above < math.inf else math.inf
                 allowance = min(allowance, first_due - now - step_s)
                 n = min(req.num_uncomputed_tokens, budget, self._tokens_within(allowance, spent))
-                if n <= 0 or (n < req.num_uncomputed_tokens and n < _MIN_CHUNK):
+                # A member admitted to bank slack waits for its whole prompt to fit (selection counted on
+                # that); chunks would each pay the prefill's fixed cost and wait for slack again.
+                whole = rid in self._banking and budget >= req.num_uncomputed_tokens
+                if n <= 0 or (n < req.num_uncomputed_tokens and (n < _MIN_CHUNK or whole)):
                     member_blocked = member_blocked or pass_members
                     continue
                 if self._admit(req, req.num_computed_tokens + n, in_batch):
@@ -346,6 +370,27 @@ class SliceScheduler(Scheduler):
             still += [rid for rid in self._prefilling if rid not in self._members and rid in self.requests]
         self._prefilling = still
         return batch
+
+    def _sits_out(self, req: Request, now: float, waiting: float, mean_col: float) -> bool:
+        """Whether member `req` skips this column so that its time goes to the prompt of a newcomer member
+        (`waiting`: the highest utility density among members whose prompt is not in; -inf when none).
+        - Members of at least that density sit out only when more than two TPOTs ahead of their line.
+        - Lower-density members sit out as soon as they are one mean column ahead of their own line: their
+          decode steps would take the time the newcomer waits for, which the selection (ranking it above
+          them) gave it. (edge-mix rate 3: a real-time newcomer's prompt went in 50-token chunks between
+          non-real-time decodes that kept every column near the real-time TPOT; first token after 0.5 s.)
+        - A row whose prompt is done but that has no token yet has no line (slack inf) and never sits out:
+          its next step is the first token the rule is meant to hurry (edge-mix rate 3: a real-time row
+          waited 0.6 s on its last prompt token while a lower-density member's long prompt was chunked in)."""
+        if waiting == -math.inf or not req.token_times_s or req.slo.tpot_s is None:
+            return False
+        ahead = mean_col if self._density(req) < waiting else 2 * req.slo.tpot_s
+        return self._member_slack(req, now) > ahead
+
+    def _waiting_prompts(self) -> list[Request]:
+        """Members whose prompt (or recompute) is not in yet."""
+        reqs = (self.requests.get(rid) for rid in self._prefilling if rid in self._members)
+        return [r for r in reqs if r is not None and (r.num_uncomputed_tokens > 1 or r.status is RequestStatus.WAITING)]
 
     def _density(self, req: Request) -> float:
         cfg = self.config
