@@ -25,7 +25,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
     parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument("--max-batch", type=int, default=32,
-                        help="largest decode batch measured; sizes 1, 2, 3, 4, 6, 8, 12, ... up to it (default: 32)")
+                        help="largest decode batch measured; every size to 16, then 24, 32, 48, ... up to it (default: 32)")
     parser.add_argument("--contexts", type=_int_list, default=(128, 512, 1024),
                         help="decode context lengths in tokens (default: 128,512,1024)")
     parser.add_argument("--chunks", type=_int_list, default=(32, 64, 128, 256, 512),

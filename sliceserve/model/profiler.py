@@ -48,14 +48,14 @@ class ProfileGrid:
 
 
 def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
-    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and the midpoints between them) plus `max_batch`.
-    Midpoints matter: l(k) is not linear between powers of two on a CPU (l(2) ~ 2 l(1) from the BLAS, then
-    nearly flat to l(4)), and interpolating l(6) from l(4) and l(8) alone under-predicted real batches of 5-7
-    by 11-21 % (benchmarks/engine_fidelity.py)."""
+    """Every size up to 16, then powers of two and the midpoints between them (24, 32, 48, ...), plus
+    `max_batch`. A CPU's BLAS makes l(k) irregular: l(2) ~ 2 l(1), l(3) > l(4), l(12) > l(16) on this VM, so
+    interpolating between powers of two under-predicted real batches of 5-7 and 9-12 by 13-33 %
+    (benchmarks/engine_fidelity.py); measured sizes cost a few seconds more."""
     if max_batch <= 0:
         raise ValueError(f"--max-batch must be a positive integer, got {max_batch}")
-    sizes = {max_batch}
-    k = 1
+    sizes = set(range(1, min(max_batch, 16) + 1)) | {max_batch}
+    k = 16
     while k < max_batch:
         sizes.update(s for s in (k, k + k // 2) if s < max_batch)
         k *= 2

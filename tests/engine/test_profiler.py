@@ -12,8 +12,9 @@ from sliceserve.sim import SimulatedExecutor
 
 
 def test_batch_sizes_and_grid_validation():
-    assert batch_sizes_up_to(32) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
-    assert batch_sizes_up_to(12) == (1, 2, 3, 4, 6, 8, 12)
+    assert batch_sizes_up_to(32) == (*range(1, 17), 24, 32)
+    assert batch_sizes_up_to(12) == tuple(range(1, 13))
+    assert batch_sizes_up_to(64) == (*range(1, 17), 24, 32, 48, 64)
     assert batch_sizes_up_to(1) == (1,) and batch_sizes_up_to(5) == (1, 2, 3, 4, 5)
     with pytest.raises(ValueError, match="two different context"):
         ProfileGrid((1, 2), (128,), (32,))
