@@ -169,6 +169,23 @@ def test_policy_order_is_always_a_permutation_of_exactly_the_waiting_set(ops):
             assert 1 <= sched.batch_size <= 4
 
 
+def test_order_matches_the_queue_right_after_a_preemption():
+    # Two requests whose decodes outgrow a 4-block cache: one is preempted back to waiting, and `order`
+    # must list it at once (hypothesis found it missing until the next plan).
+    sched = annealing(max_num_seqs=4, num_kv_blocks=4, block_size=16, annealing_iterations=20)
+    sched.add_request(make_req("a", 20, 40), 0.0)
+    sched.add_request(make_req("b", 20, 40), 0.0)
+    now = 0.0
+    for _ in range(200):
+        before = sched.num_preemptions
+        step(sched, now, 0.02)
+        now += 0.02
+        assert set(sched.order) == {r.req_id for r in sched.waiting}
+        if sched.num_preemptions > before:
+            break
+    assert sched.num_preemptions > 0
+
+
 def random_workload(n: int, rate: float, seed: int) -> list[Request]:
     rng = random.Random(seed)
     classes = [("realtime", REALTIME), ("interactive", SLO(ttft_s=1.0, tpot_s=0.1)), ("batch", SLO(e2e_s=30.0))]

@@ -126,7 +126,10 @@ class AnnealingScheduler(Scheduler):
                 budget -= n
                 i += 1
         if preempted:
-            return batch  # the waiting set changed: the next plan searches again
+            # The victim waits again: `order` stays an exact view of the queue, and the next plan searches.
+            self._sync_order()
+            self._dirty = True
+            return batch
         limit = min(self.batch_size, self.config.max_num_seqs)
         admitted = 0
         for rid in self._order:
