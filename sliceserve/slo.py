@@ -8,6 +8,11 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+# A latency equal to its bound meets it. Timestamps are sums of float iteration times, so "equal" can
+# land a few ulps above (20 steps of 50 ms summing to 1.0000000000000002 s); one nanosecond absorbs that
+# without admitting any real miss. Shared by the metrics' verdicts and the schedulers' own checks.
+FLOAT_SLACK_S = 1e-9
+
 _METRICS = ("ttft", "tpot", "e2e")
 _UNITS = {"ms": 1e-3, "s": 1.0, "us": 1e-6}
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")

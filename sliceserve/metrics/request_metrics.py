@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sliceserve.request import FinishReason, Request
+from sliceserve.slo import FLOAT_SLACK_S
 
 COMPLETED = (FinishReason.STOP, FinishReason.LENGTH)
 
@@ -56,14 +57,8 @@ class RequestMetrics:
         }
 
 
-# A latency equal to its bound meets it. Timestamps are sums of float iteration times, so "equal" can
-# land a few ulps above (20 steps of 50 ms summing to 1.0000000000000002 s); one nanosecond absorbs that
-# without admitting any real miss.
-_FLOAT_SLACK_S = 1e-9
-
-
 def _within(value: float | None, bound: float | None) -> bool:
-    return bound is None or (value is not None and bool(value <= bound + _FLOAT_SLACK_S))
+    return bound is None or (value is not None and bool(value <= bound + FLOAT_SLACK_S))
 
 
 def request_metrics(req: Request) -> RequestMetrics:

@@ -65,6 +65,7 @@ from sliceserve.core.scheduler import Batch, Scheduler
 from sliceserve.core.slice.feedback import SliceFeedback, rate_for
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
 from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.slo import FLOAT_SLACK_S
 
 
 # Smallest prompt chunk worth an iteration's fixed prefill cost (unless it finishes the prompt).
@@ -81,11 +82,15 @@ def slice_period(config: SchedulerConfig, latency: LatencyModel) -> float:
     return max(1.0, 2.0 * latency.prefill_time(256))
 
 
-def _first_token_late(req: Request) -> bool:
-    """Whether `req`'s first token already came after its TTFT bound (1 ns absorbs float sums, as the
-    metrics do)."""
+def _ttft_lost(req: Request, now: float) -> bool:
+    """Whether `req` can no longer meet its TTFT: no token yet and the bound has passed, or its first token
+    already came after the bound."""
     ttft = req.slo.ttft_s
-    return ttft is not None and bool(req.token_times_s) and req.token_times_s[0] - req.arrival_s > ttft + 1e-9
+    if ttft is None:
+        return False
+    if req.token_times_s:
+        return req.token_times_s[0] - req.arrival_s > ttft + FLOAT_SLACK_S
+    return now > req.arrival_s + ttft
 
 
 @register("slice")
@@ -149,12 +154,11 @@ class SliceScheduler(Scheduler):
             rate = self.feedback.required_rate(req, now, base, self.cap_s)
         if rate is None:
             rate, feasible = base, False
-        if slo.ttft_s is not None and req.num_output_tokens == 0 and now > req.arrival_s + slo.ttft_s:
-            feasible = False
-        if _first_token_late(req):
-            # Its SLO is lost whatever it gets now. Left feasible, it would outrank (same density, earlier
-            # deadline) a younger stream that is on time and take its slot: seen at edge-mix rate 3, where a
-            # real-time request served best effort after its TTFT displaced an on-time one mid-stream.
+        if _ttft_lost(req, now):
+            # Its SLO is lost whatever it gets now. A late first token left feasible would outrank (same
+            # density, earlier deadline) a younger stream that is on time and take its slot: seen at edge-mix
+            # rate 3, where a real-time request served best effort after its TTFT displaced an on-time one
+            # mid-stream.
             feasible = False
         if rate * self.latency.decode_time(1) > self.cap_s:  # cannot go that fast even alone
             rate, feasible = max(1, math.floor(self.cap_s / self.latency.decode_time(1))), False
@@ -454,8 +458,7 @@ class SliceScheduler(Scheduler):
                 continue
             if not protect and r.status is RequestStatus.RUNNING:
                 continue  # best effort does not evict best effort that is scheduled in the mask
-            density = r.utility / demand(r.slo.tpot_s, self.period_s, self.config.slice_min_rate)
-            key = (0 if r.status is RequestStatus.PAUSED else 1, density, -r.arrival_s)
+            key = (0 if r.status is RequestStatus.PAUSED else 1, self._density(r), -r.arrival_s)
             if best is None or key < best:
                 best, victim = key, r
         return victim

@@ -18,13 +18,9 @@ import math
 from collections import deque
 
 from sliceserve.request import Request
+from sliceserve.slo import FLOAT_SLACK_S
 
 log = logging.getLogger(__name__)
-
-
-# Token times are sums of float iteration times: 8 steps of exactly 50 ms can add up a few ulps above
-# 0.4 s. One nanosecond absorbs that without hiding a real lag (the metrics use the same slack).
-_FLOAT_SLACK_S = 1e-9
 
 
 def rate_for(tokens: int, seconds: float, cap_s: float) -> int:
@@ -70,9 +66,10 @@ class SliceFeedback:
         tpot = req.slo.tpot_s
         times = req.token_times_s
         w = min(self.window, len(times) - 1)
-        if tpot is None or w < 2 or (times[-1] - times[-1 - w]) / w <= tpot + _FLOAT_SLACK_S:
+        # FLOAT_SLACK_S: 8 steps of exactly 50 ms can sum a few ulps over 0.4 s.
+        if tpot is None or w < 2 or (times[-1] - times[-1 - w]) / w <= tpot + FLOAT_SLACK_S:
             return False
-        if times[-1] - times[0] <= tpot * (len(times) - 1) + _FLOAT_SLACK_S:
+        if times[-1] - times[0] <= tpot * (len(times) - 1) + FLOAT_SLACK_S:
             # Still on or ahead of its mean-TPOT line (the SLO): the slow stretch only spent banked slack.
             # A boost here is kept for the request's life and, with four real-time streams filling the
             # cycle exactly, pushes one of them out (edge-mix rate 3: a 4th stream admitted on banked
