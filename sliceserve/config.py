@@ -46,6 +46,7 @@ class SchedulerConfig:
     slice_drift_tolerance: float = 0.1  # rebuild when the last full cycle took > P * (1 + this)
     slice_lag_window: int = 8           # tokens over which a member's recent TPOT is checked
     slice_catchup_factor: int = 2       # a request may be given at most this x its demand to catch up
+    slice_bank_tokens: int = 16         # TPOTs of slack top-density members keep from lower-density work; 0 = off
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -91,6 +92,8 @@ class SchedulerConfig:
         for name in ("slice_margin", "slice_headroom"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"config {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not (isinstance(self.slice_bank_tokens, int) and self.slice_bank_tokens >= 0):
+            raise ValueError(f"config slice_bank_tokens must be an integer >= 0, got {self.slice_bank_tokens!r}")
         if not 0 <= self.slice_drift_tolerance:
             raise ValueError(f"config slice_drift_tolerance must be >= 0, got {self.slice_drift_tolerance!r}")
         for name in ("slice_lag_window", "slice_catchup_factor"):
