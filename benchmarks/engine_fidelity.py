@@ -107,18 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kv-cache-memory", default=str(256 << 20), help="bytes of KV cache, for both runs")
     p.add_argument("--reuse-profile", action="store_true", help="keep an existing workdir/profile.json")
     p.add_argument("--device", default="cpu", help="torch device of the profile and the local run")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="CUDA: eager decode steps in both runs")
     args = p.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     profile, bench_out, sim_out = work / "profile.json", work / "bench.json", work / "sim.json"
     load0 = os.getloadavg()[0]
+    eager = ["--no-cuda-graphs"] if args.no_cuda_graphs else []
     if not (args.reuse_profile and profile.exists()):
         _cli(["profile", "--output", str(profile), "--max-batch", args.max_batch, "--contexts", args.contexts,
-              "--chunks", args.chunks, "--repeats", args.repeats, "--kv-cache-memory", args.kv_cache_memory, "--device", args.device])
+              "--chunks", args.chunks, "--repeats", args.repeats, "--kv-cache-memory", args.kv_cache_memory, "--device", args.device, *eager])
     common = ["--policy", args.policy, "--workload", args.workload, "--request-rate", args.request_rate,
               "--duration", args.duration, "--seed", args.seed, "--profile", str(profile), "--no-progress"]
     wall, cpu = _cli(["bench", "--engine", "local", *common, "--kv-cache-memory", args.kv_cache_memory,
-                      "--device", args.device, "--output", str(bench_out)])
+                      "--device", args.device, *eager, "--output", str(bench_out)])
     bench = json.loads(bench_out.read_text())
     cfg = bench["config"]
     # The simulator gets exactly the local run's scheduler limits and SLO scale.

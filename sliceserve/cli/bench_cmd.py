@@ -57,6 +57,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                          help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     local.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     local.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
+    local.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                       help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     local.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     local.add_argument("--kv-cache-memory", type=int, default=None,
                        help="bytes of KV cache (default: sized by the loader from free memory)")
@@ -94,7 +96,7 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
     scheduler = _scheduler_overrides(args)
     loaded = load_backend(args.backend, args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
                           kv_cache_memory_bytes=args.kv_cache_memory, max_model_len=args.max_model_len,
-                          max_num_seqs=scheduler.get("max_num_seqs"))
+                          max_num_seqs=scheduler.get("max_num_seqs"), cuda_graphs=args.cuda_graphs)
     latency, scale = resolve(loaded, args.profile, args.slo_scale, args.ttft_scale)
     mix = with_slo_overrides(get_preset(args.workload, scale.slo, scale.ttft), args.slo)
     workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,

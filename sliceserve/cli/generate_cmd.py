@@ -13,6 +13,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     parser.add_argument("--max-tokens", type=int, default=64, help="most tokens to generate (default: 64)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
     llm = LLM(args.model, policy=args.policy, device=args.device, dtype=args.dtype, profile=args.profile,
-              num_threads=args.threads, backend=args.backend)
+              num_threads=args.threads, backend=args.backend, cuda_graphs=args.cuda_graphs)
     out = llm.generate(args.prompt, params, use_chat_template=args.chat)[0]
     if out.error:
         raise ValueError(f"generation failed ({out.finish_reason}): {out.error}")

@@ -23,6 +23,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument("--max-batch", type=int, default=32,
                         help="largest decode batch measured; every size to 16, then 24, 32, 48, ... up to it (default: 32)")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quick:
         grid = replace(grid, repeats=args.repeats)
     loaded = load_backend(args.backend, args.model, device=args.device, dtype=args.dtype, num_threads=args.threads,
-                          kv_cache_memory_bytes=args.kv_cache_memory)
+                          kv_cache_memory_bytes=args.kv_cache_memory, cuda_graphs=args.cuda_graphs)
     model, extra = profile_loaded(loaded, grid, seed=args.seed)
     model.save(args.output, extra)
     table = ", ".join(f"{t * 1e3:.1f}" for t in model.decode_table_s)

@@ -17,6 +17,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE.yaml", help="YAML file of settings (keys as in docs/SERVER.md)")
     add("--device", help="cpu or cuda (default: cpu)")
     add("--dtype", help="float32, float16 or bfloat16 (default: the loader's choice)")
+    add("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False, default=None,
+        help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     add("--max-model-len", type=int)
     add("--max-num-seqs", type=int)
     add("--max-num-batched-tokens", type=int)
@@ -49,7 +51,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="do not share KV blocks of repeated prompt prefixes")
 
 
-_FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "device", "dtype", "max_model_len",
+_FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "device", "dtype", "cuda_graphs",
+           "max_model_len",
            "max_num_seqs", "max_num_batched_tokens", "max_waiting", "max_queue_time_s", "overload", "latency_profile",
            "default_slo_class", "slo_scale", "ttft_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
            "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching")

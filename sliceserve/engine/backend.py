@@ -32,13 +32,15 @@ BACKENDS = ("torch", "llamacpp")
 def load_backend(backend: str = "torch", model: str | None = None, *, device: str = "cpu", dtype: str | None = None,
                  kv_cache_memory_bytes: int | None = None, block_size: int = 16, max_model_len: int | None = None,
                  num_threads: int | None = None, seed: int = 0, memory_limit_bytes: int | None = None,
-                 max_num_seqs: int | None = None) -> Any:
+                 max_num_seqs: int | None = None, cuda_graphs: bool = True) -> Any:
+    """`cuda_graphs`: torch on CUDA only, decode steps as CUDA graphs (sliceserve.model.cuda_graphs)."""
     if backend == "torch":
-        from sliceserve.model.loader import load_model
+        from sliceserve.model.loader import CUDA_GRAPH_MAX_BATCH, load_model
 
         return load_model(model, device=device, dtype=dtype, kv_cache_memory_bytes=kv_cache_memory_bytes,
                           block_size=block_size, max_model_len=max_model_len, num_threads=num_threads, seed=seed,
-                          memory_limit_bytes=memory_limit_bytes)
+                          memory_limit_bytes=memory_limit_bytes, cuda_graphs=cuda_graphs,
+                          cuda_graph_max_batch=max(CUDA_GRAPH_MAX_BATCH, max_num_seqs or 0))
     if backend != "llamacpp":
         raise ValueError(f"unknown backend {backend!r} (choose {' or '.join(BACKENDS)})")
     if device != "cpu":

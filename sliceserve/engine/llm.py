@@ -89,18 +89,21 @@ class LLM:
     def __init__(self, model: Any = None, policy: str = "slice", device: str = "cpu", dtype: str | None = None,
                  *, profile: str | os.PathLike | LatencyModel | None = None,
                  kv_cache_memory_bytes: int | None = None, max_model_len: int | None = None,
-                 num_threads: int | None = None, backend: str = "torch", **scheduler_settings: Any) -> None:
+                 num_threads: int | None = None, backend: str = "torch", cuda_graphs: bool = True,
+                 **scheduler_settings: Any) -> None:
         """`model`: a local HF directory or GGUF file (None = the embedded SmolLM2), or an already loaded
         model (sliceserve.engine.backend.LoadedModel), so several engines can share one copy of the weights.
         `profile`: a latency profile JSON (from `sliceserve profile`) or a built-in name; without it the
         engine measures a quick estimate at start-up. `backend`: torch (sliceserve.model) or llamacpp
-        (sliceserve.llamacpp, a GGUF file). Other keywords are SchedulerConfig settings."""
+        (sliceserve.llamacpp, a GGUF file). `cuda_graphs`: torch on CUDA, decode steps as CUDA graphs.
+        Other keywords are SchedulerConfig settings."""
         if model is None or isinstance(model, (str, os.PathLike)):
             from sliceserve.engine.backend import load_backend
 
             model = load_backend(backend, None if model is None else str(model), device=device, dtype=dtype,
                                  kv_cache_memory_bytes=kv_cache_memory_bytes, max_model_len=max_model_len,
-                                 num_threads=num_threads, max_num_seqs=scheduler_settings.get("max_num_seqs"))
+                                 num_threads=num_threads, max_num_seqs=scheduler_settings.get("max_num_seqs"),
+                                 cuda_graphs=cuda_graphs)
         self.model = model
         self.tokenizer = model.tokenizer
         self.latency = resolve_latency(model, profile)

@@ -147,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kv-cache-mib", type=int, default=512)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; both sides run there")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16 (CUDA default)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="CUDA: time eager decode steps instead of replayed CUDA graphs")
     args = p.parse_args(argv)
     threads, batches, prefills = _int_list(args.threads), _int_list(args.batch_sizes), _int_list(args.prefill_lens)
     if args.repeats <= 0 or args.steps <= 0 or args.prompt_len <= 0:
         raise ValueError("--repeats, --steps and --prompt-len must be positive")
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, num_threads=threads[0],
-                        kv_cache_memory_bytes=args.kv_cache_mib << 20)
+                        kv_cache_memory_bytes=args.kv_cache_mib << 20, cuda_graphs=args.cuda_graphs)
     from sliceserve.model.loader import _model_dir  # the same weights, as transformers loads them
 
     hf = AutoModelForCausalLM.from_pretrained(str(_model_dir(args.model)), dtype=getattr(torch, loaded.dtype))
@@ -162,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {loaded.model_name}  device {where}  dtype {loaded.dtype}  decode: prompt {args.prompt_len} tokens, "
           f"{args.steps} timed steps  median of {args.repeats} alternating runs  "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    static = getattr(loaded.runner, "static_decode", None)
+    if static is not None and static.graphs:
+        print(f"CUDA graphs: {len(static.graphs)} decode shapes (batch {list(static.buckets.batch_sizes)} x context "
+              f"{list(static.buckets.context_lens)}) captured at load in {static.capture_s:.2f} s, "
+              f"{static.capture_bytes / 2**20:.0f} MiB")
     for t in threads:
         torch.set_num_threads(t)
         ours_decode(loaded, 1, 16, 2)  # warm-up (first-call allocations)

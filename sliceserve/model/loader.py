@@ -10,6 +10,7 @@ import torch
 
 from sliceserve.engine.backend import LoadedModel
 from sliceserve.model.arch import parse_arch
+from sliceserve.model.cuda_graphs import default_buckets
 from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.memory import kv_bytes_per_block, size_kv_blocks
 from sliceserve.model.runner import ModelRunner
@@ -18,6 +19,9 @@ from sliceserve.model.weights import converted_gguf_dir, read_config, read_state
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
+# Largest decode batch captured as a CUDA graph unless the scheduler's max_num_seqs asks for more: the
+# profiler measures batches up to 32 by default, and bigger batches run eagerly.
+CUDA_GRAPH_MAX_BATCH = 32
 
 
 
@@ -85,8 +89,11 @@ def _eos_ids(model_dir: Path, config: dict, tokenizer) -> list[int]:
 
 def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | None = None,
                kv_cache_memory_bytes: int | None = None, block_size: int = 16, max_model_len: int | None = None,
-               num_threads: int | None = None, seed: int = 0, memory_limit_bytes: int | None = None) -> LoadedModel:
-    """Load a local HF directory or a GGUF file (None: the embedded SmolLM2-135M-Instruct)."""
+               num_threads: int | None = None, seed: int = 0, memory_limit_bytes: int | None = None,
+               cuda_graphs: bool = True, cuda_graph_max_batch: int = CUDA_GRAPH_MAX_BATCH) -> LoadedModel:
+    """Load a local HF directory or a GGUF file (None: the embedded SmolLM2-135M-Instruct).
+    `cuda_graphs` (CUDA only): capture decode steps of up to `cuda_graph_max_batch` sequences as CUDA
+    graphs at load time (sliceserve.model.cuda_graphs); False keeps every step eager."""
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
     dev = _resolve_device(device)
@@ -125,14 +132,19 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
         representation, kv_cache_memory_bytes = plan.representation, plan.kv_cache_bytes
     per_block = kv_bytes_per_block(arch, block_size, torch_dtype)
     num_blocks = size_kv_blocks(per_block, dev, kv_cache_memory_bytes)
-    shape = (num_blocks, block_size, arch.num_kv_heads, arch.head_dim)
+    graphs = cuda_graphs and dev.type == "cuda"
+    # With graphs, one spare block past the scheduler's: padding rows of a static decode batch write there.
+    shape = (num_blocks + int(graphs), block_size, arch.num_kv_heads, arch.head_dim)
     caches = [(torch.empty(shape, dtype=torch_dtype, device=dev), torch.empty(shape, dtype=torch_dtype, device=dev))
               for _ in range(arch.num_layers)]
-    runner = ModelRunner(net, caches, block_size, tokenizer=tokenizer, device=str(dev), seed=seed)
+    model_len = min(max_model_len or limit, num_blocks * block_size)
+    buckets = default_buckets(cuda_graph_max_batch, model_len, block_size) if graphs else None
+    runner = ModelRunner(net, caches, block_size, tokenizer=tokenizer, device=str(dev), seed=seed,
+                         num_kv_blocks=num_blocks, decode_buckets=buckets)
     name = Path(model).name if model is not None else Path(default_model_path()).stem
     return LoadedModel(runner=runner, tokenizer=tokenizer, eos_token_ids=_eos_ids(model_dir, config, tokenizer),
                        num_kv_blocks=num_blocks, block_size=block_size,
-                       max_model_len=min(max_model_len or limit, num_blocks * block_size),
+                       max_model_len=model_len,
                        model_name=name, device=str(dev), dtype=str(torch_dtype).removeprefix("torch."),
                        representation=representation)
 

@@ -12,6 +12,7 @@ import torch
 
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.model.attention import AttentionMetadata, DecodeGroup, PrefillSeq
+from sliceserve.model.cuda_graphs import DecodeBuckets, StaticDecode
 from sliceserve.model.decode_groups import group_by_length
 from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.sampler import sample
@@ -24,9 +25,15 @@ CPU_GROUP_OVERHEAD_TOKENS = 128.0
 
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], block_size: int,
-                 tokenizer=None, device: str = "cpu", seed: int = 0) -> None:
+                 tokenizer=None, device: str = "cpu", seed: int = 0, num_kv_blocks: int | None = None,
+                 decode_buckets: DecodeBuckets | None = None, cuda_graphs: bool = True) -> None:
+        """`num_kv_blocks`: blocks the scheduler may hand out (default: all of the cache); a static decode
+        path (`decode_buckets`) needs one more in the cache, its padding rows' scratch block. With buckets,
+        decode-only steps run padded to them, captured as CUDA graphs at start-up on CUDA when
+        `cuda_graphs` (sliceserve.model.cuda_graphs); uncaptured otherwise (the CPU tests' path)."""
         self.model = model.fuse_projections()  # after any weight loading or quantisation, before the first step
         self.kv_caches = kv_caches
+        self._num_kv_blocks = kv_caches[0][0].shape[0] if num_kv_blocks is None else num_kv_blocks
         self.block_size = block_size
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -42,10 +49,16 @@ class ModelRunner:
         # A separate attention call costs about as much as this many padded context tokens (measured on a
         # 2-vCPU EPYC, 1 thread). On CUDA a step is launch-bound and padding nearly free: one call.
         self.decode_group_overhead_tokens = CPU_GROUP_OVERHEAD_TOKENS if self.device.type == "cpu" else float("inf")
+        self.static_decode: StaticDecode | None = None
+        if decode_buckets is not None:
+            self.static_decode = StaticDecode(self.model, kv_caches, block_size, self._num_kv_blocks, decode_buckets,
+                                              self.device)
+            if cuda_graphs and self.device.type == "cuda":
+                self.static_decode.capture()   # at start-up: a lazy capture would stall a real step
 
     @property
     def num_kv_blocks(self) -> int:
-        return self.kv_caches[0][0].shape[0]
+        return self._num_kv_blocks
 
     def execute(self, sched: SchedulerOutput) -> ModelOutput:
         start = time.perf_counter()
@@ -99,6 +112,12 @@ class ModelRunner:
         decoding = set(sched.decode)
         chunks = [f for f in feeds if f[0].req_id not in decoding]
         decodes = [f for f in feeds if f[0].req_id in decoding]
+        if not chunks and self.static_decode is not None:
+            # Decode-only: the padded static-shape pass (a graph replay on CUDA), unless no bucket fits.
+            logits = self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
+                                            [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
+            if logits is not None:
+                return logits, [r for r, _, _ in decodes]
         ids: list[int] = []
         pieces: list[torch.Tensor] = []   # positions and slot mapping, in row order
         positions: list[torch.Tensor] = []

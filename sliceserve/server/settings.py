@@ -75,6 +75,7 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     device: str = "cpu"
     dtype: str | None = None
+    cuda_graphs: bool = True                  # torch on CUDA: decode steps replay graphs captured at start-up
     num_threads: int | None = Field(default=1, gt=0)   # one torch thread is the safe default (DESIGN.md)
     kv_cache_memory_bytes: int | None = Field(default=None, gt=0)
     block_size: int = Field(default=16, gt=0)

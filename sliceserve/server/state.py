@@ -44,7 +44,8 @@ def load_model(settings: ServerSettings) -> Any:
     return load_backend(settings.backend, settings.model, device=settings.device, dtype=settings.dtype,
                         kv_cache_memory_bytes=settings.kv_cache_memory_bytes, block_size=settings.block_size,
                         max_model_len=settings.max_model_len, num_threads=settings.num_threads,
-                        memory_limit_bytes=settings.memory_limit_bytes(), max_num_seqs=settings.max_num_seqs)
+                        memory_limit_bytes=settings.memory_limit_bytes(), max_num_seqs=settings.max_num_seqs,
+                        cuda_graphs=settings.cuda_graphs)
 
 
 def resolve_latency(settings: ServerSettings, loaded: Any, latency: LatencyModel | None) -> LatencyModel:
