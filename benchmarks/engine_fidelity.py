@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from sliceserve.core.latency import LatencyModel
+from sliceserve.core.latency import IterationSample, LatencyModel
 
 
 def _cli(args: list[str]) -> tuple[float, float]:
@@ -92,6 +92,32 @@ def compare(profile: Path, bench: dict, sim: dict) -> str:
     return "\n".join(lines)
 
 
+def _simulate(bench: dict, profile: Path, sim_out: Path) -> dict:
+    """The simulate step: the local run's workload, scheduler limits and SLO scales, on `profile`."""
+    cfg = bench["config"]
+    sets = [f"--set={k}={v}" for k, v in cfg["scheduler"].items()]
+    _cli(["simulate", "--policy", ",".join(cfg["policies"]), "--workload", cfg["workload"]["name"],
+          "--request-rate", repr(cfg["request_rate"]), "--duration", repr(cfg["duration_s"]),
+          "--seed", str(cfg["seed"]), "--profile", str(profile), "--no-progress", "--slo-scale",
+          repr(cfg["slo_scale"]), "--ttft-scale", repr(cfg["ttft_scale"]), *sets, "--output", str(sim_out)])
+    return json.loads(sim_out.read_text())
+
+
+def reanalyse(work: Path, ctx_buckets: str | None) -> int:
+    data = json.loads((work / "profile.json").read_text())
+    samples = [IterationSample(**s) for s in data["samples"]]
+    buckets = [int(x) for x in ctx_buckets.split(",")] if ctx_buckets else data.get("ctx_buckets")
+    model = LatencyModel.fit(samples, name=data.get("name", "refit"), ctx_buckets=buckets,
+                             notes=f"refit of {work / 'profile.json'}'s {len(samples)} samples")
+    refit = work / "profile-refit.json"
+    model.save(refit, {"device": data.get("device", {}), "samples": data["samples"]})
+    bench = json.loads((work / "bench.json").read_text())
+    sim = _simulate(bench, refit, work / "sim-refit.json")
+    print(f"\nrecorded run {work}: profile refitted with this code ({refit}), simulated again\n")
+    print(compare(refit, bench, sim))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="fidelity-out", help="where profile.json, bench.json, sim.json go")
@@ -108,10 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-profile", action="store_true", help="keep an existing workdir/profile.json")
     p.add_argument("--device", default="cpu", help="torch device of the profile and the local run")
     p.add_argument("--no-cuda-graphs", action="store_true", help="CUDA: eager decode steps in both runs")
+    p.add_argument("--reanalyse", action="store_true",
+                   help="measure nothing: refit the workdir's recorded profile samples with this code's latency "
+                        "model, simulate again and compare with the recorded local run (e.g. a GPU run, on a "
+                        "machine without one)")
+    p.add_argument("--ctx-buckets", default=None,
+                   help="with --reanalyse: the runner's padded decode lengths (CUDA graphs), for profiles "
+                        "recorded before profiles stored them")
     args = p.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     profile, bench_out, sim_out = work / "profile.json", work / "bench.json", work / "sim.json"
+    if args.reanalyse:
+        return reanalyse(work, args.ctx_buckets)
     load0 = os.getloadavg()[0]
     eager = ["--no-cuda-graphs"] if args.no_cuda_graphs else []
     if not (args.reuse_profile and profile.exists()):
@@ -123,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                       "--device", args.device, *eager, "--output", str(bench_out)])
     bench = json.loads(bench_out.read_text())
     cfg = bench["config"]
-    # The simulator gets exactly the local run's scheduler limits and SLO scale.
-    sets = [f"--set={k}={v}" for k, v in cfg["scheduler"].items()]
-    _cli(["simulate", *common, "--slo-scale", repr(cfg["slo_scale"]), "--ttft-scale", repr(cfg["ttft_scale"]), *sets, "--output", str(sim_out)])
-    sim = json.loads(sim_out.read_text())
+    # The simulator gets exactly the local run's workload, scheduler limits and SLO scales.
+    sim = _simulate(bench, profile, sim_out)
     print(f"\nworkload {args.workload}, rate {args.request_rate}/s, duration {args.duration} s, seed {args.seed}, "
           f"SLO scale {cfg['slo_scale']:.3g}, TTFT scale {cfg['ttft_scale']:.3g} (derived from the profile), profile {profile}")
     print(f"profile notes: {LatencyModel.load(profile).notes}")

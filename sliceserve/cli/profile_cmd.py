@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     model.save(args.output, extra)
     table = ", ".join(f"{t * 1e3:.1f}" for t in model.decode_table_s)
     print(f"decode l(k) ms for k=1..{len(model.decode_table_s)}: {table}", file=sys.stderr)
-    print(f"context slope {model.ctx_coef_s * 1e6:.3f} us per token per request; prefill p(n) = "
+    print(f"context slope {model.ctx_coef_s * 1e6:.3f} us per token per request + {model.ctx_iter_coef_s * 1e6:.3f} us "
+          f"per token per iteration; prefill p(n) = "
           f"{model.prefill_base_s * 1e3:.1f} ms + {model.prefill_per_token_s * 1e3:.3f} ms/token "
           f"+ {model.prefill_quad_s * 1e9:.3f} ns/token^2", file=sys.stderr)
     print(model.notes, file=sys.stderr)

@@ -170,6 +170,7 @@ class Controller:
         lat = self.sched.latency
         lat.decode_table_s = [t * ratio for t in lat.decode_table_s]
         lat.ctx_coef_s *= ratio
+        lat.ctx_iter_coef_s *= ratio
         lat.prefill_base_s *= ratio
         lat.prefill_per_token_s *= ratio
         lat.prefill_quad_s *= ratio

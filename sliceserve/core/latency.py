@@ -1,7 +1,16 @@
 """Latency model: decode iteration time l(k, ctx) and prefill time p(n).
 
-l(k, ctx) = table[k] + ctx_coef_s * k * ctx   (table: measured per batch size; linear past its end)
+l(k, ctx) = table[k] + ctx_coef_s * k * ctx + ctx_iter_coef_s * L(ctx)
+            (table: measured per batch size, linear past its end; ctx: the requests' mean context;
+            L(ctx) = ctx, or the runner's padded length when it pads to `ctx_buckets`)
 p(n)      = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2
+Two context slopes because devices differ: on a CPU attention work grows with every request's context
+(k * ctx); on a launch-bound GPU a decode step's attention runs padded to the batch's context, so its time
+grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.2 ms at context 64, 5.7 ms at
+1024, batch 1 and 8 alike). The fit keeps whichever the samples support (non-negative). With CUDA graphs the
+runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs what its bucket costs: the
+profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
+iteration-time error 10.6-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
 A mixed iteration costs l(k, ctx) + p(n) (the sum, as SLICE.md allows to start with).
 Built from profiles (JSON), fitted by least squares from measured samples, refined online by EWMA.
 """
@@ -32,6 +41,8 @@ class LatencyModel:
     prefill_base_s: float = 0.0
     prefill_per_token_s: float = 0.0
     prefill_quad_s: float = 0.0
+    ctx_iter_coef_s: float = 0.0      # seconds per context token per iteration (see the module docstring)
+    ctx_buckets: list[int] | None = None   # padded decode lengths of the runner (CUDA graphs); None: unpadded
     name: str = "custom"
     notes: str = ""
     ewma_alpha: float = field(default=0.2)
@@ -42,6 +53,10 @@ class LatencyModel:
         if any(not (math.isfinite(t) and t > 0) for t in self.decode_table_s):
             raise ValueError("decode times must be positive seconds")
         self.decode_table_s = [float(t) for t in self.decode_table_s]
+        if self.ctx_buckets is not None:
+            if not self.ctx_buckets or any(not isinstance(b, int) or b <= 0 for b in self.ctx_buckets):
+                raise ValueError(f"ctx_buckets must be positive integers, got {self.ctx_buckets!r}")
+            self.ctx_buckets = sorted(self.ctx_buckets)
 
     # --- prediction ----------------------------------------------------------------------------------
     def decode_time(self, k: int, ctx: float = 0.0) -> float:
@@ -54,7 +69,10 @@ class LatencyModel:
         else:
             slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
             base = table[-1] + slope * (k - len(table))
-        return base + self.ctx_coef_s * k * ctx
+        return base + self._ctx_cost(k, ctx)
+
+    def _ctx_cost(self, k: int, ctx: float) -> float:
+        return self.ctx_coef_s * k * ctx + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets)
 
     def prefill_time(self, n: int) -> float:
         if n <= 0:
@@ -74,7 +92,7 @@ class LatencyModel:
             table = self.decode_table_s
             while len(table) < k:  # grow by extrapolation so the entry exists
                 table.append(self.decode_time(len(table) + 1, 0.0))
-            measured = max(1e-6, sample.seconds - self.ctx_coef_s * k * sample.decode_ctx)
+            measured = max(1e-6, sample.seconds - self._ctx_cost(k, sample.decode_ctx))
             table[k - 1] += a * (measured - table[k - 1])
         elif sample.num_decode == 0 and sample.prefill_tokens > 0:
             n = sample.prefill_tokens
@@ -87,9 +105,12 @@ class LatencyModel:
 
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, samples: Iterable[IterationSample], name: str = "fitted", notes: str = "") -> "LatencyModel":
-        """Least squares: decode-only samples give one level per batch size plus a shared context slope
-        (levels then made non-decreasing in k); prefill-only samples give the quadratic p(n)."""
+    def fit(cls, samples: Iterable[IterationSample], name: str = "fitted", notes: str = "",
+            ctx_buckets: list[int] | None = None) -> "LatencyModel":
+        """Least squares on relative error (each sample weighted by 1 / its time: a 3 ms step mispredicted by
+        1 ms matters as much as a 300 ms one by 100 ms): decode-only samples give one level per batch size plus
+        the two context slopes (a slope the samples would make negative is dropped; levels then made
+        non-decreasing in k); prefill-only samples give the quadratic p(n)."""
         samples = list(samples)
         decode = [s for s in samples if s.prefill_tokens == 0 and s.num_decode > 0]
         prefill = [s for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
@@ -98,13 +119,14 @@ class LatencyModel:
         max_k = max(s.num_decode for s in decode)
         ks = sorted({s.num_decode for s in decode})
         col = {k: i for i, k in enumerate(ks)}
-        x = np.zeros((len(decode), len(ks) + 1))
+        x = np.zeros((len(decode), len(ks) + 2))
         y = np.array([s.seconds for s in decode])
         for row, s in enumerate(decode):
             x[row, col[s.num_decode]] = 1.0
-            x[row, -1] = s.num_decode * s.decode_ctx
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        ctx_coef = max(0.0, float(coef[-1]))
+            x[row, -2] = s.num_decode * s.decode_ctx
+            x[row, -1] = attended_length(s.decode_ctx, ctx_buckets)
+        coef = _relative_lstsq(x, y, keep=len(ks))
+        ctx_coef, ctx_iter = float(coef[-2]), float(coef[-1])
         counts = [sum(s.num_decode == k for s in decode) for k in ks]
         # More sequences never make a decode step cheaper: noisy levels (a CPU shared with other processes
         # once gave l(8) < l(1)) are replaced by their closest non-decreasing fit.
@@ -117,14 +139,15 @@ class LatencyModel:
             n = np.array([s.prefill_tokens for s in prefill], dtype=float)
             feats = np.stack([np.ones_like(n), n, n * n], axis=1) if len(set(n)) >= 3 else np.stack(
                 [np.ones_like(n), n], axis=1)
-            pc, *_ = np.linalg.lstsq(feats, np.array([s.seconds for s in prefill]), rcond=None)
+            pc = _relative_lstsq(feats, np.array([s.seconds for s in prefill]))
             base, per_tok = max(0.0, float(pc[0])), max(1e-9, float(pc[1]))
             quad = max(0.0, float(pc[2])) if len(pc) > 2 else 0.0
-        return cls(table, ctx_coef, base, per_tok, quad, name=name, notes=notes)
+        return cls(table, ctx_coef, base, per_tok, quad, ctx_iter, sorted(ctx_buckets) if ctx_buckets else None,
+                   name=name, notes=notes)
 
     # --- persistence ---------------------------------------------------------------------------------
     def copy(self) -> "LatencyModel":
-        return LatencyModel(**{**asdict(self), "decode_table_s": list(self.decode_table_s)})
+        return LatencyModel(**asdict(self))   # asdict copies the lists
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,7 +155,7 @@ class LatencyModel:
     @classmethod
     def from_dict(cls, data: dict) -> "LatencyModel":
         known = {"decode_table_s", "ctx_coef_s", "prefill_base_s", "prefill_per_token_s", "prefill_quad_s",
-                 "name", "notes", "ewma_alpha"}
+                 "ctx_iter_coef_s", "ctx_buckets", "name", "notes", "ewma_alpha"}
         unknown = sorted(set(data) - known - {"samples", "device"})
         if unknown:
             raise ValueError(f"latency profile has unknown field(s): {', '.join(unknown)}")
@@ -154,6 +177,32 @@ class LatencyModel:
         if not isinstance(data, dict):
             raise ValueError(f"latency profile {path} must be a JSON object")
         return cls.from_dict(data)
+
+
+def attended_length(ctx: float, buckets: list[int] | None) -> float:
+    """The context length the per-iteration term charges for a decode step at mean context `ctx`: `ctx`
+    itself, or, when the runner pads to `buckets`, the smallest bucket holding the ctx + 1 positions the step
+    attends over (past the largest bucket the step runs unpadded)."""
+    if buckets:
+        for b in buckets:
+            if b >= ctx + 1.0:
+                return float(b)
+    return ctx
+
+
+def _relative_lstsq(x: np.ndarray, y: np.ndarray, keep: int = 0) -> np.ndarray:
+    """Least squares on relative error (rows weighted by 1 / y). Columns from `keep` on are slopes that must
+    not be negative: one that comes out negative is dropped (0) and the rest refitted."""
+    w = 1.0 / np.maximum(y, 1e-9)
+    active = list(range(x.shape[1]))
+    while True:
+        sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
+        coef = np.zeros(x.shape[1])
+        coef[active] = sol
+        negative = [c for c in active if c >= keep and coef[c] < 0]
+        if not negative:
+            return coef
+        active.remove(min(negative, key=lambda c: coef[c]))
 
 
 def _non_decreasing(values: list[float], weights: list[int]) -> list[float]:

@@ -194,6 +194,15 @@ def vocab_size(loaded) -> int:
     return min(len(loaded.tokenizer), getattr(loaded.runner, "vocab_size", len(loaded.tokenizer)))
 
 
+def padded_lengths(loaded) -> list[int] | None:
+    """The context lengths the runner pads decode steps to, when it replays CUDA graphs (their cost is the
+    bucket's, not the context's: sliceserve.core.latency); None for an unpadded runner."""
+    static = getattr(loaded.runner, "static_decode", None)
+    if static is None or not getattr(static, "graphs", None):
+        return None
+    return list(static.buckets.context_lens)
+
+
 def profiling_executor(loaded) -> Executor:
     """The executor to time: a backend whose cache holds only what it computed (llama.cpp) offers a view that
     fills a synthetic request's claimed context untimed first (`for_profiling`)."""
@@ -212,7 +221,8 @@ def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool =
     notes = f"measured by sliceserve profile: {grid.num_points - len(skipped)} points, median of {grid.repeats}"
     if skipped:
         notes += f"; skipped {len(skipped)} (KV / length limits)"
-    model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}")
+    model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}",
+                             ctx_buckets=padded_lengths(loaded))
     model.notes = f"{notes}; fit error {fit_error(model, samples):.1%} (mean |relative error| on the samples)"
     return model, {"device": info, "samples": [asdict(s) for s in samples]}
 

@@ -45,6 +45,44 @@ def test_fit_recovers_known_coefficients():
         assert fit.prefill_time(n) == pytest.approx(truth.prefill_time(n), rel=0.03)
 
 
+@pytest.mark.parametrize("per_request, per_iteration", [(2e-6, 0.0), (0.0, 2.5e-6), (1e-6, 2e-6)])
+def test_fit_separates_per_request_and_per_iteration_context_slopes(per_request, per_iteration):
+    # A CPU's attention grows with every request's context (k * ctx); a launch-bound GPU step runs padded to
+    # the batch's context, so its time grows with ctx whatever k is. The fit must tell them apart.
+    truth = LatencyModel([0.003, 0.0035, 0.004, 0.004, 0.0042, 0.0042, 0.0045, 0.0045], ctx_coef_s=per_request,
+                         ctx_iter_coef_s=per_iteration)
+    rng = random.Random(5)
+    samples = [IterationSample(k, ctx, 0, truth.decode_time(k, ctx) * rng.uniform(0.99, 1.01))
+               for k in range(1, 9) for ctx in (64.0, 256.0, 1024.0, 2048.0) for _ in range(3)]
+    fit = LatencyModel.fit(samples)
+    assert fit.ctx_coef_s == pytest.approx(per_request, abs=2e-7)
+    assert fit.ctx_iter_coef_s == pytest.approx(per_iteration, abs=4e-7)
+    for k, ctx in ((1, 100.0), (8, 1500.0), (4, 600.0)):
+        assert fit.decode_time(k, ctx) == pytest.approx(truth.decode_time(k, ctx), rel=0.03)
+
+
+def test_padded_context_buckets_set_the_per_iteration_term():
+    # CUDA-graph decode pads the context to a bucket and costs what the bucket costs: 3.2 ms up to 256
+    # positions, 3.6 ms up to 512, 4.3 ms up to 1024 (an H100 run). A straight line through ctx cannot follow
+    # those steps; the bucketed term can.
+    buckets = [256, 512, 1024, 2048]
+    truth = LatencyModel([0.002], ctx_iter_coef_s=2e-6, ctx_buckets=buckets)
+    assert truth.decode_time(1, 100.0) == pytest.approx(0.002 + 2e-6 * 256)
+    assert truth.decode_time(1, 255.0) == pytest.approx(0.002 + 2e-6 * 256)    # 256 positions: still bucket 256
+    assert truth.decode_time(1, 256.0) == pytest.approx(0.002 + 2e-6 * 512)
+    assert truth.decode_time(1, 5000.0) == pytest.approx(0.002 + 2e-6 * 5000)  # past the buckets: unpadded
+    samples = [IterationSample(1, float(ctx), 0, truth.decode_time(1, ctx)) for ctx in (64, 256, 1024)]
+    fit = LatencyModel.fit(samples, ctx_buckets=buckets)
+    line = LatencyModel.fit(samples)
+    for ctx in (128.0, 400.0, 700.0, 900.0):
+        assert fit.decode_time(1, ctx) == pytest.approx(truth.decode_time(1, ctx), rel=0.01)
+    assert abs(line.decode_time(1, 700.0) / truth.decode_time(1, 700.0) - 1) > 0.05   # why buckets matter
+    back = LatencyModel.from_dict(fit.to_dict())
+    assert back.ctx_buckets == buckets and back.decode_time(1, 400.0) == fit.decode_time(1, 400.0)
+    with pytest.raises(ValueError, match="ctx_buckets"):
+        LatencyModel([0.002], ctx_buckets=[0, 256])
+
+
 def test_fit_needs_decode_samples():
     with pytest.raises(ValueError, match="decode-only"):
         LatencyModel.fit([IterationSample(0, 0.0, 10, 0.01)])
@@ -52,7 +90,7 @@ def test_fit_needs_decode_samples():
 
 def test_json_round_trip(tmp_path):
     m = LatencyModel([0.01, 0.02], ctx_coef_s=1e-6, prefill_base_s=0.003, prefill_per_token_s=2e-5,
-                     name="dev", notes="measured")
+                     ctx_iter_coef_s=3e-7, name="dev", notes="measured")
     path = tmp_path / "p.json"
     m.save(path, extra={"device": "cpu"})
     back = load_profile(str(path))
