@@ -65,6 +65,7 @@ cheapest row fits, and at most 8 x max_num_seqs best-effort candidates are exami
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from sliceserve.config import SchedulerConfig
@@ -127,7 +128,8 @@ class SliceScheduler(Scheduler):
         self._prefilling: list[str] = []          # rows with prompt/recompute left, rank order
         self._banking: set[str] = set()           # members whose prompt waits, whole, for banked slack
         self._top_density = math.inf              # highest utility density among members
-        self._bank_s = 0.0
+        self._bank_s = 0.0                        # slack top-density members keep from lower-density work
+        self._top_members: set[str] = set()       # members of that density
 
     # --- rebuild triggers ----------------------------------------------------------------------------
     def on_arrival(self, req: Request, now: float) -> None:
@@ -243,9 +245,10 @@ class SliceScheduler(Scheduler):
         self._columns = sel.mask.columns()
         self._cycle_s = sel.mask.cost()
         self._top_density = max((self._density(c.req) for c in sel.selected), default=math.inf)
-        top_tpots = [c.req.slo.tpot_s for c in sel.selected
-                     if c.req.slo.tpot_s is not None and self._density(c.req) >= self._top_density]
-        self._bank_s = self.config.slice_bank_tokens * min(top_tpots, default=0.0)
+        top = [c.req for c in sel.selected if self._density(c.req) >= self._top_density]
+        self._top_members = {r.req_id for r in top}
+        self._bank_s = self.config.slice_bank_tokens * min((r.slo.tpot_s for r in top if r.slo.tpot_s is not None),
+                                                           default=0.0)
         # Keep the position instead of restarting at column 0: rebuilds come every few iterations under
         # load, and restarting would keep replaying the fullest (first, in `prefix`) columns, so members
         # would see those columns' iteration time rather than the cycle average the test budgeted.
@@ -302,8 +305,10 @@ class SliceScheduler(Scheduler):
         waiting = max((self._density(r) for r in self._waiting_prompts()), default=-math.inf) if sit_out \
             else -math.inf
         # Lower-density members ahead of their own line sit this column out while a top-density member is
-        # short of its slack reserve, so that member banks it back (`slice_bank_tokens`).
-        short_of_reserve = sit_out and self._bank_s > 0 and self._top_short(now)
+        # short of its slack reserve, so that member banks it back (`slice_bank_tokens`). Asked at most once,
+        # and only when such a member is in the column (a loop over the members: keeps plan() cheap).
+        reserve = self._bank_s > 0 and sit_out
+        top_short = functools.cache(lambda: self._top_short(now))
         for rid in col:
             req = self.requests.get(rid)
             if req is None or req.num_uncomputed_tokens != 1 or budget <= 0:
@@ -311,8 +316,8 @@ class SliceScheduler(Scheduler):
             if rid not in self._members:
                 others.append(req)
             elif self._sits_out(req, now, waiting, mean_col) or (
-                    short_of_reserve and self._density(req) < self._top_density
-                    and self._member_slack(req, now) > mean_col):
+                    reserve and rid not in self._top_members and self._member_slack(req, now) > mean_col
+                    and top_short()):
                 continue
             elif self._admit(req, req.num_computed_tokens + 1, in_batch):
                 batch.add_decode(req)
@@ -330,11 +335,6 @@ class SliceScheduler(Scheduler):
         limit = min((slack for _, slack in lines), default=math.inf)
         # Time the iteration may take beyond the members' own decode step.
         extra = limit - lat.decode_time(k) if limit < math.inf else math.inf
-        # What lower-density work may take: top-density members keep a reserve of banked slack for the
-        # next newcomer of their class (`_bank_reserve_s`).
-        lower_limit = min((slack - (self._bank_s if d >= self._top_density else 0.0) for d, slack in lines),
-                          default=math.inf)
-        extra_lower = lower_limit - lat.decode_time(k) if lower_limit < math.inf else math.inf
         spent = 0
         still: list[str] = []
         member_blocked = False
@@ -348,7 +348,12 @@ class SliceScheduler(Scheduler):
             if not pass_members:
                 if member_blocked:
                     break  # let members bank slack for the waiting newcomer instead of spending it
-                extra = min(extra, extra_lower, first_due - now - step_s)
+                if self._bank_s > 0 and lines:
+                    # Best effort may not spend top-density members' reserve of banked slack, kept for the
+                    # next newcomer of their class (`slice_bank_tokens`).
+                    lower = min(sl - (self._bank_s if d >= self._top_density else 0.0) for d, sl in lines)
+                    extra = min(extra, lower - lat.decode_time(k))
+                extra = min(extra, first_due - now - step_s)
                 for req in others:
                     if budget <= 0 or batch.num_seqs >= max_seqs:
                         break
@@ -420,10 +425,9 @@ class SliceScheduler(Scheduler):
 
     def _top_short(self, now: float) -> bool:
         """Whether a decoding top-density member holds less banked slack than the reserve."""
-        for rid in self._members:
+        for rid in self._top_members:
             req = self.requests.get(rid)
-            if req is not None and req.token_times_s and self._density(req) >= self._top_density \
-                    and self._member_slack(req, now) < self._bank_s:
+            if req is not None and req.token_times_s and self._member_slack(req, now) < self._bank_s:
                 return True
         return False
 
