@@ -47,6 +47,10 @@ class ProfileGrid:
         return len(self.batch_sizes) * len(self.contexts) + len(self.chunks)
 
 
+# Decode batches in the profile span contexts from 0.5x to 1.5x the grid's (see profile_loaded).
+DECODE_CTX_SPREAD = 0.5
+
+
 def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
     """Every size up to 16, then powers of two and the midpoints between them (24, 32, 48, ...), plus
     `max_batch`. A CPU's BLAS makes l(k) irregular: l(2) ~ 2 l(1), l(3) > l(4), l(12) > l(16) on this VM, so
@@ -114,9 +118,18 @@ def _time_point(runner: Executor, synth: _Synthetic, make: Callable[[], tuple[li
     return statistics.median(times)
 
 
+def spread_contexts(k: int, ctx: int, spread: float) -> list[int]:
+    """Contexts of a synthetic decode batch of k: evenly from ctx * (1 - spread) to ctx * (1 + spread)."""
+    if k == 1 or spread == 0:
+        return [ctx] * k
+    return [max(1, round(ctx * (1 - spread + 2 * spread * i / (k - 1)))) for i in range(k)]
+
+
 def measure(runner: Executor, grid: ProfileGrid, *, num_kv_blocks: int, block_size: int, max_model_len: int,
-            vocab_size: int = 100, seed: int = 0, progress: bool = True) -> tuple[list[IterationSample], list[str]]:
-    """Median iteration time per grid point, and a note for each point skipped (KV or length limits)."""
+            vocab_size: int = 100, seed: int = 0, progress: bool = True,
+            ctx_spread: float = 0.0) -> tuple[list[IterationSample], list[str]]:
+    """Median iteration time per grid point, and a note for each point skipped (KV or length limits).
+    `ctx_spread`: decode batches' contexts spread around the grid's (`spread_contexts`), as real batches are."""
     from tqdm import tqdm
 
     synth = _Synthetic(KVBlockAllocator(num_kv_blocks, block_size), vocab_size, seed)
@@ -125,11 +138,12 @@ def measure(runner: Executor, grid: ProfileGrid, *, num_kv_blocks: int, block_si
     bar = tqdm(total=grid.num_points, desc="profile", unit="pt", disable=not progress, leave=False)
     for ctx, k in itertools.product(grid.contexts, grid.batch_sizes):
         bar.update(1)
-        if ctx + 1 > max_model_len or k * synth.kv.blocks_for(ctx + 1) > num_kv_blocks:
+        lengths = spread_contexts(k, ctx, ctx_spread)
+        if max(lengths) + 1 > max_model_len or sum(synth.kv.blocks_for(n + 1) for n in lengths) > num_kv_blocks:
             skipped.append(f"decode k={k} ctx={ctx}: exceeds max_model_len or KV capacity")
             continue
-        make = lambda k=k, ctx=ctx: ([synth.request(ctx + 1, ctx) for _ in range(k)], {})  # noqa: E731
-        samples.append(IterationSample(k, float(ctx), 0, _time_point(runner, synth, make, grid)))
+        make = lambda lengths=lengths: ([synth.request(n + 1, n) for n in lengths], {})  # noqa: E731
+        samples.append(IterationSample(k, sum(lengths) / k, 0, _time_point(runner, synth, make, grid)))
     for n in grid.chunks:
         bar.update(1)
         if n > max_model_len or synth.kv.blocks_for(n) > num_kv_blocks:
@@ -214,15 +228,22 @@ def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool =
                    name: str | None = None) -> tuple[LatencyModel, dict]:
     """Profile a LoadedModel (sliceserve.model.loader); returns the fitted model and the JSON extras
     (device info and raw samples) that `LatencyModel.save(path, extra)` stores alongside it."""
+    buckets = padded_lengths(loaded)
+    # Real decode batches mix context lengths, and a runner that splits a batch by length (the CPU path)
+    # then makes several, masked attention calls: equal-length batches, one unmasked call, were the cheapest
+    # case and under-predicted real batches of 5-10 by 10-27 % (engine-fidelity.md). A CUDA-graph runner
+    # pads to its buckets instead, which the latency model charges by the bucket of the mean context; its
+    # profile keeps equal lengths so that mean and padded length agree.
     samples, skipped = measure(profiling_executor(loaded), grid, num_kv_blocks=loaded.num_kv_blocks,
                                block_size=loaded.block_size, max_model_len=loaded.max_model_len,
-                               vocab_size=vocab_size(loaded), seed=seed, progress=progress)
+                               vocab_size=vocab_size(loaded), seed=seed, progress=progress,
+                               ctx_spread=0.0 if buckets else DECODE_CTX_SPREAD)
     info = device_info(loaded)
     notes = f"measured by sliceserve profile: {grid.num_points - len(skipped)} points, median of {grid.repeats}"
     if skipped:
         notes += f"; skipped {len(skipped)} (KV / length limits)"
     model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}",
-                             ctx_buckets=padded_lengths(loaded))
+                             ctx_buckets=buckets)
     model.notes = f"{notes}; fit error {fit_error(model, samples):.1%} (mean |relative error| on the samples)"
     return model, {"device": info, "samples": [asdict(s) for s in samples]}
 

@@ -81,3 +81,12 @@ def test_fit_keeps_decode_levels_non_decreasing_under_noise():
     assert table[3] == pytest.approx(0.0375) and table[7] == pytest.approx(0.0375)
     assert table[15] == pytest.approx(0.060)
     assert fitted.ctx_coef_s == pytest.approx(1e-6, rel=1e-6)
+
+
+def test_spread_contexts_keep_the_mean_and_span_the_range():
+    from sliceserve.model.profiler import spread_contexts
+
+    lengths = spread_contexts(5, 400, 0.5)
+    assert lengths == [200, 300, 400, 500, 600]
+    assert sum(spread_contexts(16, 256, 0.5)) / 16 == pytest.approx(256, abs=1)
+    assert spread_contexts(1, 400, 0.5) == [400] and spread_contexts(4, 64, 0.0) == [64] * 4
