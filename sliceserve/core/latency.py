@@ -10,7 +10,7 @@ grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.
 1024, batch 1 and 8 alike). The fit keeps whichever the samples support (non-negative). With CUDA graphs the
 runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs what its bucket costs: the
 profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
-iteration-time error 10.6-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
+iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
 A mixed iteration costs l(k, ctx) + p(n) (the sum, as SLICE.md allows to start with).
 Built from profiles (JSON), fitted by least squares from measured samples, refined online by EWMA.
 """
@@ -142,7 +142,7 @@ class LatencyModel:
             pc = _relative_lstsq(feats, np.array([s.seconds for s in prefill]))
             base, per_tok = max(0.0, float(pc[0])), max(1e-9, float(pc[1]))
             quad = max(0.0, float(pc[2])) if len(pc) > 2 else 0.0
-        return cls(table, ctx_coef, base, per_tok, quad, ctx_iter, sorted(ctx_buckets) if ctx_buckets else None,
+        return cls(table, ctx_coef, base, per_tok, quad, ctx_iter, list(ctx_buckets) if ctx_buckets else None,
                    name=name, notes=notes)
 
     # --- persistence ---------------------------------------------------------------------------------

@@ -307,7 +307,7 @@ class SliceScheduler(Scheduler):
         # Lower-density members ahead of their own line sit this column out while a top-density member is
         # short of its slack reserve, so that member banks it back (`slice_bank_tokens`). Asked at most once,
         # and only when such a member is in the column (a loop over the members: keeps plan() cheap).
-        reserve = self._bank_s > 0 and sit_out
+        may_yield = self._bank_s > 0 and sit_out
         top_short = functools.cache(lambda: self._top_short(now))
         for rid in col:
             req = self.requests.get(rid)
@@ -316,7 +316,7 @@ class SliceScheduler(Scheduler):
             if rid not in self._members:
                 others.append(req)
             elif self._sits_out(req, now, waiting, mean_col) or (
-                    reserve and rid not in self._top_members and self._member_slack(req, now) > mean_col
+                    may_yield and rid not in self._top_members and self._member_slack(req, now) > mean_col
                     and top_short()):
                 continue
             elif self._admit(req, req.num_computed_tokens + 1, in_batch):
@@ -348,12 +348,7 @@ class SliceScheduler(Scheduler):
             if not pass_members:
                 if member_blocked:
                     break  # let members bank slack for the waiting newcomer instead of spending it
-                if self._bank_s > 0 and lines:
-                    # Best effort may not spend top-density members' reserve of banked slack, kept for the
-                    # next newcomer of their class (`slice_bank_tokens`).
-                    lower = min(sl - (self._bank_s if d >= self._top_density else 0.0) for d, sl in lines)
-                    extra = min(extra, lower - lat.decode_time(k))
-                extra = min(extra, first_due - now - step_s)
+                extra = min(extra, self._spendable(lines, -math.inf) - lat.decode_time(k), first_due - now - step_s)
                 for req in others:
                     if budget <= 0 or batch.num_seqs >= max_seqs:
                         break
@@ -381,10 +376,7 @@ class SliceScheduler(Scheduler):
                     # to bank slack chunk by chunk (they rank below it, and selection charged its prefill
                     # before theirs). Equal-density members still bind: a real-time stream decoding at
                     # exactly its rate has no slack to lend, whatever the deadlines say.
-                    own = self._density(req)
-                    reserve = self._bank_s if own < self._top_density else 0.0
-                    above = min((sl - (reserve if d >= self._top_density else 0.0) for d, sl in lines if d >= own),
-                                default=math.inf)
+                    above = self._spendable(lines, self._density(req))
                     allowance = above - lat.decode_time(k) if above < math.inf else math.inf
                 allowance = min(allowance, first_due - now - step_s)
                 n = min(req.num_uncomputed_tokens, budget, self._tokens_within(allowance, spent))
@@ -422,6 +414,13 @@ class SliceScheduler(Scheduler):
             return False
         ahead = mean_col if self._density(req) < waiting else 2 * req.slo.tpot_s
         return self._member_slack(req, now) > ahead
+
+    def _spendable(self, lines: list[tuple[float, float]], own: float) -> float:
+        """Slack that work of utility density `own` may spend in this iteration: the smallest slack among the
+        members of at least that density (`lines`: (density, slack)), less, when `own` is below the top
+        density, the reserve top-density members keep for the next newcomer of their class."""
+        keep = self._bank_s if own < self._top_density else 0.0
+        return min((sl - (keep if d >= self._top_density else 0.0) for d, sl in lines if d >= own), default=math.inf)
 
     def _top_short(self, now: float) -> bool:
         """Whether a decoding top-density member holds less banked slack than the reserve."""
