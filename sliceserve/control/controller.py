@@ -39,6 +39,11 @@ log = logging.getLogger("sliceserve.control")
 _RECENT_TOKENS = 8
 
 
+def _slower_than(times: list[float], tpot_s: float | None) -> bool:
+    """Whether these token times (three at least) came slower than `tpot_s` apart on average."""
+    return tpot_s is not None and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > tpot_s
+
+
 @dataclass(frozen=True)
 class ControllerConfig:
     enabled: bool = True
@@ -168,12 +173,7 @@ class Controller:
         if abs(ratio - 1.0) <= self.config.calibration_tolerance:
             return
         lat = self.sched.latency
-        lat.decode_table_s = [t * ratio for t in lat.decode_table_s]
-        lat.ctx_coef_s *= ratio
-        lat.ctx_iter_coef_s *= ratio
-        lat.prefill_base_s *= ratio
-        lat.prefill_per_token_s *= ratio
-        lat.prefill_quad_s *= ratio
+        lat.scale(ratio)
         self.calibration_scale *= ratio
         self._decide(now, "calibrate", ratio=round(ratio, 4), decode_l1_ms=round(lat.decode_time(1) * 1e3, 3))
 
@@ -229,12 +229,11 @@ class Controller:
             tally[1] += 1
             times = req.token_times_s
             if times:
-                late = slo.tpot_s is not None and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > slo.tpot_s
+                late = _slower_than(times, slo.tpot_s)
                 # The margin reacts to streams running slow now, not to a mean TPOT that one past stall
                 # keeps above its bound for the rest of the stream (that ratcheted the margin to its maximum
                 # in five cycles on a CPU server, then held it there).
-                recent = times[-_RECENT_TOKENS - 1:]
-                if slo.tpot_s is not None and len(recent) >= 3 and (recent[-1] - recent[0]) / (len(recent) - 1) > slo.tpot_s:
+                if _slower_than(times[-_RECENT_TOKENS - 1:], slo.tpot_s):
                     self._tpot_late.add(req.slo_class)
             else:
                 late = slo.ttft_s is not None and now - req.arrival_s + prefill(req.num_uncomputed_tokens) > slo.ttft_s

@@ -98,10 +98,19 @@ class LatencyModel:
             n = sample.prefill_tokens
             predicted = self.prefill_time(n)
             if predicted > 0:
-                ratio = 1.0 + a * (sample.seconds / predicted - 1.0)
-                self.prefill_base_s *= ratio
-                self.prefill_per_token_s *= ratio
-                self.prefill_quad_s *= ratio
+                self._scale_prefill(1.0 + a * (sample.seconds / predicted - 1.0))
+
+    def scale(self, ratio: float) -> None:
+        """Every predicted time x `ratio` (the device got uniformly slower or faster)."""
+        self.decode_table_s = [t * ratio for t in self.decode_table_s]
+        self.ctx_coef_s *= ratio
+        self.ctx_iter_coef_s *= ratio
+        self._scale_prefill(ratio)
+
+    def _scale_prefill(self, ratio: float) -> None:
+        self.prefill_base_s *= ratio
+        self.prefill_per_token_s *= ratio
+        self.prefill_quad_s *= ratio
 
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod

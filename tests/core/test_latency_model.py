@@ -131,3 +131,12 @@ def test_unknown_profile_name():
         load_profile("no-such-device")
     with pytest.raises(ValueError, match="not found"):
         load_profile("/nonexistent/profile.json")
+
+
+def test_scale_multiplies_every_prediction():
+    m = LatencyModel([0.01, 0.015], ctx_coef_s=1e-6, prefill_base_s=0.005, prefill_per_token_s=1e-4,
+                     prefill_quad_s=1e-8, ctx_iter_coef_s=2e-6, ctx_buckets=[256, 512])
+    before = [m.iteration_time(k, ctx, n) for k, ctx, n in ((1, 100.0, 0), (2, 400.0, 0), (0, 0.0, 300), (2, 300.0, 64))]
+    m.scale(1.5)
+    after = [m.iteration_time(k, ctx, n) for k, ctx, n in ((1, 100.0, 0), (2, 400.0, 0), (0, 0.0, 300), (2, 300.0, 64))]
+    assert after == pytest.approx([1.5 * t for t in before])

@@ -244,8 +244,8 @@ class SliceScheduler(Scheduler):
         self._banking = set(sel.banking)
         self._columns = sel.mask.columns()
         self._cycle_s = sel.mask.cost()
-        self._top_density = max((self._density(c.req) for c in sel.selected), default=math.inf)
-        top = [c.req for c in sel.selected if self._density(c.req) >= self._top_density]
+        self._top_density = max((c.density for c in sel.selected), default=math.inf)
+        top = [c.req for c in sel.selected if c.density >= self._top_density]
         self._top_members = {r.req_id for r in top}
         self._bank_s = self.config.slice_bank_tokens * min((r.slo.tpot_s for r in top if r.slo.tpot_s is not None),
                                                            default=0.0)
