@@ -26,7 +26,8 @@ def _free_port() -> int:
 
 
 def _bench_args(url: str, args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(url=url, goodput=None, slo_scale=args.slo_scale, ttft_scale=None, workload=args.workload, slo=[],
+    return argparse.Namespace(url=url, goodput=None, slo_scale=args.slo_scale, ttft_scale=None,
+                              profile=args.latency_profile, workload=args.workload, slo=[],
                               request_rate=args.request_rate, duration=args.duration, seed=args.seed,
                               burstiness=args.burstiness, max_requests=None, max_time=None, no_progress=True,
                               no_requests=True)
@@ -114,7 +115,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=40.0)
     p.add_argument("--burstiness", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--slo-scale", type=float, default=None, help="default: derived from the replicas' l(1)")
+    p.add_argument("--slo-scale", type=float, default=None, help="SLO scale of the workload (or give --latency-profile: "
+                   "its l(1) and p(256) set it; never the replicas' own estimates)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs the local Ray cluster may use")
     p.add_argument("--num-cpus-per-replica", type=float, default=0.5)
     p.add_argument("--routing", default="slo,default",
@@ -133,9 +135,6 @@ def main() -> int:
         for i, routing in enumerate(r.strip() for r in args.routing.split(",")):
             key = routing if routing not in results else f"{routing}{i + 1}"   # repeats: slo,default,slo,default
             results[key] = run_one(routing, args)
-            # Each deployment calibrates its own latency model; the SLO bounds must not move with it.
-            if args.slo_scale is None:
-                args.slo_scale = results[key]["config"]["slo_scale"]
     finally:
         ray.shutdown()
     cfg = next(iter(results.values()))["config"]

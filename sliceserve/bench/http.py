@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from sliceserve.bench.device_scale import device_scale
+from sliceserve.bench.device_scale import DeviceScale, device_scale, latency_scale
 from sliceserve.bench.local import synthetic_requests
+from sliceserve.core.latency import BUILTIN_PROFILES, load_profile
 from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
 from sliceserve.request import FinishReason, Request, RequestStatus
 
@@ -57,6 +58,20 @@ def _server_info(url: str) -> dict[str, Any]:
     return {"model": models["id"], "max_model_len": models.get("max_model_len", 2048),
             "vocab_size": models.get("vocab_size", 32000), "policy": info.get("policy", "unknown"),
             "decode_l1_s": info.get("decode_l1_s"), "prefill_256_s": info.get("prefill_256_s")}
+
+
+def _chosen_scale(args: argparse.Namespace) -> DeviceScale:
+    """The SLO scale a server is graded by: the user's factors, or a pinned profile's (a file from `sliceserve
+    profile`, or a built-in name). Never the server's own live estimate: an inflated estimate would loosen the
+    bounds it is graded by (the server would grade itself)."""
+    if args.slo_scale is None and args.profile is None:
+        raise ValueError("bench --url needs the SLO scale from you: pass --slo-scale (and --ttft-scale), or "
+                         "--profile with a pinned latency profile of the device (a `sliceserve profile` file or a "
+                         f"built-in name: {', '.join(BUILTIN_PROFILES)}); the server's own estimate is never used")
+    if args.slo_scale is not None:
+        return device_scale(None, None, slo_scale=args.slo_scale, ttft_scale=args.ttft_scale)
+    scale = latency_scale(load_profile(args.profile), ttft_scale=args.ttft_scale)
+    return DeviceScale(scale.slo, scale.ttft, f"{scale.rule}, from profile {args.profile}")
 
 
 def _body(req: Request, model: str) -> dict[str, Any]:
@@ -161,9 +176,8 @@ def run_http(args: argparse.Namespace) -> dict:
 
     url = args.url.rstrip("/")
     bounds = parse_goodput(getattr(args, "goodput", None))
+    scale = _chosen_scale(args)
     info = _server_info(url)
-    scale = device_scale(info["decode_l1_s"], info["prefill_256_s"], slo_scale=args.slo_scale,
-                         ttft_scale=args.ttft_scale)
     mix = with_slo_overrides(get_preset(args.workload, scale.slo, scale.ttft), args.slo)
     workload = generate(args.workload, args.request_rate, args.duration, args.seed, args.burstiness,
                         max_requests=args.max_requests, mix=mix)

@@ -41,3 +41,30 @@ def test_bench_url_replays_workload_and_reports(tiny_loaded_factory):
     assert set(res["per_class"]) >= {"realtime"}
     table = summary_table(out["results"])
     assert "ALL" in table and "vllm" in table
+
+
+def test_bench_url_never_takes_its_scale_from_the_server():
+    # Before: with no --slo-scale, the bounds came from the server's /ready estimate, so an inflated estimate
+    # loosened the bounds the server was graded by. Now the user or a pinned profile must say, before any
+    # request is sent (the URL is never contacted).
+    args = _args("--url", "http://127.0.0.1:9", "--request-rate", "1", "--duration", "1")
+    with pytest.raises(ValueError, match="--slo-scale.*--profile"):
+        run_http(args)
+
+
+def test_bench_url_scale_from_a_pinned_profile(tmp_path):
+    from sliceserve.bench.http import _chosen_scale
+    from sliceserve.core.latency import load_profile
+
+    ref = load_profile("paper-4060ti")
+    slow = ref.copy()
+    slow.scale(3.0)                     # a device 3x slower than the reference everywhere
+    path = tmp_path / "device.json"
+    slow.save(path)
+    scale = _chosen_scale(_args("--url", "http://x", "--request-rate", "1", "--duration", "1",
+                                "--profile", str(path)))
+    assert scale.slo == pytest.approx(3.0) and scale.ttft == pytest.approx(3.0)
+    assert str(path) in scale.rule
+    given = _chosen_scale(_args("--url", "http://x", "--request-rate", "1", "--duration", "1",
+                                "--slo-scale", "4.5", "--ttft-scale", "11"))
+    assert (given.slo, given.ttft) == (4.5, 11.0)
