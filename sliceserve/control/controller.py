@@ -144,11 +144,8 @@ class Controller:
         """Called after every engine iteration."""
         if not self.enabled or sched_out.is_empty or model_out.elapsed_s <= 0:
             return
-        reqs = sched_out.requests
-        k = len(sched_out.decode)
-        # After update() each decode holds one more token than it had while computing: subtract it.
-        ctx = sum(reqs[r].num_computed_tokens - 1 for r in sched_out.decode) / k if k else 0.0
-        predicted = self.sched.latency.iteration_time(k, ctx, sum(sched_out.prefill.values()))
+        shape = sched_out.executed_sample(model_out.elapsed_s)
+        predicted = self.sched.latency.iteration_time(shape.num_decode, shape.decode_ctx, shape.prefill_tokens)
         if predicted > 0:
             self._ratios.append(model_out.elapsed_s / predicted)
         self._iters += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from sliceserve.core.latency import IterationSample
 from sliceserve.request import Request
 
 
@@ -30,6 +31,13 @@ class SchedulerOutput:
     @property
     def is_empty(self) -> bool:
         return not self.prefill and not self.decode
+
+    def executed_sample(self, elapsed_s: float) -> IterationSample:
+        """The shape of this iteration as the latency model sees it, read AFTER the scheduler's update: each
+        decode then holds one more computed token than the context it attended, so one is subtracted."""
+        k = len(self.decode)
+        ctx = sum(self.requests[r].num_computed_tokens - 1 for r in self.decode) / k if k else 0.0
+        return IterationSample(k, ctx, sum(self.prefill.values()), elapsed_s)
 
     def feeds(self) -> list[tuple[Request, int, int]]:
         """(request, first position, number of tokens) an executor feeds: prompt or recompute chunks first

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.kv_cache import KVBlockAllocator
-from sliceserve.core.latency import IterationSample, LatencyModel
+from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.prefix_cache import PrefixCachingAllocator
 from sliceserve.request import FinishReason, Request, RequestStatus
@@ -220,9 +220,7 @@ class Scheduler:
         """Feed the measured iteration time to the latency model (policies may extend)."""
         if result.elapsed_s <= 0 or not sched.requests:
             return
-        num_decode = len(sched.decode)
-        ctx = (sum(sched.requests[r].num_computed_tokens for r in sched.decode) / num_decode) if num_decode else 0.0
-        self.latency.observe(IterationSample(num_decode, ctx, sum(sched.prefill.values()), result.elapsed_s))
+        self.latency.observe(sched.executed_sample(result.elapsed_s))
 
     # --- policy interface ------------------------------------------------------------------------------
     def plan(self, now: float) -> Batch:

@@ -29,11 +29,7 @@ class DriveResult:
 
 def iteration_sample(step: StepResult) -> IterationSample:
     """The shape of one executed iteration, as the latency model sees it."""
-    sched = step.sched
-    k = len(sched.decode)
-    # num_computed_tokens has already advanced by the decode token, so the context fed was one less.
-    ctx = sum(sched.requests[r].num_computed_tokens - 1 for r in sched.decode) / k if k else 0.0
-    return IterationSample(k, ctx, sum(sched.prefill.values()), step.output.elapsed_s)
+    return step.sched.executed_sample(step.output.elapsed_s)
 
 
 class WallClockDriver:

@@ -79,3 +79,19 @@ def test_token_timestamps_and_block_tables():
     step(s, 1.5, elapsed_s=0.5)
     req = s.requests["a"]
     assert req.token_times_s == [1.5, 2.0] and req.first_scheduled_s == 1.0
+
+
+def test_latency_model_sees_the_context_each_decode_attended(monkeypatch):
+    # Before: the scheduler fed the decode EWMA the context after update() had advanced it (one too high),
+    # unlike the wall-clock driver, the controller and the simulator.
+    sched = scheduler("vllm")
+    seen = []
+    monkeypatch.setattr(type(sched.latency), "observe", lambda self, sample: seen.append(sample))
+    sched.add_request(make_request("a", 10, 5), 0.0)
+    sched.add_request(make_request("b", 20, 5), 0.0)
+    step(sched, 0.0)                      # both prompts in one iteration
+    seen.clear()
+    step(sched, 1.0)                      # both decode the token after their prompt
+    (sample,) = seen
+    assert sample.num_decode == 2 and sample.prefill_tokens == 0
+    assert sample.decode_ctx == (10 + 20) / 2
