@@ -1,10 +1,11 @@
 """The closed-loop feedback controller: every N iterations, measure, predict, and turn the scheduler's knobs.
 
 One control cycle (`ControllerConfig.every`, iterations) does, in order:
-1. Calibration: the ratio of measured to predicted iteration time over the cycle (median, so one stall does
-   not swing it). Beyond `calibration_tolerance` the whole latency model is scaled by it: the scheduler's
-   own EWMA refines decode-only and prefill-only iterations one batch size at a time and skips mixed ones,
-   so a device-wide change (thermal throttling, a co-tenant) would otherwise take many cycles to show.
+1. Calibration report: the latency model calibrates itself every iteration, one bounded factor per term
+   (`LatencyModel.observe`); the controller records the cycle's median measured / predicted ratio (the
+   model's rolling error) and logs a `calibrate` decision when a factor moved by more than
+   `calibration_tolerance` since the last one. It no longer rescales the whole model: the median of mostly
+   decode iterations had rescaled prefill with it, ratcheting prefill estimates far above measured times.
 2. Per class: recent attainment (rolling window of finished requests), percentile targets from the class's
    constraints, and the risk of its in-flight requests (running ones whose TPOT so far is above the bound,
    waiting ones whose TTFT budget is mostly gone). A class is *at risk* when any of these says it will
@@ -48,8 +49,8 @@ def _slower_than(times: list[float], tpot_s: float | None) -> bool:
 class ControllerConfig:
     enabled: bool = True
     every: int = 32                        # iterations per control cycle
-    calibrate: bool = True
-    calibration_tolerance: float = 0.05    # rescale the latency model when off by more than 5%
+    calibrate: bool = True                 # False: the latency model's online calibration is switched off
+    calibration_tolerance: float = 0.05    # log a calibrate decision when a factor moved by more than 5%
     target_attainment: float = 0.9         # a class below this (recent window) is at risk
     min_class_samples: int = 5             # finished requests before a class's attainment is trusted
     margin_min: float = 0.05
@@ -107,7 +108,10 @@ class Controller:
         # Per cycle: (time, {class: (at_risk, recent attainment)}) for status and recovery measurements.
         self.history: deque[tuple[float, dict[str, tuple[bool, float | None]]]] = deque(maxlen=1000)
         self.num_cycles = 0
-        self.calibration_scale = 1.0         # product of every rescale so far
+        self.last_error_ratio: float | None = None   # median measured / predicted over the last cycle
+        self._logged_factors = (scheduler.latency.decode_factor, scheduler.latency.prefill_factor)
+        if not self.config.calibrate:
+            scheduler.latency.calibration_cap = 0.0
         self.shed_below = 0.0                # admission threshold (utility)
         self.num_shed = 0
         self._ratios: list[float] = []
@@ -162,17 +166,25 @@ class Controller:
         self.history.append((now, {n: (s.at_risk, s.attainment) for n, s in self.classes.items()}))
         self._act(at_risk, now)
 
+    @property
+    def calibration_scale(self) -> float:
+        """The latency model's online decode factor (measured / profiled decode time)."""
+        return self.sched.latency.decode_factor
+
     def _calibrate(self, now: float) -> None:
         ratios, self._ratios = self._ratios, []
-        if len(ratios) < 4:
-            return
-        ratio = statistics.median(ratios)
-        if abs(ratio - 1.0) <= self.config.calibration_tolerance:
-            return
+        if len(ratios) >= 4:
+            self.last_error_ratio = statistics.median(ratios)
         lat = self.sched.latency
-        lat.scale(ratio)
-        self.calibration_scale *= ratio
-        self._decide(now, "calibrate", ratio=round(ratio, 4), decode_l1_ms=round(lat.decode_time(1) * 1e3, 3))
+        factors = (lat.decode_factor, lat.prefill_factor)
+        tol = self.config.calibration_tolerance
+        if all(abs(f / old - 1.0) <= tol for f, old in zip(factors, self._logged_factors)):
+            return
+        self._logged_factors = factors
+        self._decide(now, "calibrate", decode_factor=round(factors[0], 4), prefill_factor=round(factors[1], 4),
+                     error_ratio=None if self.last_error_ratio is None else round(self.last_error_ratio, 4),
+                     decode_l1_ms=round(lat.decode_time(1) * 1e3, 3),
+                     prefill_256_ms=round(lat.prefill_time(256) * 1e3, 3))
 
     def _assess(self, now: float) -> list[str]:
         cfg = self.config
@@ -323,7 +335,10 @@ class Controller:
         """JSON-ready view for /v1/status."""
         return {
             "enabled": self.enabled, "every_iterations": self.config.every, "cycles": self.num_cycles,
-            "calibration_scale": self.calibration_scale, "slice_margin": knobs.get_margin(self.sched),
+            "calibration_scale": self.calibration_scale,
+            "latency_factors": {"decode": self.sched.latency.decode_factor,
+                                "prefill": self.sched.latency.prefill_factor},
+            "latency_error_ratio": self.last_error_ratio, "slice_margin": knobs.get_margin(self.sched),
             "shed_below_utility": self.shed_below, "num_shed": self.num_shed,
             "batch_cap": knobs.get_batch_cap(self.sched),
             "classes": {n: {"at_risk": s.at_risk, "why": s.why, "predicted_misses": s.predicted_misses,

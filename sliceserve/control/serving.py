@@ -44,6 +44,7 @@ class _ControllerObserver:
                 self.gauges["margin"].set(st["slice_margin"])
             self.gauges["shed"].set(st["shed_below_utility"])
             self.gauges["scale"].set(st["calibration_scale"])
+            self.gauges["prefill"].set(st["latency_factors"]["prefill"])
 
     def on_finish(self, req) -> None:
         self.controller.observe_finished(req)
@@ -66,8 +67,10 @@ def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
                         registry=registry),
         "shed": Gauge("sliceserve:controller_shed_below_utility", "Arrivals with a lower utility are refused",
                       registry=registry),
-        "scale": Gauge("sliceserve:controller_calibration_scale", "Product of latency-model rescalings",
-                       registry=registry),
+        "scale": Gauge("sliceserve:controller_calibration_scale", "Latency model's online decode factor "
+                       "(measured / profiled decode time)", registry=registry),
+        "prefill": Gauge("sliceserve:latency_prefill_factor", "Latency model's online prefill factor "
+                         "(measured / profiled prefill time)", registry=registry),
     }
     monitor = monitor if monitor is not None else Monitor()
     power = None

@@ -12,7 +12,8 @@ runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs 
 profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
 iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
 A mixed iteration costs l(k, ctx) + p(n) (the sum, as SLICE.md allows to start with).
-Built from profiles (JSON), fitted by least squares from measured samples, refined online by EWMA.
+Built from profiles (JSON), fitted by least squares from measured samples, calibrated online per term: l and p
+each carry a factor (measured / profiled) that every measured iteration moves by one bounded step (`observe`).
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class LatencyModel:
     name: str = "custom"
     notes: str = ""
     ewma_alpha: float = field(default=0.2)
+    # Online calibration, one factor per term (see `observe`): l(k, ctx) and p(n) as profiled, times these.
+    decode_factor: float = 1.0
+    prefill_factor: float = 1.0
+    calibration_cap: float = 0.05     # the most one iteration moves a factor, in log space (0: calibration off)
 
     def __post_init__(self) -> None:
         if not self.decode_table_s:
@@ -69,7 +74,7 @@ class LatencyModel:
         else:
             slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
             base = table[-1] + slope * (k - len(table))
-        return base + self._ctx_cost(k, ctx)
+        return self.decode_factor * (base + self._ctx_cost(k, ctx))
 
     def _ctx_cost(self, k: int, ctx: float) -> float:
         return self.ctx_coef_s * k * ctx + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets)
@@ -77,37 +82,41 @@ class LatencyModel:
     def prefill_time(self, n: int) -> float:
         if n <= 0:
             return 0.0
-        return self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
+        return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n)
 
     def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int) -> float:
         return self.decode_time(num_decode, decode_ctx) + self.prefill_time(prefill_tokens)
 
-    # --- online refinement ---------------------------------------------------------------------------
+    # --- online calibration ------------------------------------------------------------------------
     def observe(self, sample: IterationSample) -> None:
-        """EWMA update from one measured iteration: decode-only ones refine the table entry of their batch
-        size, prefill-only ones the per-token prefill cost. Mixed ones are left out (their split is unknown)."""
-        a = self.ewma_alpha
-        if sample.prefill_tokens == 0 and sample.num_decode > 0:
-            k = sample.num_decode
-            table = self.decode_table_s
-            while len(table) < k:  # grow by extrapolation so the entry exists
-                table.append(self.decode_time(len(table) + 1, 0.0))
-            measured = max(1e-6, sample.seconds - self._ctx_cost(k, sample.decode_ctx))
-            table[k - 1] += a * (measured - table[k - 1])
-        elif sample.num_decode == 0 and sample.prefill_tokens > 0:
-            n = sample.prefill_tokens
-            predicted = self.prefill_time(n)
-            if predicted > 0:
-                self._scale_prefill(1.0 + a * (sample.seconds / predicted - 1.0))
+        """One bounded calibration step per measured iteration and term. A decode-only iteration moves the decode
+        factor toward measured / predicted. An iteration that carries prefill moves the prefill factor toward
+        what its measured time leaves once the (calibrated) decode part is taken out, weighted by prefill's share
+        of the prediction, so a chunk beside a large decode batch barely moves it. Each step is an EWMA of the
+        log-ratio, capped at `calibration_cap`, and each factor stays within FACTOR_BOUNDS. Neither term is
+        rescaled by the other's error: scaling the whole model by the median ratio of mostly-decode iterations
+        had ratcheted prefill estimates to 3-4x their measured time on a loaded CPU server."""
+        decode = self.decode_time(sample.num_decode, sample.decode_ctx)
+        if sample.prefill_tokens <= 0:
+            if decode > 0:
+                self.decode_factor = self._calibrated(self.decode_factor, sample.seconds / decode, 1.0)
+            return
+        prefill = self.prefill_time(sample.prefill_tokens)
+        if prefill > 0:
+            left = max(sample.seconds - decode, 0.1 * prefill)
+            self.prefill_factor = self._calibrated(self.prefill_factor, left / prefill, prefill / (prefill + decode))
+
+    def _calibrated(self, factor: float, ratio: float, weight: float) -> float:
+        step = self.ewma_alpha * weight * math.log(ratio)
+        step = min(self.calibration_cap, max(-self.calibration_cap, step))
+        low, high = FACTOR_BOUNDS
+        return min(high, max(low, factor * math.exp(step)))
 
     def scale(self, ratio: float) -> None:
-        """Every predicted time x `ratio` (the device got uniformly slower or faster)."""
+        """Every profiled time x `ratio` (a profile of a uniformly slower or faster device)."""
         self.decode_table_s = [t * ratio for t in self.decode_table_s]
         self.ctx_coef_s *= ratio
         self.ctx_iter_coef_s *= ratio
-        self._scale_prefill(ratio)
-
-    def _scale_prefill(self, ratio: float) -> None:
         self.prefill_base_s *= ratio
         self.prefill_per_token_s *= ratio
         self.prefill_quad_s *= ratio
@@ -164,7 +173,8 @@ class LatencyModel:
     @classmethod
     def from_dict(cls, data: dict) -> "LatencyModel":
         known = {"decode_table_s", "ctx_coef_s", "prefill_base_s", "prefill_per_token_s", "prefill_quad_s",
-                 "ctx_iter_coef_s", "ctx_buckets", "name", "notes", "ewma_alpha"}
+                 "ctx_iter_coef_s", "ctx_buckets", "name", "notes", "ewma_alpha", "decode_factor",
+                 "prefill_factor", "calibration_cap"}
         unknown = sorted(set(data) - known - {"samples", "device"})
         if unknown:
             raise ValueError(f"latency profile has unknown field(s): {', '.join(unknown)}")
@@ -186,6 +196,11 @@ class LatencyModel:
         if not isinstance(data, dict):
             raise ValueError(f"latency profile {path} must be a JSON object")
         return cls.from_dict(data)
+
+
+# Online calibration never takes a term below a quarter or above four times its profiled time: a larger gap
+# means the profile is of another device or representation, which a re-profile must fix, not drift.
+FACTOR_BOUNDS = (0.25, 4.0)
 
 
 def attended_length(ctx: float, buckets: list[int] | None) -> float:

@@ -107,9 +107,9 @@ def test_observe_moves_toward_measurements():
     p_before = m.prefill_time(200)
     m.observe(IterationSample(0, 0.0, 200, 2 * p_before))
     assert p_before < m.prefill_time(200) < 2 * p_before
-    # A batch size past the table grows the table instead of failing.
+    # A batch size past the table calibrates too (its time is extrapolated).
     m.observe(IterationSample(40, 0.0, 0, 0.5))
-    assert len(m.decode_table_s) >= 40
+    assert m.decode_factor > 0
 
 
 @pytest.mark.parametrize("text, fragment", [
