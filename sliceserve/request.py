@@ -72,6 +72,10 @@ class Request:
     token_times_s: list[float] = field(default_factory=list)
     first_scheduled_s: float | None = None
     finished_s: float | None = None
+    # What the latency model predicted at admission (TTFT from arrival, TPOT of the batch it joined), so any
+    # client can audit the model against the measured values.
+    predicted_ttft_s: float | None = None
+    predicted_tpot_s: float | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

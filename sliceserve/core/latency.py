@@ -68,16 +68,27 @@ class LatencyModel:
         """Seconds for one decode iteration of k requests whose mean context is `ctx` tokens."""
         if k <= 0:
             return 0.0
+        return self.decode_factor * (self._level(k) + self.ctx_coef_s * k * ctx
+                                     + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets))
+
+    def column_time(self, k: int, ctx: float) -> float:
+        """l(k, ctx) without the per-request context term, which SLICE's decode mask charges row by row
+        (`row_ctx_coef_s`): a step's level plus its per-iteration context term at mean context `ctx`."""
+        if k <= 0:
+            return 0.0
+        return self.decode_factor * (self._level(k) + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets))
+
+    @property
+    def row_ctx_coef_s(self) -> float:
+        """Seconds one request's context token adds to a decode step, calibration included."""
+        return self.decode_factor * self.ctx_coef_s
+
+    def _level(self, k: int) -> float:
         table = self.decode_table_s
         if k <= len(table):
-            base = table[k - 1]
-        else:
-            slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
-            base = table[-1] + slope * (k - len(table))
-        return self.decode_factor * (base + self._ctx_cost(k, ctx))
-
-    def _ctx_cost(self, k: int, ctx: float) -> float:
-        return self.ctx_coef_s * k * ctx + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets)
+            return table[k - 1]
+        slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
+        return table[-1] + slope * (k - len(table))
 
     def prefill_time(self, n: int) -> float:
         if n <= 0:
@@ -88,8 +99,9 @@ class LatencyModel:
         return self.decode_time(num_decode, decode_ctx) + self.prefill_time(prefill_tokens)
 
     # --- online calibration ------------------------------------------------------------------------
-    def observe(self, sample: IterationSample) -> None:
-        """One bounded calibration step per measured iteration and term. A decode-only iteration moves the decode
+    def observe(self, sample: IterationSample) -> float:
+        """Returns what the model predicted for this iteration before it learnt from it (for the audit).
+        One bounded calibration step per measured iteration and term. A decode-only iteration moves the decode
         factor toward measured / predicted. An iteration that carries prefill moves the prefill factor toward
         what its measured time leaves once the (calibrated) decode part is taken out, weighted by prefill's share
         of the prediction, so a chunk beside a large decode batch barely moves it. Each step is an EWMA of the
@@ -97,14 +109,14 @@ class LatencyModel:
         rescaled by the other's error: scaling the whole model by the median ratio of mostly-decode iterations
         had ratcheted prefill estimates to 3-4x their measured time on a loaded CPU server."""
         decode = self.decode_time(sample.num_decode, sample.decode_ctx)
-        if sample.prefill_tokens <= 0:
+        prefill = self.prefill_time(sample.prefill_tokens)
+        if prefill <= 0:
             if decode > 0:
                 self.decode_factor = self._calibrated(self.decode_factor, sample.seconds / decode, 1.0)
-            return
-        prefill = self.prefill_time(sample.prefill_tokens)
-        if prefill > 0:
+        else:
             left = max(sample.seconds - decode, 0.1 * prefill)
             self.prefill_factor = self._calibrated(self.prefill_factor, left / prefill, prefill / (prefill + decode))
+        return decode + prefill
 
     def _calibrated(self, factor: float, ratio: float, weight: float) -> float:
         step = self.ewma_alpha * weight * math.log(ratio)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.kv_cache import KVBlockAllocator
-from sliceserve.core.latency import LatencyModel
+from sliceserve.core.latency import IterationSample, LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.prefix_cache import PrefixCachingAllocator
 from sliceserve.request import FinishReason, Request, RequestStatus
@@ -77,6 +77,8 @@ class Scheduler:
         self._finished: list[str] = []
         self.num_preemptions = 0
         self.num_violation_risks = 0
+        # The last executed iteration's shape and the time the latency model predicted for it beforehand.
+        self.last_iteration: tuple[IterationSample, float] | None = None
 
     # --- requests in and out ---------------------------------------------------------------------------
     def admission_error(self, req: Request) -> str | None:
@@ -217,10 +219,13 @@ class Scheduler:
         return None
 
     def observe_iteration(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> None:
-        """Feed the measured iteration time to the latency model (policies may extend)."""
+        """Feed the measured iteration time to the latency model (policies may extend); keep what it had
+        predicted beside it (`last_iteration`) for whoever audits the model."""
         if result.elapsed_s <= 0 or not sched.requests:
+            self.last_iteration = None
             return
-        self.latency.observe(sched.executed_sample(result.elapsed_s))
+        sample = sched.executed_sample(result.elapsed_s)
+        self.last_iteration = (sample, self.latency.observe(sample))
 
     # --- policy interface ------------------------------------------------------------------------------
     def plan(self, now: float) -> Batch:

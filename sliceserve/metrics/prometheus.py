@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import StepResult
+from sliceserve.metrics.latency_audit import LatencyAudit
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request
 
@@ -59,6 +60,7 @@ class ServerMetrics:
                                      lbl, registry=r)
         self._prefix_seen = (0, 0)             # allocator totals already exported: (queries, hits)
         self._met: dict[str, list[int]] = {}   # slo_class -> [met, counted]
+        self.latency_audit = LatencyAudit(self.registry)
 
     # --- engine observer (called on the engine thread; prometheus_client is thread-safe) -------------------
     def on_step(self, step: StepResult, scheduler: Scheduler) -> None:
@@ -69,6 +71,7 @@ class ServerMetrics:
         self.generation_tokens.labels(name).inc(len(step.output.sampled))
         self.risk.set(violation_risk(scheduler, step.end_s))
         self._export_prefix_cache(scheduler.kv)
+        self.latency_audit.record(scheduler.last_iteration)
 
     def _export_prefix_cache(self, kv: object) -> None:
         """Counters move by what the allocator counted since the last step (it keeps running totals)."""

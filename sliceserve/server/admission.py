@@ -41,6 +41,7 @@ class LoadEstimate:
     ttft_s: float
     tpot_s: float
     drain_s: float     # time to work off what is queued now: the Retry-After hint
+    why: str = ""      # the TTFT prediction's parts, for the refusal message
 
 
 # Policies that serve by utility (SLICE selects by utility density and leaves the rest best effort): a
@@ -59,9 +60,13 @@ def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     step = lat.decode_time(k, ctx)
     # Prefill chunks share iterations with decodes: count one decode step per chunk of queued prompt.
     chunks = math.ceil((queued_prefill + req.num_prompt_tokens) / sched.config.max_num_batched_tokens)
-    ttft = lat.prefill_time(queued_prefill + req.num_prompt_tokens) + chunks * lat.decode_time(len(running), ctx)
+    prefill = lat.prefill_time(queued_prefill + req.num_prompt_tokens)
+    beside = chunks * lat.decode_time(len(running), ctx)
     drain = lat.prefill_time(queued_prefill) + step * max((r.remaining_output_tokens for r in running), default=0)
-    return LoadEstimate(ttft, step, drain)
+    why = (f"{queued_prefill} prompt tokens queued ahead + its own {req.num_prompt_tokens}: prefill "
+           f"{prefill * 1e3:.0f} ms, plus {chunks} decode step(s) of {len(running)} running beside them "
+           f"{beside * 1e3:.0f} ms")
+    return LoadEstimate(prefill + beside, step, drain, why)
 
 
 def make_admit(max_waiting: int, overload: str):
@@ -74,13 +79,14 @@ def make_admit(max_waiting: int, overload: str):
         reason = sched.admission_error(req) or idle_infeasibility(sched, req)
         if reason is not None:
             return Rejection("invalid", reason)
-        if overload != "reject" or req.slo.is_empty:
-            return None
         est = estimate_under_load(sched, req)
         waited = now - req.arrival_s
+        req.predicted_ttft_s, req.predicted_tpot_s = waited + est.ttft_s, est.tpot_s
+        if overload != "reject" or req.slo.is_empty:
+            return None
         if req.slo.ttft_s is not None and waited + est.ttft_s > req.slo.ttft_s:
             return Rejection("overloaded", f"SLO cannot be met under the current load: predicted ttft "
-                             f"{(waited + est.ttft_s) * 1e3:.0f} ms > {req.slo.ttft_s * 1e3:g} ms",
+                             f"{(waited + est.ttft_s) * 1e3:.0f} ms > {req.slo.ttft_s * 1e3:g} ms ({est.why})",
                              retry_after_s=max(1.0, est.drain_s))
         if req.slo.tpot_s is not None and est.tpot_s > req.slo.tpot_s:
             return Rejection("overloaded", f"SLO cannot be met under the current load: predicted tpot "

@@ -43,7 +43,9 @@ def slo_report(req: Request) -> dict[str, Any]:
     return {"slo_class": req.slo_class, "slo": {"ttft_ms": ms(slo.ttft_s), "tpot_ms": ms(slo.tpot_s),
                                                 "e2e_ms": ms(slo.e2e_s)},
             "ttft_ms": ms(m.ttft_s), "tpot_ms": ms(m.tpot_s), "e2e_ms": ms(m.e2e_s), "met": m.met,
-            "violations": violations}
+            "violations": violations,
+            # The latency model's admission-time predictions, beside the measured values above.
+            "predicted_ttft_ms": ms(req.predicted_ttft_s), "predicted_tpot_ms": ms(req.predicted_tpot_s)}
 
 
 def _usage(req: Request) -> dict[str, int]:

@@ -45,10 +45,11 @@ def build_status(state: Any, controller: Any = None, monitor: Monitor | None = N
         "prefix_cache": ({"hit_rate": kv.hit_rate, "hit_tokens": kv.hit_tokens, "lookup_tokens": kv.lookup_tokens,
                           "cached_blocks": kv.num_cached_blocks} if hasattr(kv, "hit_rate") else None),
         "policy": {"name": sched.name, "settings": _policy_settings(sched)},
-        "latency_model": {"decode_l1_ms": sched.latency.decode_time(1) * 1e3,
-                          "prefill_128_ms": sched.latency.prefill_time(128) * 1e3},
+        "latency_model": state.metrics.latency_audit.status(sched.latency),
         "controller": controller.status() if controller is not None else None,
     }
+    if controller is not None:
+        body["latency_model"]["calibrations"] = [d for d in controller.decisions if d["kind"] == "calibrate"][-10:]
     tracker = tracker if tracker is not None else getattr(controller, "tracker", None)
     body["classes"] = tracker.summary() if tracker is not None else {}
     return body

@@ -44,6 +44,26 @@ def test_status_reports_resources_queues_classes_policy_and_controller(loaded):
     assert "sliceserve:controller_calibration_scale" in metrics
 
 
+def test_the_latency_model_is_audited_live(loaded):
+    """Every iteration's predicted and measured time: /v1/status's rolling error and coefficients, the
+    Prometheus histogram, and each reply's admission-time predictions beside its measured times."""
+    with LiveServer(make_state(loaded, policy="slice")) as live:
+        client = live.openai()
+        reply = client.completions.create(model="tiny", prompt="Audit the model " * 8, max_tokens=6,
+                                          extra_body={"slo": {"ttft_ms": 60000, "tpot_ms": 60000}})
+        body = httpx.get(live.url + "/v1/status", timeout=10).json()
+        metrics = httpx.get(live.url + "/metrics", timeout=10).text
+    report = reply.model_extra["slo_report"]
+    assert report["predicted_ttft_ms"] > 0 and report["predicted_tpot_ms"] > 0 and report["ttft_ms"] > 0
+    lat = body["latency_model"]
+    assert lat["factors"]["decode"] > 0 and lat["coefficients"]["decode_table_s"]
+    # One prompt (prefill-only iteration) then five decode-only steps.
+    assert lat["rolling_error"]["decode"]["n"] >= 5 and lat["rolling_error"]["prefill"]["n"] >= 1
+    assert {r["kind"] for r in lat["recent"]} >= {"decode", "prefill"}
+    assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 for r in lat["recent"])
+    assert 'sliceserve:latency_model_relative_error_count{kind="decode"}' in metrics
+
+
 def test_generation_needs_no_network(monkeypatch, tiny_llama_dir):
     """Everything (loading weights and tokenizer, generating) with non-loopback sockets refused."""
     attempts: list[object] = []

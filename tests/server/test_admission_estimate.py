@@ -35,3 +35,21 @@ def test_low_value_backlog_delays_a_realtime_request_only_under_fcfs(policy):
         assert est.ttft_s >= LAT.prefill_time(2200) and verdict is not None and verdict.kind == "overloaded"
     # A best-effort arrival queues behind the backlog under either policy.
     assert estimate_under_load(sched, _req("b-new", 1.0)).ttft_s >= LAT.prefill_time(2200)
+
+
+def test_admission_records_its_predictions_and_a_refusal_gives_its_parts():
+    config = SchedulerConfig(policy="vllm").with_overrides(num_kv_blocks=512, block_size=16, max_model_len=1024)
+    sched = make_scheduler("vllm", config, LAT.copy())
+    admit = make_admit(max_waiting=64, overload="best_effort")
+    first = _req("a", 1.0, SLO(ttft_s=5.0, tpot_s=1.0))
+    assert admit(sched, first, 0.5) is None
+    # Admitted half a second after arrival on an idle device: TTFT = the wait + its own prefill.
+    assert first.predicted_ttft_s == pytest.approx(0.5 + LAT.prefill_time(200))
+    assert first.predicted_tpot_s == pytest.approx(LAT.decode_time(1, 200))
+    sched.add_request(first, 0.5)
+    refuse = make_admit(max_waiting=64, overload="reject")
+    late = _req("b", 1.0, SLO(ttft_s=0.3))
+    verdict = refuse(sched, late, 0.0)
+    assert verdict is not None and verdict.kind == "overloaded"
+    assert "200 prompt tokens queued ahead + its own 200" in verdict.message
+    assert late.predicted_ttft_s == pytest.approx(LAT.prefill_time(400))

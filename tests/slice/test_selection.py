@@ -208,3 +208,17 @@ def test_only_the_top_density_class_banks(paper):
     nrt = cand("nrt", 10, utility=1.0, prefill=1000, arrival=0.05, ttft=5.0, tpot=0.1)
     sel = select(ranked(_three_on_their_line() + [nrt]), params(), paper, now=0.1)
     assert sel.banking == [] and "nrt" not in [c.req.req_id for c in sel.selected]
+
+
+def test_cycle_cost_charges_every_context_term_and_the_calibration():
+    # A CPU-shaped model with both context slopes. The cycle the capacity test sees must equal the sum of
+    # l(|column|, ctx) over its columns (each row's ctx is 64 here); before, the per-iteration context term
+    # was left out (l(k) at zero context) and the per-request one ignored the online decode factor.
+    lat = LatencyModel([0.05, 0.06, 0.07], ctx_coef_s=1e-5, ctx_iter_coef_s=2e-4)
+    lat.decode_factor = 1.5
+    cands = ranked([cand("a", 4, tpot=0.25), cand("b", 2, tpot=0.5, arrival=0.01)])
+    sel = select(cands, params(), lat, now=0.1)
+    assert len(sel.selected) == 2
+    # Columns: two of {a, b}, two of {a}.
+    expected = 2 * lat.decode_time(2, 64.0) + 2 * lat.decode_time(1, 64.0)
+    assert sel.cycle_time_s == pytest.approx(expected)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-DecodeTime = Callable[[int], float]   # l(k) at zero context
+DecodeTime = Callable[[int], float]   # a column of k rows, without the per-row context term
 
 
 def prefix_cycle_time(rates: Sequence[int], decode_time: DecodeTime) -> float:

@@ -141,8 +141,12 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
     that slack is still admitted, to `banking`, when the members can bank the rest before its TTFT
     (`_can_bank`): without it a 4th real-time stream on paper-4060ti (cycle full at 20 * l(4) = P) could
     start only when the three others happened to be ahead of their lines, which best effort prevents."""
-    l0 = decode_time or (lambda k: latency.decode_time(k, 0.0))
-    mask = DecodeMask(params.layout, l0, latency.ctx_coef_s, params.max_num_seqs)
+    if decode_time is None:
+        # A column's per-iteration context term at the candidates' mean context (the per-request term is
+        # charged row by row); at zero context a CPU step with long contexts was under-charged.
+        ctx_ref = sum(c.ctx for c in candidates) / len(candidates) if candidates else 0.0
+        decode_time = lambda k: latency.column_time(k, ctx_ref)  # noqa: E731
+    mask = DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
     sel = Selection(mask)
     # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
     cap = params.period_s * (1.0 - params.margin) + 1e-9

@@ -1,0 +1,63 @@
+"""The latency model audited live: every iteration's predicted and measured time, kept and exported.
+
+Everything the scheduler decides rests on its latency model, so the server shows how right it is: a ring
+buffer of the last iterations (predicted before the model learnt from them, measured, kind), a Prometheus
+histogram of |predicted / measured - 1| per kind, and for /v1/status the rolling median and p90 error per
+kind beside the model's current terms and online factors.
+Kinds: `decode` (decode-only iterations), `prefill` (prefill only), `mixed` (a prompt chunk beside decodes).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram
+
+from sliceserve.core.latency import IterationSample, LatencyModel
+
+KINDS = ("decode", "prefill", "mixed")
+_ERROR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+
+
+def iteration_kind(sample: IterationSample) -> str:
+    if sample.prefill_tokens <= 0:
+        return "decode"
+    return "prefill" if sample.num_decode == 0 else "mixed"
+
+
+class LatencyAudit:
+    def __init__(self, registry: CollectorRegistry, size: int = 512) -> None:
+        self.records: deque[tuple[str, float, float]] = deque(maxlen=size)   # (kind, predicted_s, measured_s)
+        self.error = Histogram("sliceserve:latency_model_relative_error",
+                               "Per iteration |predicted / measured - 1| of the latency model, by iteration kind",
+                               ["kind"], buckets=_ERROR_BUCKETS, registry=registry)
+
+    def record(self, last: tuple[IterationSample, float] | None) -> None:
+        if last is None:
+            return
+        sample, predicted = last
+        kind = iteration_kind(sample)
+        self.records.append((kind, predicted, sample.seconds))
+        self.error.labels(kind).observe(abs(predicted / sample.seconds - 1.0))
+
+    def rolling_error(self) -> dict[str, dict[str, Any]]:
+        """Per kind over the ring buffer: count, median and p90 of |pred/meas - 1|, and the median ratio."""
+        out: dict[str, dict[str, Any]] = {}
+        for kind in KINDS:
+            ratios = np.array([p / m for k, p, m in self.records if k == kind])
+            if ratios.size == 0:
+                continue
+            err = np.abs(ratios - 1.0)
+            out[kind] = {"n": int(ratios.size), "median_abs_error": float(np.median(err)),
+                         "p90_abs_error": float(np.quantile(err, 0.9)), "median_ratio": float(np.median(ratios))}
+        return out
+
+    def status(self, latency: LatencyModel) -> dict[str, Any]:
+        return {"decode_l1_ms": latency.decode_time(1) * 1e3, "prefill_128_ms": latency.prefill_time(128) * 1e3,
+                "prefill_256_ms": latency.prefill_time(256) * 1e3,
+                "factors": {"decode": latency.decode_factor, "prefill": latency.prefill_factor},
+                "coefficients": {k: v for k, v in latency.to_dict().items() if k not in ("name", "notes")},
+                "profile": latency.name, "rolling_error": self.rolling_error(),
+                "recent": [{"kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3}
+                           for k, p, m in list(self.records)[-50:]]}
