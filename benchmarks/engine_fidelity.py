@@ -42,11 +42,12 @@ def _cli(args: list[str]) -> tuple[float, float]:
 def iteration_errors(model: LatencyModel, iterations: list[list[float]]) -> dict[str, list[float]]:
     """|predicted - measured| / measured per iteration, grouped by kind (decode / prefill / mixed)."""
     out: dict[str, list[float]] = {"decode": [], "prefill": [], "mixed": []}
-    for k, ctx, n, seconds in iterations:
+    for k, ctx, n, seconds, *longest in iterations:   # recorded runs before the longest context: 4 fields
         if seconds <= 0:
             continue
         kind = "mixed" if k and n else ("decode" if k else "prefill")
-        out[kind].append(abs(model.iteration_time(int(k), ctx, int(n)) - seconds) / seconds)
+        predicted = model.iteration_time(int(k), ctx, int(n), longest[0] if longest else None)
+        out[kind].append(abs(predicted - seconds) / seconds)
     return out
 
 
@@ -56,7 +57,7 @@ def jitter_floor(iterations: list[list[float]]) -> list[float]:
     latency model, however exact, predicts single iterations much better than this."""
     last: dict[int, tuple[float, float]] = {}
     out = []
-    for k, ctx, n, seconds in iterations:
+    for k, ctx, n, seconds, *_ in iterations:
         if n or not k or seconds <= 0:
             continue
         prev = last.get(int(k))

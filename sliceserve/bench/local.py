@@ -69,8 +69,8 @@ def run_policy(loaded: Any, policy: str, workload: Workload, latency: LatencyMod
     out: dict = {"summary": summary, "per_class": summarize_by_class(metrics, span, workload.classes)}
     if settings.include_requests:
         out["requests"] = [m.to_record() for m in metrics]
-    # [num_decode, mean decode context, prefill tokens, measured seconds] per iteration.
-    out["iterations"] = [[s.num_decode, round(s.decode_ctx, 2), s.prefill_tokens, s.seconds]
+    # [num_decode, mean decode context, prefill tokens, measured seconds, longest decode context] per iteration.
+    out["iterations"] = [[s.num_decode, round(s.decode_ctx, 2), s.prefill_tokens, s.seconds, s.decode_ctx_max]
                          for s in result.iterations]
     return out
 

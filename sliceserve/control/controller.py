@@ -149,7 +149,7 @@ class Controller:
         if not self.enabled or sched_out.is_empty or model_out.elapsed_s <= 0:
             return
         shape = sched_out.executed_sample(model_out.elapsed_s)
-        predicted = self.sched.latency.iteration_time(shape.num_decode, shape.decode_ctx, shape.prefill_tokens)
+        predicted = self.sched.latency.sample_time(shape)
         if predicted > 0:
             self._ratios.append(model_out.elapsed_s / predicted)
         self._iters += 1

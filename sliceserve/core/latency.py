@@ -33,6 +33,7 @@ class IterationSample:
     prefill_tokens: int
     seconds: float
     prefill_ctx: float = 0.0   # mean tokens already cached before each prefill chunk (for richer models)
+    decode_ctx_max: float | None = None   # longest context among the decodes (a bucket-padding runner pads to it)
 
 
 @dataclass(slots=True)
@@ -64,12 +65,13 @@ class LatencyModel:
             self.ctx_buckets = sorted(self.ctx_buckets)
 
     # --- prediction ----------------------------------------------------------------------------------
-    def decode_time(self, k: int, ctx: float = 0.0) -> float:
-        """Seconds for one decode iteration of k requests whose mean context is `ctx` tokens."""
+    def decode_time(self, k: int, ctx: float = 0.0, ctx_max: float | None = None) -> float:
+        """Seconds for one decode iteration of k requests whose mean context is `ctx` tokens (and longest
+        `ctx_max`, which a runner padding to context buckets pads the whole step to; None: unknown, `ctx`)."""
         if k <= 0:
             return 0.0
         return self.decode_factor * (self._level(k) + self.ctx_coef_s * k * ctx
-                                     + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets))
+                                     + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets, ctx_max))
 
     def column_time(self, k: int, ctx: float) -> float:
         """l(k, ctx) without the per-request context term, which SLICE's decode mask charges row by row
@@ -95,8 +97,13 @@ class LatencyModel:
             return 0.0
         return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n)
 
-    def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int) -> float:
-        return self.decode_time(num_decode, decode_ctx) + self.prefill_time(prefill_tokens)
+    def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int,
+                       decode_ctx_max: float | None = None) -> float:
+        return self.decode_time(num_decode, decode_ctx, decode_ctx_max) + self.prefill_time(prefill_tokens)
+
+    def sample_time(self, sample: IterationSample) -> float:
+        """The predicted time of an iteration of this shape."""
+        return self.iteration_time(sample.num_decode, sample.decode_ctx, sample.prefill_tokens, sample.decode_ctx_max)
 
     # --- online calibration ------------------------------------------------------------------------
     def observe(self, sample: IterationSample) -> float:
@@ -108,7 +115,7 @@ class LatencyModel:
         log-ratio, capped at `calibration_cap`, and each factor stays within FACTOR_BOUNDS. Neither term is
         rescaled by the other's error: scaling the whole model by the median ratio of mostly-decode iterations
         had ratcheted prefill estimates to 3-4x their measured time on a loaded CPU server."""
-        decode = self.decode_time(sample.num_decode, sample.decode_ctx)
+        decode = self.decode_time(sample.num_decode, sample.decode_ctx, sample.decode_ctx_max)
         prefill = self.prefill_time(sample.prefill_tokens)
         if prefill <= 0:
             if decode > 0:
@@ -154,7 +161,7 @@ class LatencyModel:
         for row, s in enumerate(decode):
             x[row, col[s.num_decode]] = 1.0
             x[row, -2] = s.num_decode * s.decode_ctx
-            x[row, -1] = attended_length(s.decode_ctx, ctx_buckets)
+            x[row, -1] = attended_length(s.decode_ctx, ctx_buckets, s.decode_ctx_max)
         coef = _relative_lstsq(x, y, keep=len(ks))
         ctx_coef, ctx_iter = float(coef[-2]), float(coef[-1])
         counts = [sum(s.num_decode == k for s in decode) for k in ks]
@@ -215,13 +222,15 @@ class LatencyModel:
 FACTOR_BOUNDS = (0.25, 4.0)
 
 
-def attended_length(ctx: float, buckets: list[int] | None) -> float:
+def attended_length(ctx: float, buckets: list[int] | None, ctx_max: float | None = None) -> float:
     """The context length the per-iteration term charges for a decode step at mean context `ctx`: `ctx`
-    itself, or, when the runner pads to `buckets`, the smallest bucket holding the ctx + 1 positions the step
-    attends over (past the largest bucket the step runs unpadded)."""
+    itself, or, when the runner pads to `buckets`, the smallest bucket holding the ctx_max + 1 positions the
+    step's longest sequence attends over (the runner pads the whole step to it; `ctx` when the longest is
+    unknown; past the largest bucket the step runs unpadded)."""
     if buckets:
+        longest = ctx if ctx_max is None else ctx_max
         for b in buckets:
-            if b >= ctx + 1.0:
+            if b >= longest + 1.0:
                 return float(b)
     return ctx
 

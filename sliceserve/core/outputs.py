@@ -36,8 +36,10 @@ class SchedulerOutput:
         """The shape of this iteration as the latency model sees it, read AFTER the scheduler's update: each
         decode then holds one more computed token than the context it attended, so one is subtracted."""
         k = len(self.decode)
-        ctx = sum(self.requests[r].num_computed_tokens - 1 for r in self.decode) / k if k else 0.0
-        return IterationSample(k, ctx, sum(self.prefill.values()), elapsed_s)
+        if not k:
+            return IterationSample(0, 0.0, sum(self.prefill.values()), elapsed_s)
+        ctxs = [self.requests[r].num_computed_tokens - 1 for r in self.decode]
+        return IterationSample(k, sum(ctxs) / k, sum(self.prefill.values()), elapsed_s, decode_ctx_max=max(ctxs))
 
     def feeds(self) -> list[tuple[Request, int, int]]:
         """(request, first position, number of tokens) an executor feeds: prompt or recompute chunks first

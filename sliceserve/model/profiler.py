@@ -143,7 +143,8 @@ def measure(runner: Executor, grid: ProfileGrid, *, num_kv_blocks: int, block_si
             skipped.append(f"decode k={k} ctx={ctx}: exceeds max_model_len or KV capacity")
             continue
         make = lambda lengths=lengths: ([synth.request(n + 1, n) for n in lengths], {})  # noqa: E731
-        samples.append(IterationSample(k, sum(lengths) / k, 0, _time_point(runner, synth, make, grid)))
+        samples.append(IterationSample(k, sum(lengths) / k, 0, _time_point(runner, synth, make, grid),
+                                       decode_ctx_max=max(lengths)))
     for n in grid.chunks:
         bar.update(1)
         if n > max_model_len or synth.kv.blocks_for(n) > num_kv_blocks:
@@ -198,7 +199,7 @@ def _cpu_name() -> str:
 def fit_error(model: LatencyModel, samples: list[IterationSample]) -> float:
     """Mean absolute relative error of the model on the samples it was fitted to: how well the l(k, ctx) +
     p(n) shape describes this device (a large value means noisy timings or a device the shape misses)."""
-    errors = [abs(model.iteration_time(s.num_decode, s.decode_ctx, s.prefill_tokens) - s.seconds) / s.seconds
+    errors = [abs(model.sample_time(s) - s.seconds) / s.seconds
               for s in samples if s.seconds > 0]
     return sum(errors) / len(errors) if errors else 0.0
 

@@ -32,8 +32,9 @@ class SimulatedExecutor:
             if req.num_computed_tokens + n >= len(req.prompt_token_ids) + len(req.output_token_ids):
                 sampled[rid] = DUMMY_TOKEN
         k = len(decode)
-        ctx = sum([reqs[rid].num_computed_tokens for rid in decode]) / k if k else 0.0
-        elapsed = self.device.iteration_time(k, ctx, prefill_tokens) * self.slowdown
+        ctxs = [reqs[rid].num_computed_tokens for rid in decode]
+        ctx = sum(ctxs) / k if k else 0.0
+        elapsed = self.device.iteration_time(k, ctx, prefill_tokens, max(ctxs) if k else None) * self.slowdown
         if self.noise:
             elapsed *= self._rng.lognormvariate(0.0, self.noise)
         return ModelOutput(sampled=sampled, elapsed_s=elapsed)

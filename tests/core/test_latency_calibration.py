@@ -80,3 +80,26 @@ def test_factors_survive_copy_and_json(tmp_path):
     model.save(path)
     again = LatencyModel.load(path)
     assert again.decode_factor == model.decode_factor == model.copy().decode_factor > 1.0
+
+
+def test_bucketed_runner_is_charged_the_bucket_of_the_longest_context():
+    # A CUDA-graph runner pads the whole step to the bucket of its longest sequence; before, the model charged
+    # the bucket of the mean context (here 256 instead of 1024).
+    model = LatencyModel([0.003, 0.003], ctx_iter_coef_s=1e-6, ctx_buckets=[256, 512, 1024])
+    assert model.decode_time(2, 200.0, ctx_max=600.0) == pytest.approx(0.003 + 1e-6 * 1024)
+    assert model.decode_time(2, 200.0) == pytest.approx(0.003 + 1e-6 * 256)   # longest unknown: the mean's
+    unpadded = LatencyModel([0.003, 0.003], ctx_iter_coef_s=1e-6)
+    assert unpadded.decode_time(2, 200.0, ctx_max=600.0) == pytest.approx(0.003 + 1e-6 * 200)
+
+
+def test_executed_sample_carries_the_longest_context():
+    from sliceserve.core.outputs import SchedulerOutput
+    from sliceserve.request import Request, SamplingParams
+
+    reqs = {}
+    for rid, n in (("a", 100), ("b", 500)):
+        r = Request(rid, list(range(n)), SamplingParams(max_tokens=4), 0.0)
+        r.num_computed_tokens = n + 1          # after update(): the decode token is counted
+        reqs[rid] = r
+    sample = SchedulerOutput(decode=["a", "b"], requests=reqs).executed_sample(0.01)
+    assert (sample.decode_ctx, sample.decode_ctx_max) == (300.0, 500)
