@@ -99,6 +99,11 @@ def _fill_tokens(req: Request, chunk_times: list[float], n: int) -> None:
         req.token_times_s = np.linspace(chunk_times[0], chunk_times[-1], n).tolist() if n > 1 else [chunk_times[0]]
 
 
+def _take_predictions(req: Request, report: dict[str, Any]) -> None:
+    sec = lambda ms: None if ms is None else ms / 1e3  # noqa: E731
+    req.predicted_ttft_s, req.predicted_tpot_s = sec(report.get("predicted_ttft_ms")), sec(report.get("predicted_tpot_ms"))
+
+
 async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) -> None:
     clock = lambda: time.monotonic() - t0  # noqa: E731
     chunk_times: list[float] = []
@@ -118,6 +123,8 @@ async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) 
                     return _end(req, kind, clock(), data["error"].get("message"))
                 if data.get("usage"):
                     usage = data["usage"]["completion_tokens"]
+                if data.get("slo_report"):   # the server's admission-time predictions, to audit its model
+                    _take_predictions(req, data["slo_report"])
                 for choice in data.get("choices", []):
                     if choice.get("text"):
                         chunk_times.append(clock())
@@ -133,7 +140,7 @@ async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) 
         _end(req, FinishReason.ERROR, clock(), f"{type(exc).__name__}: {exc}")
 
 
-async def _replay(url: str, reqs: list[Request], model: str, max_time_s: float, progress: bool) -> float:
+async def replay(url: str, reqs: list[Request], model: str, max_time_s: float, progress: bool) -> float:
     from tqdm import tqdm
 
     bar = tqdm(total=len(reqs), desc="requests", unit="req", disable=not progress, leave=False)
@@ -187,7 +194,7 @@ def run_http(args: argparse.Namespace) -> dict:
     max_time = args.max_time if args.max_time is not None else 4 * args.duration + 30
     print(f"{len(reqs)} requests of {args.workload} -> {url} ({info['model']}, policy {info['policy']}), "
           f"{scale}", file=sys.stderr)
-    wall = asyncio.run(_replay(url, reqs, info["model"], max_time, not args.no_progress))
+    wall = asyncio.run(replay(url, reqs, info["model"], max_time, not args.no_progress))
     metrics = [request_metrics(r) for r in reqs]
     span = makespan_s(metrics)
     summary = summarize(metrics, span)

@@ -28,7 +28,9 @@ def iteration_kind(sample: IterationSample) -> str:
 
 class LatencyAudit:
     def __init__(self, registry: CollectorRegistry, size: int = 512) -> None:
-        self.records: deque[tuple[str, float, float]] = deque(maxlen=size)   # (kind, predicted_s, measured_s)
+        # (iteration number, kind, predicted_s, measured_s); the number lets a poller take each one once.
+        self.records: deque[tuple[int, str, float, float]] = deque(maxlen=size)
+        self.count = 0
         self.error = Histogram("sliceserve:latency_model_relative_error",
                                "Per iteration |predicted / measured - 1| of the latency model, by iteration kind",
                                ["kind"], buckets=_ERROR_BUCKETS, registry=registry)
@@ -38,14 +40,15 @@ class LatencyAudit:
             return
         sample, predicted = last
         kind = iteration_kind(sample)
-        self.records.append((kind, predicted, sample.seconds))
+        self.count += 1
+        self.records.append((self.count, kind, predicted, sample.seconds))
         self.error.labels(kind).observe(abs(predicted / sample.seconds - 1.0))
 
     def rolling_error(self) -> dict[str, dict[str, Any]]:
         """Per kind over the ring buffer: count, median and p90 of |pred/meas - 1|, and the median ratio."""
         out: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
-            ratios = np.array([p / m for k, p, m in self.records if k == kind])
+            ratios = np.array([p / m for _, k, p, m in self.records if k == kind])
             if ratios.size == 0:
                 continue
             err = np.abs(ratios - 1.0)
@@ -59,5 +62,6 @@ class LatencyAudit:
                 "factors": {"decode": latency.decode_factor, "prefill": latency.prefill_factor},
                 "coefficients": {k: v for k, v in latency.to_dict().items() if k not in ("name", "notes")},
                 "profile": latency.name, "rolling_error": self.rolling_error(),
-                "recent": [{"kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3}
-                           for k, p, m in list(self.records)[-50:]]}
+                "iterations": self.count,
+                "recent": [{"i": i, "kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3}
+                           for i, k, p, m in list(self.records)[-200:]]}

@@ -1,0 +1,270 @@
+"""Live fidelity of the latency model: the real server (default settings, embedded model) measured from outside.
+
+Everything the server decides rests on its latency model; this measures how right it stays under load:
+1. A fresh idle profile of the device (`sliceserve profile --quick`, before any server runs): the SLO scale of
+   the workload (never the server's own estimate) and the device's sustainable edge-mix rate.
+2. Run A: `sliceserve serve --overload reject --port P` (otherwise defaults), edge-mix at 0.5x, 1x and 2x the
+   sustainable rate, then 1x again with a competing CPU-bound process that the benchmark starts a third of the
+   way in and stops at two thirds (the condition under which the drift was seen). While it runs, /v1/status is
+   polled every 2 s for the server's numbered per-iteration records (predicted before the model learnt from
+   the iteration, measured after).
+3. A second fresh idle profile once run A's server is gone: the server's calibrated p(256) after the run is
+   compared with it.
+4. Run B: the same arrivals against `--overload best_effort`: a request refused in A that met its SLO in B
+   was a false refusal.
+Printed per load: iteration error |pred/meas - 1| (median, p90) per kind, admission-time predicted / measured
+TTFT of admitted requests, refusals and false refusals, attainment; for the contention phase the error in
+10 s windows around each change. The load average is printed beside every figure.
+
+    python benchmarks/live_fidelity.py --phase-s 150 --seed 1 --output docs/results/live-fidelity.md
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from sliceserve.bench.device_scale import latency_scale
+from sliceserve.bench.http import replay
+from sliceserve.bench.local import synthetic_requests
+from sliceserve.core.latency import LatencyModel
+from sliceserve.metrics import request_metrics
+from sliceserve.request import FinishReason
+from sliceserve.workload import generate, get_preset
+
+# Concurrency assumed for the sustainable rate: decode tokens cost l(B)/B each at batch B (edge-mix under load
+# runs 4-12 streams; 8 is the middle).
+_BATCH = 8
+
+
+def _load() -> str:
+    return "load avg " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def idle_profile(path: Path) -> LatencyModel:
+    subprocess.run([sys.executable, "-m", "sliceserve", "profile", "--quick", "--output", str(path)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return LatencyModel.load(path)
+
+
+def sustainable_rate(profile: LatencyModel, seed: int) -> float:
+    """Edge-mix requests per second the device works off: 1 / mean device seconds per request (its prompt
+    once, its output at batch _BATCH)."""
+    specs = generate("edge-mix", 1.0, 3000, seed).specs
+    per_req = [profile.prefill_time(s.prompt_len) + s.output_len * profile.decode_time(_BATCH, s.prompt_len + s.output_len / 2) / _BATCH
+               for s in specs]
+    return 1.0 / statistics.mean(per_req)
+
+
+class Server:
+    def __init__(self, *extra: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "sliceserve", "serve", "--port", str(self.port),
+                                      "--log-level", "warning", *extra], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode} while starting")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        models = httpx.get(self.url + "/v1/models").json()["data"][0]
+        self.model, self.vocab, self.max_len = models["id"], models["vocab_size"], models["max_model_len"]
+
+    def status(self) -> dict:
+        return httpx.get(self.url + "/v1/status", timeout=10).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class IterationPoller(threading.Thread):
+    """Takes every numbered iteration record from /v1/status once, stamped with this client's clock."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server, self.seen, self.records = server, 0, []   # (t, kind, predicted_s, measured_s)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(2.0):
+            try:
+                recent = self.server.status()["latency_model"]["recent"]
+            except (httpx.HTTPError, KeyError):
+                continue
+            now = time.monotonic()
+            for r in recent:
+                if r["i"] > self.seen:
+                    self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3))
+            self.seen = max([self.seen] + [r["i"] for r in recent])
+
+    def between(self, t0: float, t1: float) -> list[tuple[float, str, float, float]]:
+        return [r for r in self.records if t0 <= r[0] < t1]
+
+
+def error_stats(records: list) -> dict[str, tuple[int, float, float]]:
+    """kind -> (n, median, p90) of |pred/meas - 1|; `prefill-bearing` pools prefill and mixed."""
+    out = {}
+    for name, kinds in (("decode", {"decode"}), ("prefill-bearing", {"prefill", "mixed"})):
+        errs = [abs(p / m - 1.0) for _, k, p, m in records if k in kinds and m > 0]
+        if errs:
+            out[name] = (len(errs), float(np.median(errs)), float(np.quantile(errs, 0.9)))
+    return out
+
+
+def run_phase(server: Server, profile: LatencyModel, rate: float, duration_s: float, seed: int) -> list:
+    scale = latency_scale(profile)
+    wl = generate("edge-mix", rate, duration_s, seed, mix=get_preset("edge-mix", scale.slo, scale.ttft))
+    reqs, _ = synthetic_requests(wl, "live", server.vocab, server.max_len, seed)
+    asyncio.run(replay(server.url, reqs, server.model, 3 * duration_s + 120, False))
+    return reqs
+
+
+def summarize_phase(name: str, reqs: list, records: list) -> dict:
+    refused = {r.req_id for r in reqs if r.finish_reason is FinishReason.REJECTED}
+    ratios = [r.predicted_ttft_s / m.ttft_s for r in reqs if r.finish_reason in (FinishReason.STOP, FinishReason.LENGTH)
+              and r.predicted_ttft_s and (m := request_metrics(r)).ttft_s]
+    rt = [request_metrics(r).met for r in reqs if r.slo_class == "realtime"]
+    return {"name": name, "n": len(reqs), "refused": refused, "errors": error_stats(records),
+            "ttft_ratio_median": float(np.median(ratios)) if ratios else None, "n_ratios": len(ratios),
+            "attainment": statistics.mean(request_metrics(r).met for r in reqs) if reqs else None,
+            "realtime": statistics.mean(rt) if rt else None, "load": _load()}
+
+
+def contention_windows(poller: IterationPoller, start: float, on: float, off: float, end: float) -> list[str]:
+    lines = []
+    t = start
+    while t < end:
+        stats = error_stats(poller.between(t, t + 10))
+        tag = "competitor on" if on <= t < off else "competitor off"
+        dec = stats.get("decode")
+        pre = stats.get("prefill-bearing")
+        lines.append(f"| {t - start:5.0f}-{t - start + 10:.0f} s | {tag} | "
+                     + (f"{dec[1]:.1%} / {dec[2]:.1%} (n={dec[0]})" if dec else "-") + " | "
+                     + (f"{pre[1]:.1%} / {pre[2]:.1%} (n={pre[0]})" if pre else "-") + " |")
+        t += 10
+    return lines
+
+
+def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tuple[list[dict], list[str], dict, dict]:
+    server = Server("--overload", "reject")
+    poller = IterationPoller(server)
+    poller.start()
+    phases, reqs_by_phase = [], {}
+    try:
+        for i, load in enumerate(loads):
+            t0 = time.monotonic()
+            reqs = run_phase(server, profile, load * rate1, args.phase_s, args.seed + i)
+            time.sleep(2.5)   # the poller's last take
+            reqs_by_phase[load] = reqs
+            phases.append(summarize_phase(f"{load:g}x", reqs, poller.between(t0, time.monotonic())))
+            print(_row(phases[-1]), flush=True)
+        t0 = time.monotonic()
+        on, off = t0 + args.phase_s / 3, t0 + 2 * args.phase_s / 3
+        competitor: list[subprocess.Popen] = []
+
+        def start_competitor() -> None:
+            competitor.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+
+        threading.Timer(args.phase_s / 3, start_competitor).start()
+        threading.Timer(2 * args.phase_s / 3, lambda: [p.kill() for p in competitor]).start()
+        reqs = run_phase(server, profile, rate1, args.phase_s, args.seed + 10)
+        time.sleep(2.5)
+        end = time.monotonic()
+        phases.append(summarize_phase("1x + competitor", reqs, poller.between(t0, end)))
+        print(_row(phases[-1]), flush=True)
+        windows = contention_windows(poller, t0, on, off, end)
+        final = server.status()["latency_model"]
+    finally:
+        poller.stopping.set()
+        server.stop()
+    return phases, windows, final, reqs_by_phase
+
+
+def run_b(profile: LatencyModel, loads: list[float], rate1: float, args) -> dict[float, dict[str, bool]]:
+    server = Server("--overload", "best_effort")
+    try:
+        return {load: {r.req_id: request_metrics(r).met
+                       for r in run_phase(server, profile, load * rate1, args.phase_s, args.seed + i)}
+                for i, load in enumerate(loads)}
+    finally:
+        server.stop()
+
+
+def _row(p: dict) -> str:
+    cells = []
+    for kind in ("decode", "prefill-bearing"):
+        e = p["errors"].get(kind)
+        cells.append(f"{e[1]:.1%} / {e[2]:.1%} (n={e[0]})" if e else "-")
+    ratio = f"{p['ttft_ratio_median']:.2f} (n={p['n_ratios']})" if p["ttft_ratio_median"] is not None else "-"
+    false = p.get("false_refusals")
+    false_cell = f"{false} / {len(p['refused'])}" if false is not None else f"? / {len(p['refused'])}"
+    return (f"| {p['name']} | {p['n']} | {cells[0]} | {cells[1]} | {ratio} | {false_cell} | "
+            f"{p['attainment']:.3f} | {p['realtime'] if p['realtime'] is None else round(p['realtime'], 3)} | {p['load']} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase-s", type=float, default=150.0, help="seconds of arrivals per load (default 150)")
+    ap.add_argument("--loads", default="0.5,1,2", help="multiples of the sustainable rate (default 0.5,1,2)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate-1x", type=float, default=None, help="req/s taken as 1x (default: from the idle profile)")
+    ap.add_argument("--output", default=None, help="append the markdown report here")
+    args = ap.parse_args()
+    loads = [float(x) for x in args.loads.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="live-fidelity-"))
+    print(f"idle profile ... ({_load()})", flush=True)
+    before = idle_profile(work / "idle-before.json")
+    rate1 = args.rate_1x or sustainable_rate(before, args.seed)
+    print(f"idle p(256) {before.prefill_time(256) * 1e3:.0f} ms, l(1) {before.decode_time(1) * 1e3:.1f} ms; "
+          f"1x = {rate1:.3f} req/s of edge-mix", flush=True)
+    head = ("| load | requests | decode err median / p90 | prefill-bearing err median / p90 | pred/meas TTFT median | "
+            "false refusals / refusals | attainment | realtime | load avg |\n|---|---|---|---|---|---|---|---|---|")
+    print(head, flush=True)
+    t_start = time.monotonic()
+    phases, windows, final, reqs_a = run_a(before, loads, rate1, args)
+    minutes = (time.monotonic() - t_start) / 60
+    after_idle = idle_profile(work / "idle-after.json")
+    met_b = run_b(before, loads, rate1, args)
+    for p, load in zip(phases, loads):
+        p["false_refusals"] = sum(met_b[load].get(rid, False) for rid in p["refused"])
+    lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
+             f"1x = {rate1:.3f} req/s)", "", head] + [_row(p) for p in phases]
+    p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
+    lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
+              f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
+              f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f}; "
+              f"{_load()}", "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
+              "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
+    report = "\n".join(lines)
+    print(report)
+    if args.output:
+        with open(args.output, "a") as f:
+            f.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
