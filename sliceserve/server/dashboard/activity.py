@@ -1,0 +1,161 @@
+"""What the live dashboard shows that the scheduler keeps no history of: the last iterations (the latency
+model's predicted seconds next to the measured ones, and which requests got a token: the decode mask over
+time), the last refusals with their reasons, the last finished requests' TTFT/TPOT, and per-class counts.
+
+Everything is a bounded ring buffer filled where the engine already passes: `PredictingExecutor` wraps the
+executor to read the latency model's prediction for exactly the batch about to run (after the step the
+model has already absorbed the measurement by EWMA, so a prediction computed then would flatter it), the
+recorder is an engine observer (on_step, on_finish on the engine thread), and the HTTP layer reports
+refusals. No clock is read here: times come from the engine's step results and the caller.
+Readers (GET /v1/status on the event loop) take a snapshot under a lock.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sliceserve.core.outputs import ModelOutput, SchedulerOutput
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.engine.core import StepResult
+from sliceserve.metrics.request_metrics import request_metrics
+from sliceserve.request import FinishReason, Request, RequestStatus
+
+ITERATIONS_KEPT = 120
+REFUSALS_KEPT = 50
+FINISHED_KEPT = 300
+
+
+class PredictingExecutor:
+    """The executor, unchanged, plus the latency model's prediction for each batch just before it runs."""
+
+    def __init__(self, inner: Any, scheduler: Scheduler) -> None:
+        self.inner = inner
+        self.scheduler = scheduler
+        self.last_predicted_s: float | None = None
+
+    def execute(self, sched: SchedulerOutput) -> ModelOutput:
+        self.last_predicted_s = predict_iteration(self.scheduler, sched) if not sched.is_empty else None
+        return self.inner.execute(sched)
+
+    def __getattr__(self, name: str) -> Any:   # anything else an executor offers passes through
+        return getattr(self.inner, name)
+
+
+def predict_iteration(scheduler: Scheduler, sched: SchedulerOutput) -> float:
+    """The scheduler's own cost model for this batch: l(k, ctx) for the decodes plus p(n) for the prompt
+    tokens (contexts as they stand before the step, as the policy saw them)."""
+    reqs = sched.requests
+    k = len(sched.decode)
+    ctx = sum(reqs[r].num_computed_tokens for r in sched.decode) / k if k else 0.0
+    return scheduler.latency.iteration_time(k, ctx, sum(sched.prefill.values()))
+
+
+@dataclass
+class ClassCounts:
+    running: int = 0
+    waiting: int = 0        # queued without KV, or paused holding KV
+    finished: int = 0       # ended with a verdict (stop, length, error, queue timeout)
+    met: int = 0
+    refused: int = 0        # answered 400/429/503 at admission
+
+    def to_dict(self) -> dict[str, int]:
+        return {"running": self.running, "waiting": self.waiting, "finished": self.finished, "met": self.met,
+                "refused": self.refused}
+
+
+@dataclass
+class ActivityRecorder:
+    """Engine observer plus refusal log. `probe` supplies the pre-step predictions (may be None)."""
+
+    probe: PredictingExecutor | None = None
+    iterations: deque = field(default_factory=lambda: deque(maxlen=ITERATIONS_KEPT))
+    refusals: deque = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
+    finished: deque = field(default_factory=lambda: deque(maxlen=FINISHED_KEPT))
+    counts: dict[str, ClassCounts] = field(default_factory=dict)
+    classes_of: dict[str, str] = field(default_factory=dict)   # req_id -> class, for ids in `iterations`
+    num_iterations: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _cls(self, name: str) -> ClassCounts:
+        c = self.counts.get(name)
+        if c is None:
+            c = self.counts[name] = ClassCounts()
+        return c
+
+    # --- engine thread ---------------------------------------------------------------------------------
+    def on_step(self, step: StepResult, scheduler: Scheduler) -> None:
+        sched = step.sched
+        with self._lock:
+            self._count_inflight(scheduler)
+            if sched.is_empty:
+                return   # a pacing pass (nothing ran): no iteration to show
+            self.num_iterations += 1
+            predicted = self.probe.last_predicted_s if self.probe is not None else None
+            decode = list(sched.decode)
+            prefill = list(sched.prefill)
+            for rid in decode + prefill:
+                self.classes_of[rid] = sched.requests[rid].slo_class
+            self.iterations.append({
+                "n": self.num_iterations, "end_s": step.end_s, "measured_ms": step.output.elapsed_s * 1e3,
+                "predicted_ms": None if predicted is None else predicted * 1e3,
+                "decode": decode, "prefill": prefill, "prefill_tokens": sum(sched.prefill.values())})
+            self._forget_old_ids()
+
+    def _count_inflight(self, scheduler: Scheduler) -> None:
+        running: Counter[str] = Counter()
+        waiting: Counter[str] = Counter()
+        for r in scheduler.running:
+            (running if r.status is RequestStatus.RUNNING else waiting)[r.slo_class] += 1
+        for r in scheduler.waiting:
+            waiting[r.slo_class] += 1
+        for name in set(self.counts) | set(running) | set(waiting):
+            c = self._cls(name)
+            c.running, c.waiting = running[name], waiting[name]
+
+    def _forget_old_ids(self) -> None:
+        if len(self.classes_of) <= 4 * ITERATIONS_KEPT:
+            return
+        live = {rid for it in self.iterations for rid in it["decode"] + it["prefill"]}
+        self.classes_of = {rid: c for rid, c in self.classes_of.items() if rid in live}
+
+    def on_finish(self, req: Request) -> None:
+        if req.finish_reason is FinishReason.ABORT:
+            return   # the client left: no verdict, as the metrics define
+        m = request_metrics(req)
+        with self._lock:
+            c = self._cls(req.slo_class)
+            c.finished += 1
+            c.met += int(m.met)
+            ms = lambda v: None if v is None else v * 1e3  # noqa: E731
+            self.finished.append({"req_id": req.req_id, "slo_class": req.slo_class, "ttft_ms": ms(m.ttft_s),
+                                  "tpot_ms": ms(m.tpot_s), "e2e_ms": ms(m.e2e_s), "met": m.met,
+                                  "reason": req.finish_reason.value if req.finish_reason else None,
+                                  "end_s": req.finished_s})
+            if req.finish_reason is FinishReason.REJECTED:   # admitted, then timed out in the queue
+                self._refusal(req, "queue_timeout", 503, req.error or "not scheduled in time", req.finished_s)
+
+    # --- event loop (HTTP layer) -----------------------------------------------------------------------
+    def on_reject(self, req: Request, kind: str, status: int, message: str, now_s: float) -> None:
+        with self._lock:
+            self._refusal(req, kind, status, message, now_s)
+
+    def _refusal(self, req: Request, kind: str, status: int, message: str, at_s: float | None) -> None:
+        self._cls(req.slo_class).refused += 1
+        self.refusals.append({"req_id": req.req_id, "slo_class": req.slo_class, "kind": kind, "status": status,
+                              "message": message, "at_s": at_s})
+
+    # --- readers ---------------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        with self._lock:
+            iterations = [dict(it) for it in self.iterations]
+            ids = {rid for it in iterations for rid in it["decode"] + it["prefill"]}
+            return {
+                "num_iterations": self.num_iterations,
+                "iterations": iterations,
+                "request_classes": {rid: self.classes_of[rid] for rid in ids if rid in self.classes_of},
+                "refusals": list(self.refusals),
+                "finished": list(self.finished),
+                "counts": {name: c.to_dict() for name, c in sorted(self.counts.items())},
+            }

@@ -1,0 +1,21 @@
+"""GET /dashboard: the page, a package data file read once (setuptools ships it: pyproject package-data)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.resources import files
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+router = APIRouter()
+
+
+@lru_cache(maxsize=1)
+def page_html() -> str:
+    return files("sliceserve.server.dashboard").joinpath("page.html").read_text(encoding="utf-8")
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    # The page holds no data: it fetches /v1/status itself (with the key from #key=... when one is set).
+    return HTMLResponse(page_html(), headers={"Cache-Control": "no-store"})
