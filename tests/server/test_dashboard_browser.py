@@ -1,5 +1,6 @@
 """GET /dashboard in a real headless Chromium: the page polls /v1/status and shows the requests sent here
-(class counts) and the reason a request was refused; it sends the API key from #key=... as a Bearer token.
+(class counts) and the reason a request was refused; behind an API key it sends the key from #key=... as a
+Bearer token, and says that it needs one when it has none.
 
 Chromium is Debian's package (`make test` installs it when it can, see the Makefile); Playwright drives it
 through executable_path and never downloads a browser. SLICESERVE_DASHBOARD_PNG=docs/dashboard.png saves the
@@ -35,10 +36,24 @@ def browser():
         b.close()
 
 
+def _require_key(app) -> None:
+    """Stand-in for the server's `--api-key` middleware: Bearer KEY on every route but the probes and the
+    page itself (it holds no data; its own requests carry the key)."""
+    from starlette.responses import JSONResponse
+
+    @app.middleware("http")
+    async def bearer(request, call_next):
+        if request.url.path in ("/health", "/ready", "/dashboard"):
+            return await call_next(request)
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return JSONResponse({"error": {"message": "invalid API key"}}, status_code=401)
+        return await call_next(request)
+
+
 def _complete(url: str, cls: str, max_tokens: int, out: list, **extra) -> None:
     body = {"model": "tiny", "prompt": "hello dashboard " * 4, "max_tokens": max_tokens, "ignore_eos": True,
             "slo_class": cls, **extra}
-    out.append(httpx.post(url + "/v1/completions", json=body, timeout=60))
+    out.append(httpx.post(url + "/v1/completions", json=body, timeout=60, headers={"Authorization": f"Bearer {KEY}"}))
 
 
 def _send_traffic(url: str) -> list[httpx.Response]:
@@ -58,7 +73,14 @@ def _send_traffic(url: str) -> list[httpx.Response]:
 def test_dashboard_shows_class_counts_and_refusal_reason(browser, tiny_loaded_factory, tmp_path):
     # A slowed runner keeps requests in flight for a few polls: the queue and mask panels have something.
     loaded = wrap(tiny_loaded_factory(), delay_s=0.01)
-    with LiveServer(make_state(loaded, policy="slice", max_model_len=512)) as live:
+    server = LiveServer(make_state(loaded, policy="slice", max_model_len=512))
+    _require_key(server.server.config.app)
+    with server as live:
+        keyless = browser.new_page()
+        keyless.goto(live.url + "/dashboard?interval_ms=200")
+        keyless.wait_for_function("document.getElementById('conn').textContent.includes('needs API key (401)')",
+                                  timeout=15000)
+        keyless.close()
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         sent_auth: list[str | None] = []
         page.on("request", lambda r: sent_auth.append(r.headers.get("authorization"))

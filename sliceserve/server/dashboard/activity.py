@@ -12,7 +12,7 @@ Readers (GET /v1/status on the event loop) take a snapshot under a lock.
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,15 +54,12 @@ def predict_iteration(scheduler: Scheduler, sched: SchedulerOutput) -> float:
 
 @dataclass
 class ClassCounts:
-    running: int = 0
-    waiting: int = 0        # queued without KV, or paused holding KV
     finished: int = 0       # ended with a verdict (stop, length, error, queue timeout)
     met: int = 0
     refused: int = 0        # answered 400/429/503 at admission
 
     def to_dict(self) -> dict[str, int]:
-        return {"running": self.running, "waiting": self.waiting, "finished": self.finished, "met": self.met,
-                "refused": self.refused}
+        return {"finished": self.finished, "met": self.met, "refused": self.refused}
 
 
 @dataclass
@@ -87,32 +84,23 @@ class ActivityRecorder:
     # --- engine thread ---------------------------------------------------------------------------------
     def on_step(self, step: StepResult, scheduler: Scheduler) -> None:
         sched = step.sched
+        if sched.is_empty:
+            return   # a pacing pass (nothing ran): no iteration to show
+        predicted = self.probe.last_predicted_s if self.probe is not None else None
+        decode = list(sched.decode)
+        prefill = list(sched.prefill)
         with self._lock:
-            self._count_inflight(scheduler)
-            if sched.is_empty:
-                return   # a pacing pass (nothing ran): no iteration to show
             self.num_iterations += 1
-            predicted = self.probe.last_predicted_s if self.probe is not None else None
-            decode = list(sched.decode)
-            prefill = list(sched.prefill)
-            for rid in decode + prefill:
-                self.classes_of[rid] = sched.requests[rid].slo_class
+            classes_of = self.classes_of
+            for rid in (*prefill, *decode):
+                if rid not in classes_of:
+                    classes_of[rid] = sched.requests[rid].slo_class
             self.iterations.append({
                 "n": self.num_iterations, "end_s": step.end_s, "measured_ms": step.output.elapsed_s * 1e3,
                 "predicted_ms": None if predicted is None else predicted * 1e3,
                 "decode": decode, "prefill": prefill, "prefill_tokens": sum(sched.prefill.values())})
             self._forget_old_ids()
 
-    def _count_inflight(self, scheduler: Scheduler) -> None:
-        running: Counter[str] = Counter()
-        waiting: Counter[str] = Counter()
-        for r in scheduler.running:
-            (running if r.status is RequestStatus.RUNNING else waiting)[r.slo_class] += 1
-        for r in scheduler.waiting:
-            waiting[r.slo_class] += 1
-        for name in set(self.counts) | set(running) | set(waiting):
-            c = self._cls(name)
-            c.running, c.waiting = running[name], waiting[name]
 
     def _forget_old_ids(self) -> None:
         if len(self.classes_of) <= 4 * ITERATIONS_KEPT:
@@ -147,8 +135,14 @@ class ActivityRecorder:
                               "message": message, "at_s": at_s})
 
     # --- readers ---------------------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self, scheduler: Scheduler | None = None) -> dict:
+        """JSON-ready copy; with `scheduler`, the per-class running / waiting counts as they stand now."""
+        inflight = _inflight(scheduler) if scheduler is not None else {}
         with self._lock:
+            for name in inflight:
+                self._cls(name)
+            counts = {name: {**c.to_dict(), **inflight.get(name, {"running": 0, "waiting": 0})}
+                      for name, c in sorted(self.counts.items())}
             iterations = [dict(it) for it in self.iterations]
             ids = {rid for it in iterations for rid in it["decode"] + it["prefill"]}
             return {
@@ -157,5 +151,18 @@ class ActivityRecorder:
                 "request_classes": {rid: self.classes_of[rid] for rid in ids if rid in self.classes_of},
                 "refusals": list(self.refusals),
                 "finished": list(self.finished),
-                "counts": {name: c.to_dict() for name, c in sorted(self.counts.items())},
+                "counts": counts,
             }
+
+
+def _inflight(scheduler: Scheduler) -> dict[str, dict[str, int]]:
+    """Per class: running, and waiting (queued without KV, or paused holding it). Read off the engine
+    thread: the list copies are atomic in CPython, and a count one step stale is fine for a display (the
+    scheduler's own num_running is read the same way by /v1/status). Costs the engine nothing per step."""
+    out: dict[str, dict[str, int]] = {}
+    for r in list(scheduler.running):
+        c = out.setdefault(r.slo_class, {"running": 0, "waiting": 0})
+        c["running" if r.status is RequestStatus.RUNNING else "waiting"] += 1
+    for r in list(scheduler.waiting):
+        out.setdefault(r.slo_class, {"running": 0, "waiting": 0})["waiting"] += 1
+    return out

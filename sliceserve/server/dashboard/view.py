@@ -14,4 +14,4 @@ def activity_status(state: Any, now_s: float) -> dict | None:
                       "utility": c.utility} for name, c in sorted(state.classes.items())}
     settings = state.settings
     return {"now_s": now_s, "slo_classes": classes, "memory_limit_bytes": settings.memory_limit_bytes(),
-            **recorder.snapshot()}
+            **recorder.snapshot(state.engine.core.scheduler)}
