@@ -1,4 +1,9 @@
-"""GET /dashboard: the page, a package data file read once (setuptools ships it: pyproject package-data)."""
+"""GET /dashboard: the page, a package data file read once (setuptools ships it: pyproject package-data).
+
+The page holds no data: its script fetches /v1/status with the API key (from #key=... or typed in) as a
+Bearer token. An auth layer should leave this path open as it leaves /health, because a browser's
+navigation to the page cannot carry that header.
+"""
 from __future__ import annotations
 
 from functools import lru_cache
