@@ -22,5 +22,4 @@ def page_html() -> str:
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    # The page holds no data: it fetches /v1/status itself (with the key from #key=... when one is set).
     return HTMLResponse(page_html(), headers={"Cache-Control": "no-store"})
