@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-ray test-llamacpp serve bench clean
+.PHONY: install test test-ray test-llamacpp serve bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,8 +20,19 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
+
+# The dashboard's browser test drives Debian's chromium through Playwright (never `playwright install`, which
+# downloads). Installed where apt-get may run (root, or password-less sudo); elsewhere that test skips, saying why.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  fi; \
+	  test -x $(CHROMIUM) || echo "chromium not installed: the dashboard browser test will skip"; }
 
 # Scale-out on Ray Serve is an optional extra (a large install); its tests skip without it.
 test-ray: $(STAMP)

@@ -141,9 +141,9 @@ async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) 
 
 
 async def replay(url: str, reqs: list[Request], model: str, max_time_s: float, progress: bool) -> float:
-    from tqdm import tqdm
+    from sliceserve.bench.progress import progress as progress_bar
 
-    bar = tqdm(total=len(reqs), desc="requests", unit="req", disable=not progress, leave=False)
+    bar = progress_bar(len(reqs), "requests", "requests", enabled=progress)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     timeout = httpx.Timeout(max_time_s, connect=10)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:

@@ -52,13 +52,13 @@ def synthetic_requests(workload: Workload, prefix: str, vocab_size: int, max_mod
 def run_policy(loaded: Any, policy: str, workload: Workload, latency: LatencyModel,
                settings: LocalSettings) -> dict:
     """{"summary", "per_class", ["requests"], "iterations"} for one policy on the real engine."""
-    from tqdm import tqdm
+    from sliceserve.bench.progress import progress
 
     engine = build_engine(loaded, policy, latency.copy(), **settings.scheduler)
     from sliceserve.model.profiler import vocab_size
 
     reqs, _ = synthetic_requests(workload, policy, vocab_size(loaded), loaded.max_model_len, settings.seed)
-    bar = tqdm(total=len(reqs), desc=policy, unit="req", disable=not settings.progress, leave=False)
+    bar = progress(len(reqs), policy, "requests", enabled=settings.progress)
     result = WallClockDriver(engine, on_finish=lambda _req: bar.update(1)).run(reqs, settings.max_time_s)
     bar.close()
     metrics = [request_metrics(r) for r in result.requests]

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Callable
 
 from sliceserve.bench.compare import SimSettings, run_policies
+from sliceserve.bench.progress import progress as progress_bar
 from sliceserve.metrics import max_rate_meeting
 from sliceserve.workload import Workload
 
@@ -34,22 +34,14 @@ def run_sweep(policies: list[str], rates: list[float], make_workload: Callable[[
               settings: SimSettings, progress: bool = True) -> list[dict]:
     """[{"rate": r, "results": {POLICY: {...}}}] in rate order. `make_workload(rate)` must be deterministic,
     so every policy at one rate sees the same arrivals."""
-    bar = None
-    if progress:
-        from tqdm import tqdm  # only sweeps pay for it
-
-        bar = tqdm(total=len(rates) * len(policies), file=sys.stderr, desc="simulate", unit="run")
+    bar = progress_bar(len(rates) * len(policies), "simulate", "runs", enabled=progress)
     sweep: list[dict] = []
-    try:
+    with bar:
         for rate in rates:
-            if bar is not None:
-                bar.set_postfix_str(f"rate={rate:g}")
+            bar.set_postfix_str(f"rate={rate:g}")
             workload = make_workload(rate)
-            results = run_policies(policies, workload, settings, on_done=(lambda _p: bar.update(1)) if bar else None)
+            results = run_policies(policies, workload, settings, on_done=lambda _p: bar.update(1))
             sweep.append({"rate": rate, "num_requests": len(workload.specs), "results": results})
-    finally:
-        if bar is not None:
-            bar.close()
     return sweep
 
 

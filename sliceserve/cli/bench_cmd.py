@@ -87,9 +87,8 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
-    from tqdm import tqdm
-
     from sliceserve.bench.local import LocalSettings, describe, resolve, run_local, synthetic_requests
+    from sliceserve.bench.progress import progress
     from sliceserve.engine.backend import load_backend
     from sliceserve.workload import generate, get_preset, with_slo_overrides
 
@@ -110,7 +109,7 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
     _, capped = synthetic_requests(workload, "check", 2, loaded.max_model_len, args.seed)
     print(f"{len(workload.specs)} requests of {args.workload}, {scale}, l(1) = {latency.decode_time(1) * 1e3:.1f} ms",
           file=sys.stderr)
-    with tqdm(total=len(policies), desc="policies", unit="policy", leave=False, disable=args.no_progress) as bar:
+    with progress(len(policies), "policies", "done", enabled=not args.no_progress) as bar:
         results = run_local(loaded, policies, workload, latency, settings, on_done=lambda _p: bar.update(1))
     config = {"workload": workload.describe(), "request_rate": args.request_rate, "duration_s": args.duration,
               "burstiness": args.burstiness, "seed": args.seed, "policies": policies,

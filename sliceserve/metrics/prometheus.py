@@ -36,6 +36,9 @@ class ServerMetrics:
                               buckets=_TTFT_BUCKETS, registry=r)
         self.itl = Histogram("vllm:inter_token_latency_seconds", "Gap between consecutive output tokens", lbl,
                              buckets=_ITL_BUCKETS, registry=r)
+        # Per request, the quantity an SLO's TPOT bound judges (vLLM exports it under the same name).
+        self.tpot = Histogram("vllm:request_time_per_output_token_seconds", "Mean gap between a request's output "
+                              "tokens after the first (its TPOT)", lbl, buckets=_ITL_BUCKETS, registry=r)
         self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Arrival to end of request", lbl,
                              buckets=_E2E_BUCKETS, registry=r)
         # prometheus_client appends _total to counters itself.
@@ -98,6 +101,8 @@ class ServerMetrics:
             self.ttft.labels(name).observe(m.ttft_s)
         for gap in m.itls_s:
             self.itl.labels(name).observe(gap)
+        if m.tpot_s is not None:
+            self.tpot.labels(name).observe(m.tpot_s)
         if m.e2e_s is not None:
             self.e2e.labels(name).observe(m.e2e_s)
         if req.slo.is_empty:

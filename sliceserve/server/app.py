@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sliceserve.control.serving import attach_control
+from sliceserve.server.dashboard import attach_dashboard
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
 from sliceserve.server.requests import build_request
 from sliceserve.server.serving import respond_full, respond_stream, submit
@@ -59,6 +60,7 @@ def create_app(state: ServingState) -> FastAPI:
     attach_control(app, state, state.settings.controller.to_config(),
                    class_constraints=state.settings.class_targets(),
                    server_constraints=state.settings.server_constraints())
+    attach_dashboard(app, state)   # GET /dashboard and the history /v1/status shows it (after the controller)
 
     @app.exception_handler(APIError)
     async def _api_error(_: HTTPRequest, exc: APIError) -> JSONResponse:

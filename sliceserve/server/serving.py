@@ -74,7 +74,10 @@ async def submit(state: ServingState, req: Request) -> RequestStream:
     result = await state.engine.add_request(req)
     if isinstance(result, Rejection):
         state.metrics.on_reject(result.kind)
-        raise rejection_error(result)
+        err = rejection_error(result)
+        if state.activity is not None:   # the dashboard lists the last refusals with their reasons
+            state.activity.on_reject(req, result.kind, err.status, result.message, state.engine.clock())
+        raise err
     return result
 
 

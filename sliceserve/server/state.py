@@ -23,6 +23,7 @@ class ServingState:
     metrics: ServerMetrics
     model_name: str
     classes: dict[str, SLOClass] = field(default_factory=dict)
+    activity: Any = None             # sliceserve.server.dashboard.ActivityRecorder, once attached
 
     @property
     def tokenizer(self) -> Any:

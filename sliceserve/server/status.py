@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request as HTTPRequest
 
 from sliceserve.control.monitor import Monitor
+from sliceserve.server.dashboard.view import activity_status
 
 router = APIRouter()
 
@@ -52,6 +53,8 @@ def build_status(state: Any, controller: Any = None, monitor: Monitor | None = N
         body["latency_model"]["calibrations"] = [d for d in controller.decisions if d["kind"] == "calibrate"][-10:]
     tracker = tracker if tracker is not None else getattr(controller, "tracker", None)
     body["classes"] = tracker.summary() if tracker is not None else {}
+    # The dashboard's history (sliceserve.server.dashboard): iterations, decode mask, refusals; None without it.
+    body["activity"] = activity_status(state, state.engine.clock())
     return body
 
 
