@@ -61,6 +61,9 @@ class Request:
     utility: float = 1.0
     priority: int = 0            # vLLM-style: lower runs first
     eos_token_id: int | None = None
+    # An embedding request: prefill the prompt, pool its last hidden states into one vector, finish without
+    # decoding (max_tokens stays 1: the KV bound the scheduler reserves is the prompt's plus one slot).
+    embed: bool = False
 
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
@@ -72,6 +75,7 @@ class Request:
     token_times_s: list[float] = field(default_factory=list)
     first_scheduled_s: float | None = None
     finished_s: float | None = None
+    embedding: list[float] | None = None   # the pooled vector of an `embed` request, once computed
 
     @property
     def num_prompt_tokens(self) -> int:
