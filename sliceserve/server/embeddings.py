@@ -125,20 +125,19 @@ async def run_embeddings(state: ServingState, reqs: list[Request], http: HTTPReq
     jobs = [asyncio.ensure_future(_one(state, r)) for r in reqs]
     watch = asyncio.ensure_future(wait_disconnect(http))
     everything = asyncio.gather(*jobs)
+    gone = True
     try:
         await asyncio.wait({everything, watch}, return_when=asyncio.FIRST_COMPLETED)
+        gone = not everything.done()
     finally:
         watch.cancel()
-        if not everything.done() or everything.exception() is not None:
+        if gone or everything.exception() is not None:   # client gone, or one failed: free the others' KV
             for job, req in zip(jobs, reqs):
                 job.cancel()
                 state.engine.abort(req.req_id)
-            everything.cancel()
-    if everything.cancelled():
+    if gone:
         return None
-    if everything.exception() is not None:
-        raise everything.exception()
-    return everything.result()
+    return everything.result()   # raises the first failure
 
 
 def _encode(vector: list[float], fmt: str) -> list[float] | str:

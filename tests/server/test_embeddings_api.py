@@ -90,3 +90,15 @@ def test_llamacpp_backend_answers_501(tiny_loaded_factory):
         assert resp.status_code == 501 and "torch backend" in resp.json()["error"]["message"]
         resp = httpx.post(live.url + "/api/embed", json={"model": "tiny", "input": "x"}, timeout=30)
         assert resp.status_code == 501 and "torch backend" in resp.json()["error"]
+
+
+def test_client_gone_aborts_its_embeddings(tiny_loaded_factory):
+    from tests.server.helpers import wait_until, wrap
+
+    # 16-token chunks at 0.2 s each: a 300-token input needs ~4 s; the client gives up after 0.5 s.
+    loaded = wrap(tiny_loaded_factory(), delay_s=0.2)
+    with LiveServer(make_state(loaded, max_num_batched_tokens=16, slo_scale=1000)) as live:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(live.url + "/v1/embeddings", json={"input": [[5] * 300, [6] * 300]}, timeout=0.5)
+        assert wait_until(lambda: not live.scheduler.requests, timeout_s=2.5)
+        assert httpx.post(live.url + "/v1/embeddings", json={"input": "again"}, timeout=30).status_code == 200
