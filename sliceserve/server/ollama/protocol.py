@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sliceserve.server.embeddings import EmbeddingSLOFields
 from sliceserve.server.protocol import APIError
@@ -45,8 +45,25 @@ def sampling_fields(options: dict[str, Any] | None) -> dict[str, Any]:
             raise _refuse(name, "is a load-time setting: set it when starting `sliceserve serve`")
         else:
             raise _refuse(name, "is not a known Ollama option")
-    fields = {k: options.get(k) for k in HONOURED if options.get(k) is not None}
-    return {**DEFAULTS, **fields}
+    try:
+        fields = HonouredOptions.model_validate({k: options[k] for k in HONOURED if options.get(k) is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(x) for x in first["loc"])
+        raise APIError(400, f"option {name!r}: {first['msg']}", param=f"options.{name}", code="invalid_value") from None
+    return {**DEFAULTS, **fields.model_dump(exclude_none=True)}
+
+
+class HonouredOptions(BaseModel):
+    """Types of the options this server applies (values are checked where they are used)."""
+    model_config = ConfigDict(extra="forbid", strict=False)
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    num_ctx: int | None = None
+    stop: list[str] | str | None = None
 
 
 class _Base(EmbeddingSLOFields):

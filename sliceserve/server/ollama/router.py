@@ -202,6 +202,8 @@ async def ps(http: HTTPRequest) -> dict[str, Any]:
 async def show(http: HTTPRequest) -> dict[str, Any]:
     body: ShowBody = await _body(http, ShowBody)
     state = _state(http)
+    if not (body.model or body.name):
+        raise APIError(400, "model is required", param="model")
     models.check(state, body.model or body.name)
     return models.show(state)
 
