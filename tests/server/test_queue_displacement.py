@@ -22,6 +22,10 @@ def test_higher_utility_newcomer_displaces_the_least_valuable_waiting_request(ti
                 assert wait_until(lambda: len(live.scheduler.waiting) == 1)
                 same = c.post(live.url + "/v1/embeddings", json={"input": "another one"})
                 assert same.status_code == 503 and same.json()["error"]["code"] == "queue_full"
+                # A more valuable newcomer that would be refused anyway (impossible TTFT) displaces nobody.
+                hopeless = c.post(live.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2,
+                                                                      "slo_class": "realtime", "slo": {"ttft_ms": 1e-6}})
+                assert hopeless.status_code == 400 and len(live.scheduler.waiting) == 1
                 rt = c.post(live.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2, "ignore_eos": True,
                                                                 "slo_class": "realtime"})
                 assert rt.status_code == 200 and rt.json()["usage"]["completion_tokens"] == 2
