@@ -61,6 +61,9 @@ class Request:
     utility: float = 1.0
     priority: int = 0            # vLLM-style: lower runs first
     eos_token_id: int | None = None
+    # An embedding request: prefill the prompt, pool its last hidden states into one vector, finish without
+    # decoding (max_tokens stays 1: the KV bound the scheduler reserves is the prompt's plus one slot).
+    embed: bool = False
 
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
@@ -76,6 +79,7 @@ class Request:
     # client can audit the model against the measured values.
     predicted_ttft_s: float | None = None
     predicted_tpot_s: float | None = None
+    embedding: list[float] | None = None   # the pooled vector of an `embed` request, once computed
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -76,13 +76,16 @@ class SLOClass:
 
 
 # Built-in classes. Real-time follows the SLICE paper (TPOT 50 ms, utility 100; arXiv 2510.18544);
-# the others are this project's defaults for a chat and a batch job.
+# the others are this project's defaults for a chat, a batch job and embeddings (prefill-only work whose one
+# result is its vector: TTFT is its latency; utility below every other class, so SLICE ranks it last and the
+# controller sheds it first, and a flood of it cannot take the real-time class's place).
 BUILTIN_CLASSES: dict[str, SLOClass] = {
     c.name: c
     for c in (
         SLOClass("realtime", SLO(ttft_s=0.5, tpot_s=0.05), utility=100.0),
         SLOClass("interactive", SLO(ttft_s=1.0, tpot_s=0.1), utility=1.0),
         SLOClass("batch", SLO(e2e_s=60.0), utility=1.0),
+        SLOClass("embedding", SLO(ttft_s=2.0), utility=0.5),
     )
 }
 

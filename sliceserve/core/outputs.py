@@ -49,7 +49,7 @@ class SchedulerOutput:
         return out
 
     def samples(self, req_id: str) -> bool:
-        """Whether this iteration yields a token for `req_id`."""
+        """Whether this iteration yields a token (an `embed` request: its pooled vector) for `req_id`."""
         if req_id in self.prefill:
             req = self.requests[req_id]
             return req.num_computed_tokens + self.prefill[req_id] >= req.num_tokens
@@ -66,3 +66,6 @@ class ModelOutput:
     stopped: set[str] = field(default_factory=set)
     # req_id -> message, for requests this iteration failed on. They end with FinishReason.ERROR.
     errors: dict[str, str] = field(default_factory=dict)
+    # req_id -> pooled vector, for `embed` requests whose prompt was completed this iteration (instead of a
+    # sampled token; the simulator gives an empty list). They end with FinishReason.STOP.
+    embeddings: dict[str, list[float]] = field(default_factory=dict)

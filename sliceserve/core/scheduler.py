@@ -107,7 +107,7 @@ class Scheduler:
         req.status = RequestStatus.WAITING
         self.requests[req.req_id] = req
         self.waiting.append(req)
-        if self.prefix_caching:
+        if self.prefix_caching and not req.embed:   # pooling needs every prompt position's hidden state
             self._reuse_prefix(req)
         self.on_arrival(req, now)
         return True
@@ -202,6 +202,13 @@ class Scheduler:
             reason = self._stop_reason(req, token, rid in stopped)
             if reason is not None:
                 self._finish(req, reason, now)
+                ended.append(req)
+        for rid, vector in result.embeddings.items():
+            req = reqs.get(rid)
+            if req is not None:   # prefill-only work: its vector is its one result, and its end
+                req.embedding = vector
+                req.token_times_s.append(now)
+                self._finish(req, FinishReason.STOP, now)
                 ended.append(req)
         self.observe_iteration(sched, result, now)
         for req in ended:

@@ -184,11 +184,37 @@ class AsyncEngine:
         for req, fut, stream in adds:
             now = self.clock()
             verdict = self.admit(self.core.scheduler, req, now) if self.admit is not None else None
+            if verdict is not None and verdict.kind == "queue_full":
+                verdict = self._displace(req, now, verdict)
             if verdict is None and not self.core.add_request(req, now):
                 verdict = Rejection("invalid", req.error or "request rejected")
             if verdict is None:
                 self._streams[req.req_id] = stream
             self._resolve(fut, verdict if verdict is not None else stream)
+
+    def _displace(self, req: Request, now: float, full: Rejection) -> Rejection | None:
+        """Full waiting queue: refuse its least valuable unstarted request instead of `req`, if `req` is worth
+        more and would be admitted in its place (else `req` gets its own answer and the victim stays). Without
+        this a flood of low-utility work (an embedding burst) fills the queue and the real-time class is
+        refused at the door, however the policy would have ranked it."""
+        sched = self.core.scheduler
+        victims = [r for r in sched.waiting if r.utility < req.utility and r.num_output_tokens == 0]
+        if not victims:
+            return full
+        victim = min(victims, key=lambda r: (r.utility, -r.arrival_s))   # the newest of the least valuable
+        at = sched.waiting.index(victim)
+        del sched.waiting[at]          # ask the admit hook as if its place were free (this thread only)
+        try:
+            verdict = self.admit(sched, req, now)
+        finally:
+            sched.waiting.insert(at, victim)
+        if verdict is None:
+            done = sched.abort(victim.req_id, now, FinishReason.REJECTED,
+                               error=f"displaced from the full waiting queue by a request of higher utility "
+                                     f"({req.utility:g} > {victim.utility:g}); retry later")
+            if done is not None:
+                self._finish_stream(done)
+        return verdict
 
     def _resolve(self, fut: asyncio.Future, value: object) -> None:
         def settle() -> None:

@@ -40,6 +40,16 @@ class GenerationOutput:
     error: str | None = None
 
 
+@dataclass(slots=True)
+class EmbeddingOutput:
+    prompt: str | None
+    prompt_token_ids: list[int]
+    embedding: list[float] | None   # L2-normalised mean of the prompt's last hidden states (None if it failed)
+    finish_reason: str              # stop | abort | rejected | error
+    timings: RequestTimings         # ttft_s = e2e_s: arrival to the vector
+    error: str | None = None
+
+
 def request_timings(req: Request) -> RequestTimings:
     """Timings of a finished request, with SLO attainment as SLICE.md defines it."""
     from sliceserve.metrics import request_metrics
@@ -166,6 +176,22 @@ class LLM:
         reqs = self.make_requests(prompts, sampling_params, slos, slo_classes, use_chat_template)
         WallClockDriver(self.engine).run(reqs)
         return [self._output(req, p if isinstance(p, str) else None) for req, p in zip(reqs, prompts)]
+
+    def embed(self, prompts: Prompt | Sequence[Prompt], slo_class: str | None = "embedding",
+              slo: SLO | None = None) -> list[EmbeddingOutput]:
+        """Embeddings of every prompt (a string or token ids), in prompt order: prefill-only requests through
+        the same scheduler, in the `embedding` class by default (sliceserve.model.pooling: the pooling)."""
+        if getattr(self.model, "backend", "torch") != "torch":
+            raise ValueError(f"embeddings need the torch backend (its runner pools hidden states); this LLM runs "
+                             f"{self.model.backend}")
+        prompts = _as_list(prompts)
+        reqs = self.make_requests(prompts, SamplingParams(max_tokens=1), slo, slo_class)
+        for req in reqs:
+            req.embed = True
+        WallClockDriver(self.engine).run(reqs)
+        return [EmbeddingOutput(p if isinstance(p, str) else None, list(r.prompt_token_ids), r.embedding,
+                                r.finish_reason.value if r.finish_reason is not None else "abort",
+                                request_timings(r), r.error) for r, p in zip(reqs, prompts)]
 
     def _output(self, req: Request, prompt: str | None) -> GenerationOutput:
         text = self.tokenizer.decode(req.output_token_ids, skip_special_tokens=True)

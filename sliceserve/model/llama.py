@@ -150,13 +150,17 @@ class LlamaForCausalLM(nn.Module):
         return self
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
-                meta: AttentionMetadata, logit_rows: torch.Tensor) -> torch.Tensor:
-        """input_ids, positions: [T]; returns fp32 logits [len(logit_rows), vocab]."""
+                meta: AttentionMetadata, logit_rows: torch.Tensor, hidden_rows: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, positions: [T]; returns fp32 logits [len(logit_rows), vocab]. With `hidden_rows`, also
+        those rows' final (normed) hidden states, fp32 [len(hidden_rows), hidden]: embeddings pool them."""
         if self.rotary is None:
             self.rotary = Rotary(self.arch, input_ids.device)
         x = self.model.embed_tokens(input_ids)
         cos, sin = self.rotary.cos_sin(positions, x.dtype)
         for layer, cache in zip(self.model.layers, kv_caches):
             x = layer(x, cos, sin, cache, meta)
-        x = self.model.norm(x.index_select(0, logit_rows))
-        return linear(x, self.lm_head).float()
+        logits = linear(self.model.norm(x.index_select(0, logit_rows)), self.lm_head).float()
+        if hidden_rows is None:
+            return logits
+        return logits, self.model.norm(x.index_select(0, hidden_rows)).float()

@@ -15,6 +15,7 @@ from sliceserve.model.attention import AttentionMetadata, DecodeGroup, PrefillSe
 from sliceserve.model.cuda_graphs import DecodeBuckets, StaticDecode
 from sliceserve.model.decode_groups import group_by_length
 from sliceserve.model.llama import LlamaForCausalLM
+from sliceserve.model.pooling import PromptPooler
 from sliceserve.model.sampler import sample
 from sliceserve.model.request_sampling import RequestSampling
 from sliceserve.request import Request
@@ -45,6 +46,7 @@ class ModelRunner:
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.vocab_size = model.arch.vocab_size
         self.sampling = RequestSampling(tokenizer, seed)
+        self.pooler = PromptPooler()   # embedding requests: their prompt's hidden states, pooled
         self._offsets_t: torch.Tensor | None = None
         # A separate attention call costs about as much as this many padded context tokens (measured on a
         # 2-vCPU EPYC, 1 thread). On CUDA a step is launch-bound and padding nearly free: one call.
@@ -64,14 +66,16 @@ class ModelRunner:
         start = time.perf_counter()
         for rid in (*sched.finished, *sched.preempted):
             self.sampling.forget(rid)
+            self.pooler.forget(rid)
         if sched.is_empty:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
         feeds = [f for f in sched.feeds() if not self._check(f, sched, errors)]
         sampled: dict[str, int] = {}
         stopped: set[str] = set()
+        embeddings: dict[str, list[float]] = {}
         if feeds:
-            logits, samplers = self._forward(feeds, sched)
+            logits, samplers = self._forward(feeds, sched, embeddings)
             greedy = logits.argmax(-1).tolist()  # one call for the whole batch instead of one per row
             for row, req in enumerate(samplers):
                 if req.sampling_params.temperature == 0.0:
@@ -83,7 +87,8 @@ class ModelRunner:
                     stopped.add(req.req_id)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return ModelOutput(sampled=sampled, elapsed_s=time.perf_counter() - start, stopped=stopped, errors=errors)
+        return ModelOutput(sampled=sampled, elapsed_s=time.perf_counter() - start, stopped=stopped, errors=errors,
+                           embeddings=embeddings)
 
     # --- helpers ---------------------------------------------------------------------------------------
     def _check(self, feed: tuple[Request, int, int], sched: SchedulerOutput, errors: dict[str, str]) -> bool:
@@ -105,13 +110,17 @@ class ModelRunner:
             errors[req.req_id] = problem
         return problem is not None
 
-    def _forward(self, feeds: list[tuple[Request, int, int]], sched: SchedulerOutput):
+    def _forward(self, feeds: list[tuple[Request, int, int]], sched: SchedulerOutput,
+                 embeddings: dict[str, list[float]]):
         """Flatten the feeds (prompt chunks first, then decodes) into one forward pass. Slot indices are
-        built with tensor ops from block tables (a handful of ints per request), not per token in Python."""
+        built with tensor ops from block tables (a handful of ints per request), not per token in Python.
+        Embedding requests' chunks give hidden states instead of logits: their pooled vectors, once a prompt
+        is complete, go to `embeddings`."""
         dev = self.device
         decoding = set(sched.decode)
-        chunks = [f for f in feeds if f[0].req_id not in decoding]
-        decodes = [f for f in feeds if f[0].req_id in decoding]
+        # An embedding request whose last prompt token a policy scheduled as a "decode" is still a prompt chunk.
+        chunks = [f for f in feeds if f[0].req_id not in decoding or f[0].embed]
+        decodes = [f for f in feeds if f[0].req_id in decoding and not f[0].embed]
         if not chunks and self.static_decode is not None:
             # Decode-only: the padded static-shape pass (a graph replay on CUDA), unless no bucket fits.
             logits = self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
@@ -124,6 +133,7 @@ class ModelRunner:
         prefills: list[PrefillSeq] = []
         logit_rows: list[int] = []
         samplers: list[Request] = []
+        pooled: list[tuple[Request, int, int, int]] = []   # embedding chunks: (request, position, rows from, to)
         for req, pos, n in chunks:
             row = len(ids)
             ids.extend(req.token_ids(pos, pos + n))
@@ -131,7 +141,9 @@ class ModelRunner:
             pieces.append(ctx_slots[pos:])
             positions.append(torch.arange(pos, pos + n, device=dev))
             prefills.append(PrefillSeq(row, n, ctx_slots, self._mask(pos, n), causal=pos == 0 and n > 1))
-            if pos + n >= req.num_tokens:
+            if req.embed:
+                pooled.append((req, pos, row, row + n))
+            elif pos + n >= req.num_tokens:
                 logit_rows.append(row + n - 1)
                 samplers.append(req)
         first_decode = len(ids)
@@ -150,9 +162,21 @@ class ModelRunner:
             decode_groups=groups,
         )
         pos_t = torch.cat(positions) if len(positions) > 1 else positions[0]
+        hidden_rows = None
+        if pooled:
+            hidden_rows = torch.cat([torch.arange(row, end) for _, _, row, end in pooled]).to(dev)
         with torch.inference_mode():
-            logits = self.model(torch.tensor(ids, device=dev), pos_t, self.kv_caches, meta,
-                                torch.tensor(logit_rows, dtype=torch.long, device=dev))
+            out = self.model(torch.tensor(ids, device=dev), pos_t, self.kv_caches, meta,
+                             torch.tensor(logit_rows, dtype=torch.long, device=dev), hidden_rows)
+            if hidden_rows is None:
+                return out, samplers
+            logits, hidden = out
+            at = 0
+            for req, pos, row, end in pooled:
+                vec = self.pooler.add(req.req_id, pos, hidden[at:at + end - row], end - row + pos >= req.num_tokens)
+                at += end - row
+                if vec is not None:
+                    embeddings[req.req_id] = vec
         return logits, samplers
 
     def _slot_range(self, table: list[int], length: int) -> torch.Tensor:

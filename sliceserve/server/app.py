@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sliceserve.control.serving import attach_control
 from sliceserve.server.dashboard import attach_dashboard
+from sliceserve.server.embeddings import router as embeddings_router
+from sliceserve.server.ollama import router as ollama_router
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
 from sliceserve.server.requests import build_request
 from sliceserve.server.serving import respond_full, respond_stream, submit
@@ -96,6 +98,9 @@ def create_app(state: ServingState) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(http: HTTPRequest) -> Response:
         return await _generate(http, ChatRequest)
+
+    app.include_router(embeddings_router)   # POST /v1/embeddings (sliceserve.server.embeddings)
+    app.include_router(ollama_router)       # /api/*: the Ollama API (sliceserve.server.ollama)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -178,3 +178,8 @@ async def _events(state: ServingState, body: CompletionRequest | ChatRequest, re
     finally:
         if not finished:   # the client went away (Starlette cancelled us): free the request's KV now
             state.engine.abort(req.req_id)
+
+
+# Shared with the Ollama and embeddings routes (sliceserve.server.ollama, sliceserve.server.embeddings).
+request_failure = _failure
+wait_disconnect = _wait_disconnect

@@ -1,4 +1,5 @@
-"""The simulated executor: iteration time from a latency model (the 'true' device), dummy tokens."""
+"""The simulated executor: iteration time from a latency model (the 'true' device), dummy tokens (and empty
+vectors for embedding requests: their prompt's time only)."""
 from __future__ import annotations
 
 import random
@@ -25,16 +26,23 @@ class SimulatedExecutor:
             return ModelOutput()
         reqs = sched.requests
         sampled = dict.fromkeys(decode, DUMMY_TOKEN)
+        # A policy may schedule an embedding request's last prompt token as a decode: it ends with a vector.
+        embeddings: dict[str, list[float]] = {rid: [] for rid in decode if reqs[rid].embed}
+        for rid in embeddings:
+            del sampled[rid]
         prefill_tokens = 0
         for rid, n in prefill.items():
             prefill_tokens += n
             req = reqs[rid]
             if req.num_computed_tokens + n >= len(req.prompt_token_ids) + len(req.output_token_ids):
-                sampled[rid] = DUMMY_TOKEN
+                if req.embed:     # prefill-only work: the prompt's time, no vector worth computing here
+                    embeddings[rid] = []
+                else:
+                    sampled[rid] = DUMMY_TOKEN
         k = len(decode)
         ctxs = [reqs[rid].num_computed_tokens for rid in decode]
         ctx = sum(ctxs) / k if k else 0.0
         elapsed = self.device.iteration_time(k, ctx, prefill_tokens, max(ctxs) if k else None) * self.slowdown
         if self.noise:
             elapsed *= self._rng.lognormvariate(0.0, self.noise)
-        return ModelOutput(sampled=sampled, elapsed_s=elapsed)
+        return ModelOutput(sampled=sampled, elapsed_s=elapsed, embeddings=embeddings)

@@ -43,7 +43,7 @@ BAD = [
      "x-slo-tpot-ms"),
     ("empty messages", "/v1/chat/completions", {"json": {"messages": []}}, 400, "messages"),
     ("token out of vocab", "/v1/completions", {"json": {"prompt": [10**9]}}, 400, "prompt"),
-    ("unknown route", "/v1/embeddings", {"json": {}}, 404, None),
+    ("unknown route", "/v1/audio/speech", {"json": {}}, 404, None),
 ]
 
 

@@ -1,0 +1,178 @@
+"""Ollama request bodies and how their `options` map to sampling parameters.
+
+Every field is either honoured or refused with a 400 naming it; Ollama accepts a few knobs (penalties,
+mirostat, tail-free sampling) this engine cannot apply yet: their neutral values ("off") are accepted, any
+other value is refused. Load-time options (threads, GPU layers, mmap) belong to `sliceserve serve`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sliceserve.server.embeddings import EmbeddingSLOFields
+from sliceserve.server.protocol import APIError
+
+# Ollama's documented defaults (docs/modelfile.md, "PARAMETER"), used when a request leaves them out.
+DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
+HONOURED = frozenset({"temperature", "top_k", "top_p", "seed", "num_predict", "stop", "num_ctx"})
+# Accepted only at their neutral value: what the option does when it is off.
+NEUTRAL: dict[str, Any] = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                           "mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0, "min_p": 0.0}
+# Meaningful only with a penalty or mirostat on (so honoured, trivially, while those are off).
+DEPENDENT = {"repeat_last_n": "repeat_penalty", "penalize_newline": "repeat_penalty",
+             "mirostat_tau": "mirostat", "mirostat_eta": "mirostat"}
+LOAD_TIME = frozenset({"numa", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all",
+                       "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread", "num_keep"})
+
+
+def _refuse(name: str, why: str) -> APIError:
+    return APIError(400, f"option {name!r} {why}", param=f"options.{name}", code="unsupported_option")
+
+
+def sampling_fields(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The honoured options (Ollama defaults filled in); a 400 naming any option that cannot be honoured."""
+    options = dict(options or {})
+    for name, value in options.items():
+        if name in HONOURED or value is None:
+            continue
+        if name in NEUTRAL:
+            if value != NEUTRAL[name]:
+                raise _refuse(name, f"is not supported yet (only its neutral value {NEUTRAL[name]!r}, i.e. off)")
+        elif name in DEPENDENT:
+            continue   # no effect while its parent option is off, which NEUTRAL enforces
+        elif name in LOAD_TIME:
+            raise _refuse(name, "is a load-time setting: set it when starting `sliceserve serve`")
+        else:
+            raise _refuse(name, "is not a known Ollama option")
+    try:
+        fields = HonouredOptions.model_validate({k: options[k] for k in HONOURED if options.get(k) is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(x) for x in first["loc"])
+        raise APIError(400, f"option {name!r}: {first['msg']}", param=f"options.{name}", code="invalid_value") from None
+    return {**DEFAULTS, **fields.model_dump(exclude_none=True)}
+
+
+class HonouredOptions(BaseModel):
+    """Types of the options this server applies (values are checked where they are used)."""
+    model_config = ConfigDict(extra="forbid", strict=False)
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    num_ctx: int | None = None
+    stop: list[str] | str | None = None
+
+
+class _Base(EmbeddingSLOFields):
+    """Fields every Ollama generation route takes. Unknown fields are refused."""
+    model: str = Field(min_length=1)
+    options: dict[str, Any] | None = None
+    keep_alive: float | int | str | None = None   # the model always stays loaded: every value is honoured
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    def refuse_unsupported(self) -> None:
+        if self.format not in (None, ""):
+            raise APIError(400, "format (JSON mode or a JSON schema) is not supported yet: structured output is "
+                           "still to come; leave it out", param="format", code="unsupported_format")
+        if self.think not in (None, False):
+            raise APIError(400, "think is not supported: this model has no thinking mode", param="think")
+        if self.logprobs or self.top_logprobs:
+            raise APIError(400, "logprobs are not supported on the Ollama routes yet", param="logprobs")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str
+    content: str = ""
+    images: list[Any] | None = None
+    thinking: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_name: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in ("system", "user", "assistant", "tool"):
+            raise ValueError("role must be system, user, assistant or tool")
+        return value
+
+    def refuse_unsupported(self, i: int) -> None:
+        if self.images:
+            raise APIError(400, "images are not supported: the served model reads text only",
+                           param=f"messages.{i}.images", code="unsupported_images")
+        if self.tool_calls or self.tool_name:
+            raise APIError(400, "tool calls are not supported on the Ollama routes yet",
+                           param=f"messages.{i}.tool_calls")
+        if self.thinking:
+            raise APIError(400, "thinking is not supported: this model has no thinking mode",
+                           param=f"messages.{i}.thinking")
+
+
+class ChatBody(_Base):
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Any] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.tools:
+            raise APIError(400, "tools are not supported on the Ollama routes yet", param="tools")
+        for i, m in enumerate(self.messages):
+            m.refuse_unsupported(i)
+
+
+class GenerateBody(_Base):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    context: list[int] | None = None
+    images: list[Any] | None = None
+    template: str | None = None
+    suffix: str | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.images:
+            raise APIError(400, "images are not supported: the served model reads text only", param="images",
+                           code="unsupported_images")
+        if self.template:
+            raise APIError(400, "template is not supported: the model's own chat template is used (or raw)",
+                           param="template")
+        if self.suffix:
+            raise APIError(400, "suffix (fill-in-the-middle) is not supported", param="suffix")
+
+
+class EmbedBody(EmbeddingSLOFields):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    truncate: bool = True
+    options: dict[str, Any] | None = None
+    keep_alive: float | int | str | None = None
+    dimensions: int | None = Field(default=None, gt=0)
+
+
+class LegacyEmbeddingsBody(EmbeddingSLOFields):
+    model: str = Field(min_length=1)
+    prompt: str
+    options: dict[str, Any] | None = None
+    keep_alive: float | int | str | None = None
+
+
+class ShowBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    name: str | None = None      # the older spelling
+    verbose: bool = False
+
+
+def refuse_embed_options(options: dict[str, Any] | None) -> None:
+    """Embeddings sample nothing: only options that change nothing here are accepted (none are honoured)."""
+    for name, value in (options or {}).items():
+        if value is not None:
+            raise _refuse(name, "does not apply to embeddings here; leave it out")

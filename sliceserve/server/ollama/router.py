@@ -1,0 +1,213 @@
+"""The Ollama routes. Generation is translated into the OpenAI bodies the rest of the server already
+validates (sliceserve.server.requests.build_request), so sampling, SLOs (body fields or x-slo-* headers),
+admission and the scheduler are the same; errors come back in Ollama's `{"error": "..."}` shape."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from fastapi import APIRouter, Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+
+from sliceserve.server.embeddings import (check_dimensions, embed_requests, embeddings_supported, input_ids,
+                                          run_embeddings)
+from sliceserve.server.ollama import models
+from sliceserve.server.ollama.protocol import (ChatBody, EmbedBody, GenerateBody, LegacyEmbeddingsBody, ShowBody,
+                                               refuse_embed_options, sampling_fields)
+from sliceserve.server.ollama.replies import Shape, collect, created_at, ndjson
+from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
+from sliceserve.server.requests import build_request, prompt_ids
+from sliceserve.server.serving import submit, wait_disconnect
+from sliceserve.server.state import ServingState
+
+
+class OllamaRoute(APIRoute):
+    """Answers APIError as Ollama does: `{"error": "message"}` with the status (the `ollama` client reads it)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: HTTPRequest) -> Response:
+            try:
+                return await handler(request)
+            except APIError as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+        return route
+
+
+router = APIRouter(prefix="/api", route_class=OllamaRoute)
+
+
+async def _body(http: HTTPRequest, model: type) -> Any:
+    from sliceserve.server.app import _read_body   # the OpenAI routes' JSON reading and limits, shared
+
+    return await _read_body(http, model)
+
+
+def _state(http: HTTPRequest) -> ServingState:
+    return http.app.state.serving
+
+
+def _limits(state: ServingState, options: dict[str, Any], num_prompt: int) -> int:
+    """max_tokens from num_predict (absent: default_max_tokens; -1 or -2: up to the context) within num_ctx."""
+    limit = state.max_model_len
+    num_ctx = options.get("num_ctx")
+    if num_ctx is not None:
+        if not 0 < num_ctx <= limit:
+            raise APIError(400, f"num_ctx {num_ctx} must be between 1 and this server's max_model_len {limit}",
+                           param="options.num_ctx")
+        limit = num_ctx
+    if num_prompt >= limit:
+        raise APIError(400, f"prompt has {num_prompt} tokens but the context holds {limit}; shorten it",
+                       param="options.num_ctx" if num_ctx else "prompt", code="context_length_exceeded")
+    predict = options.get("num_predict")
+    if predict is None:
+        return min(state.settings.default_max_tokens, limit - num_prompt)
+    if predict in (-1, -2):
+        return limit - num_prompt
+    if predict <= 0:
+        raise APIError(400, f"num_predict must be positive, -1 or -2, got {predict}", param="options.num_predict")
+    if num_prompt + predict > limit:
+        raise APIError(400, f"prompt ({num_prompt} tokens) plus num_predict ({predict}) exceeds the context "
+                       f"({limit})", param="options.num_predict", code="context_length_exceeded")
+    return predict
+
+
+def _openai(kind: type, fields: dict[str, Any]) -> Any:
+    try:
+        return kind.model_validate(fields)
+    except ValidationError as exc:
+        err = validation_error(exc)
+        raise APIError(400, f"options: {err.message}", param=f"options.{err.param}") from None
+
+
+def _common(state: ServingState, body: ChatBody | GenerateBody) -> dict[str, Any]:
+    models.check(state, body.model)
+    body.refuse_unsupported()
+    options = sampling_fields(body.options)
+    out = {k: options[k] for k in ("temperature", "top_k", "top_p", "seed", "stop") if k in options}
+    out.update(model=state.model_name, slo=body.slo.model_dump() if body.slo else None, slo_class=body.slo_class,
+               utility=body.utility, priority=body.priority)
+    return {**out, "_options": options}
+
+
+def _chat_request(state: ServingState, body: ChatBody) -> ChatRequest:
+    fields = _common(state, body)
+    options = fields.pop("_options")
+    oa = _openai(ChatRequest, {**fields, "messages": [{"role": m.role, "content": m.content} for m in body.messages]})
+    return oa.model_copy(update={"max_tokens": _limits(state, options, len(prompt_ids(state, oa)))})
+
+
+def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequest:
+    fields = _common(state, body)
+    options = fields.pop("_options")
+    if body.raw:
+        ids = list(state.tokenizer.encode(body.prompt)) if body.prompt else []
+    else:   # the model's chat template, as Ollama applies the model's template unless raw
+        messages = ([{"role": "system", "content": body.system}] if body.system else []) + \
+                   [{"role": "user", "content": body.prompt}]
+        ids = prompt_ids(state, _openai(ChatRequest, {"messages": messages}))
+    ids = list(body.context or []) + ids
+    oa = _openai(CompletionRequest, {**fields, "prompt": ids})
+    return oa.model_copy(update={"max_tokens": _limits(state, options, len(ids))})
+
+
+async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequest | CompletionRequest) -> Response:
+    state = _state(http)
+    req = build_request(state, oa, http.headers)
+    stream = await submit(state, req)
+    shape = Shape(state, chat=isinstance(body, ChatBody))
+    if body.stream:
+        return ndjson(state, shape, req, stream)
+    job = asyncio.ensure_future(collect(state, req, stream))
+    watch = asyncio.ensure_future(wait_disconnect(http))
+    try:
+        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not job.done():   # client gone (or we were cancelled): free its KV now
+            job.cancel()
+            state.engine.abort(req.req_id)
+    if not job.done() or job.cancelled():
+        return Response(status_code=499)
+    _, text, detok = job.result()
+    return JSONResponse(shape.final(req, text, detok))
+
+
+@router.post("/chat")
+async def chat(http: HTTPRequest) -> Response:
+    body: ChatBody = await _body(http, ChatBody)
+    return await _answer(http, body, _chat_request(_state(http), body))
+
+
+@router.post("/generate")
+async def generate(http: HTTPRequest) -> Response:
+    body: GenerateBody = await _body(http, GenerateBody)
+    state = _state(http)
+    if not body.prompt and not body.context:
+        # Ollama's "load the model" request: it is loaded already (and stays loaded).
+        models.check(state, body.model)
+        return JSONResponse({"model": state.model_name, "created_at": created_at(), "response": "", "done": True,
+                             "done_reason": "load"})
+    return await _answer(http, body, _generate_request(state, body))
+
+
+async def _embed(http: HTTPRequest, body: EmbedBody | LegacyEmbeddingsBody, inputs: Any, truncate: bool):
+    state = _state(http)
+    models.check(state, body.model)
+    embeddings_supported(state)
+    refuse_embed_options(body.options)
+    reqs = embed_requests(state, input_ids(state, inputs, truncate=truncate), body, http.headers)
+    return await run_embeddings(state, reqs, http)
+
+
+@router.post("/embed")
+async def embed(http: HTTPRequest) -> Response:
+    start = time.monotonic()
+    body: EmbedBody = await _body(http, EmbedBody)
+    check_dimensions(_state(http), body.dimensions)
+    done = await _embed(http, body, body.input, body.truncate)
+    if done is None:
+        return Response(status_code=499)
+    return JSONResponse({"model": _state(http).model_name, "embeddings": [r.embedding for r in done],
+                         "total_duration": round((time.monotonic() - start) * 1e9), "load_duration": 0,
+                         "prompt_eval_count": sum(r.num_prompt_tokens for r in done)})
+
+
+@router.post("/embeddings")
+async def embeddings_legacy(http: HTTPRequest) -> Response:
+    body: LegacyEmbeddingsBody = await _body(http, LegacyEmbeddingsBody)
+    if not body.prompt:
+        return JSONResponse({"embedding": []})   # Ollama answers an empty prompt with an empty vector
+    done = await _embed(http, body, body.prompt, truncate=False)
+    if done is None:
+        return Response(status_code=499)
+    return JSONResponse({"embedding": done[0].embedding})
+
+
+@router.get("/tags")
+async def tags(http: HTTPRequest) -> dict[str, Any]:
+    return {"models": [models.entry(_state(http))]}
+
+
+@router.get("/ps")
+async def ps(http: HTTPRequest) -> dict[str, Any]:
+    return {"models": [models.running(_state(http))]}
+
+
+@router.post("/show")
+async def show(http: HTTPRequest) -> dict[str, Any]:
+    body: ShowBody = await _body(http, ShowBody)
+    state = _state(http)
+    if not (body.model or body.name):
+        raise APIError(400, "model is required", param="model")
+    models.check(state, body.model or body.name)
+    return models.show(state)
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": models.OLLAMA_API_VERSION}
