@@ -1,7 +1,6 @@
 """The FastAPI app: OpenAI routes, health and readiness, Prometheus metrics, OpenAI-shaped errors."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -11,12 +10,13 @@ from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sliceserve.control.serving import attach_control
-from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
-from sliceserve.server.requests import build_request
+from sliceserve.server.gate import install_gate
+from sliceserve.server.intake import read_request
+from sliceserve.server.lifecycle import Lifecycle, Phase
+from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest
 from sliceserve.server.serving import respond_full, respond_stream, submit
 from sliceserve.server.state import ServingState
 
@@ -29,24 +29,14 @@ def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-async def _read_body(http: HTTPRequest, model: type[CompletionRequest] | type[ChatRequest]) -> Any:
-    raw = await http.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+def create_app(state: ServingState, lifecycle: Lifecycle | None = None) -> FastAPI:
+    lifecycle = lifecycle if lifecycle is not None else Lifecycle(state.settings.shutdown_timeout_s)
+    lifecycle.state = state
 
-
-def create_app(state: ServingState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.engine.start()
+        lifecycle.phase = Phase.SERVING
         log.info("serving %s with policy %s", state.model_name, state.settings.policy)
         try:
             yield
@@ -55,6 +45,8 @@ def create_app(state: ServingState) -> FastAPI:
 
     app = FastAPI(title="sliceserve", lifespan=lifespan)
     app.state.serving = state
+    app.state.lifecycle = lifecycle
+    install_gate(app, state.settings, lifecycle)
     # GET /v1/status, resource monitor, feedback controller (switch and bounds from the settings).
     attach_control(app, state, state.settings.controller.to_config(),
                    class_constraints=state.settings.class_targets(),
@@ -80,11 +72,10 @@ def create_app(state: ServingState) -> FastAPI:
                                         type="InternalServerError"))
 
     async def _generate(http: HTTPRequest, model: type[CompletionRequest] | type[ChatRequest]) -> Response:
-        body = await _read_body(http, model)
-        req = build_request(state, body, http.headers)
+        body, req = await read_request(http, state, model)
         stream = await submit(state, req)
         if body.stream:
-            return respond_stream(state, body, req, stream)
+            return await respond_stream(state, body, req, stream, http)
         return await respond_full(state, body, req, stream, http)
 
     @app.post("/v1/completions")
@@ -103,8 +94,9 @@ def create_app(state: ServingState) -> FastAPI:
                                             "vocab_size": state.vocab_size}]}
 
     @app.get("/health")
-    async def health() -> Response:
-        return Response(status_code=200)
+    async def health() -> JSONResponse:
+        status, body = lifecycle.health()
+        return JSONResponse(body, status_code=status)
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
