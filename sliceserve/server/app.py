@@ -16,6 +16,7 @@ from sliceserve.control.serving import attach_control
 from sliceserve.server.gate import install_gate
 from sliceserve.server.intake import read_request
 from sliceserve.server.lifecycle import Lifecycle, Phase
+from sliceserve.server.openapi import install_openapi
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest
 from sliceserve.server.serving import respond_full, respond_stream, submit
 from sliceserve.server.state import ServingState
@@ -47,6 +48,7 @@ def create_app(state: ServingState, lifecycle: Lifecycle | None = None) -> FastA
     app.state.serving = state
     app.state.lifecycle = lifecycle
     install_gate(app, state.settings, lifecycle)
+    install_openapi(app)
     # GET /v1/status, resource monitor, feedback controller (switch and bounds from the settings).
     attach_control(app, state, state.settings.controller.to_config(),
                    class_constraints=state.settings.class_targets(),

@@ -34,19 +34,28 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def parse_request(state: ServingState, model: type[Body], raw: bytes,
-                  headers: Mapping[str, str]) -> tuple[Body, Request]:
-    """Validate and tokenise; every problem with the request is an APIError (400/404), raised before any
-    engine work."""
+def validate_body(model: type[Body], raw: bytes, vocab_size: int, max_model_len: int,
+                  max_token_chars: int | None) -> Body:
+    """The checked body; every problem with it is an APIError (400) naming the field."""
     data = parse_json(raw)
     check_strings(data)
     check_penalties(data)
     try:
-        body = model.model_validate(data)
+        # Strict: a known field of the wrong type ("5" for max_tokens, 1e30 for top_k) is an error, not coerced.
+        body = model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    body = check_sampling(body, state.vocab_size)
-    check_prompt_length(body, state.max_model_len, state.max_token_chars)
+    except RecursionError:
+        raise APIError(400, "request body is nested too deeply", code="invalid_json") from None
+    body = check_sampling(body, vocab_size)
+    check_prompt_length(body, max_model_len, max_token_chars)
+    return body
+
+
+def parse_request(state: ServingState, model: type[Body], raw: bytes,
+                  headers: Mapping[str, str]) -> tuple[Body, Request]:
+    """Validate and tokenise, before any engine work."""
+    body = validate_body(model, raw, state.vocab_size, state.max_model_len, state.max_token_chars)
     return body, build_request(state, body, headers)
 
 
