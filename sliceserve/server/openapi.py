@@ -54,8 +54,10 @@ _ERRORS = {
     "500": "the request failed while running (e.g. its sampling failed)",
     "503": "queue full, queue timeout, loading or draining; see Retry-After",
 }
-_SSE = {"text/event-stream": {"schema": {"type": "string", "description": "`data: {chunk}` lines, then "
-                                                                           "`data: [DONE]`"}}}
+# One server-sent event: `data: {chunk JSON}`, the last one `data: [DONE]`.
+_SSE = {"text/event-stream": {"schema": {"type": "object", "required": ["data"],
+                                         "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                                         "description": "`data: {chunk}` events, then `data: [DONE]`"}}}
 
 
 def _error(desc: str) -> dict[str, Any]:
@@ -71,8 +73,8 @@ def _generation(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _common_errors(op: dict[str, Any], codes: tuple[str, ...]) -> None:
-    op.pop("responses", {}).pop("422", None)
     responses = op.setdefault("responses", {})
+    responses.pop("422", None)     # FastAPI's validation error: this server answers 400 instead
     for code in codes:
         responses.setdefault(code, _error(_ERRORS.get(code, "error")))
 
