@@ -24,6 +24,7 @@ def _ok(server) -> None:
     assert r.status_code == 200, r.text
 
 
+JSON = {"content-type": "application/json"}
 BAD = [
     ("malformed json", "/v1/completions", {"content": b'{"prompt": "x", ',
                                            "headers": {"content-type": "application/json"}}, 400, None),
@@ -45,6 +46,22 @@ BAD = [
     ("empty messages", "/v1/chat/completions", {"json": {"messages": []}}, 400, "messages"),
     ("token out of vocab", "/v1/completions", {"json": {"prompt": [10**9]}}, 400, "prompt"),
     ("unknown route", "/v1/embeddings", {"json": {}}, 404, None),
+    # The inputs that used to escape validation as 500s (issue 22), and nonsense it used to accept.
+    ("subnormal slo", "/v1/completions", {"json": {"prompt": "x", "slo": {"ttft_ms": 5e-324}}}, 400, "slo.ttft_ms"),
+    ("infinite slo", "/v1/completions", {"content": b'{"prompt": "x", "slo": {"ttft_ms": Infinity}}', "headers": JSON},
+     400, "slo.ttft_ms"),
+    ("overflowing slo", "/v1/completions", {"content": b'{"prompt": "x", "slo": {"ttft_ms": 1e309}}', "headers": JSON},
+     400, "slo.ttft_ms"),
+    ("lone surrogate", "/v1/completions", {"content": b'{"prompt": "\\ud800"}', "headers": JSON}, 400, "prompt"),
+    ("deep nesting", "/v1/completions", {"content": b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                                         "headers": JSON}, 400, None),
+    ("huge top_k", "/v1/completions", {"json": {"prompt": "x", "top_k": 1e30}}, 400, "top_k"),
+    ("negative seed", "/v1/completions", {"json": {"prompt": "x", "seed": -1}}, 400, "seed"),
+    ("negative stop id", "/v1/completions", {"json": {"prompt": "x", "stop_token_ids": [-1]}}, 400, "stop_token_ids[0]"),
+    ("infinite temperature", "/v1/completions", {"content": b'{"prompt": "x", "temperature": Infinity}',
+                                                 "headers": JSON}, 400, "temperature"),
+    ("huge penalty", "/v1/completions", {"json": {"prompt": "x", "presence_penalty": 1e9}}, 400, "presence_penalty"),
+    ("impossible e2e", "/v1/completions", {"json": {"prompt": "x", "slo": {"e2e_ms": 0.001}}}, 400, None),
 ]
 
 

@@ -37,8 +37,16 @@ def _fails(args: list[str], needle: str, *, within_s: float | None = None) -> st
     last = err.strip().splitlines()[-1]
     assert last.startswith("sliceserve serve: error:") and needle in last, err
     if within_s is not None:
-        assert elapsed < within_s, f"took {elapsed:.2f} s"
+        # The < 2 s promise rests on failing before torch or the model load; checked structurally (import
+        # trace), the time only printed with the load average and loosely bounded (the suite runs on shared,
+        # oversubscribed machines where a bare `python -c pass` can take a second).
+        print(f"{args}: exit 2 after {elapsed:.2f} s (load {os.getloadavg()[0]:.1f})")
+        assert elapsed < within_s * 5, f"took {elapsed:.2f} s"
         assert len(err.strip().splitlines()) == 1, err      # nothing loaded, nothing else said
+        trace = subprocess.run([sys.executable, "-X", "importtime", "-m", "sliceserve", "serve", *args],
+                               capture_output=True, text=True, env=ENV, timeout=120).stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in trace.splitlines() if line.startswith("import time")}
+        assert "torch" not in imported and "transformers" not in imported and "uvicorn.main" not in imported
     return last
 
 
