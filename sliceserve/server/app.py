@@ -1,6 +1,7 @@
 """The FastAPI app: OpenAI routes, health and readiness, Prometheus metrics, OpenAI-shaped errors."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from sliceserve.server.state import ServingState
 log = logging.getLogger(__name__)
 # The engine loop beats at least every 0.5 s when idle; a step longer than this means it is wedged.
 _READY_STALE_S = 30.0
+_ENGINE_STOP_S = 120.0
 
 
 def _error_response(err: APIError) -> JSONResponse:
@@ -42,7 +44,9 @@ def create_app(state: ServingState, lifecycle: Lifecycle | None = None) -> FastA
         try:
             yield
         finally:
-            state.engine.shutdown()
+            # Wait for the step in progress however long it takes (a long prefill on a busy CPU can pass 5 s):
+            # exiting with the engine thread inside torch aborts the process ("terminate called ...").
+            await asyncio.to_thread(state.engine.shutdown, _ENGINE_STOP_S)
 
     app = FastAPI(title="sliceserve", lifespan=lifespan)
     app.state.serving = state
