@@ -55,6 +55,8 @@ BAD = [
     ("lone surrogate", "/v1/completions", {"content": b'{"prompt": "\\ud800"}', "headers": JSON}, 400, "prompt"),
     ("deep nesting", "/v1/completions", {"content": b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                                          "headers": JSON}, 400, None),
+    ("subnormal slo header", "/v1/completions", {"json": {"prompt": "x"}, "headers": {"x-slo-ttft-ms": "5e-324"}},
+     400, "x-slo-ttft-ms"),
     ("huge top_k", "/v1/completions", {"json": {"prompt": "x", "top_k": 1e30}}, 400, "top_k"),
     ("negative seed", "/v1/completions", {"json": {"prompt": "x", "seed": -1}}, 400, "seed"),
     ("negative stop id", "/v1/completions", {"json": {"prompt": "x", "stop_token_ids": [-1]}}, 400, "stop_token_ids[0]"),
