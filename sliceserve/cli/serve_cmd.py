@@ -47,6 +47,16 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
              "creates the class if it does not exist)")
     add("--no-controller", dest="controller_enabled", action="store_const", const=False, default=None,
         help="switch the SLO feedback controller off")
+    add("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health and /ready "
+        "(default: SLICESERVE_API_KEY, else none)")
+    add("--public-monitoring", dest="public_monitoring", action="store_const", const=True, default=None,
+        help="serve /metrics and /v1/status without the API key")
+    add("--allowed-origins", metavar="ORIGINS", help="comma-separated origins allowed by CORS (default: none)")
+    add("--allowed-hosts", metavar="HOSTS",
+        help="comma-separated Host header values accepted (default: the bind address's names; '*' for any)")
+    add("--max-body-bytes", type=int, help="request bodies larger than this get 413 (default: 2 MiB)")
+    add("--shutdown-timeout", dest="shutdown_timeout_s", type=float, metavar="S",
+        help="on SIGTERM, let in-flight requests finish for up to S seconds (default: 30)")
     add("--no-prefix-caching", dest="enable_prefix_caching", action="store_const", const=False, default=None,
         help="do not share KV blocks of repeated prompt prefixes")
 
@@ -55,7 +65,8 @@ _FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "d
            "max_model_len",
            "max_num_seqs", "max_num_batched_tokens", "max_waiting", "max_queue_time_s", "overload", "latency_profile",
            "default_slo_class", "slo_scale", "ttft_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
-           "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching")
+           "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching", "api_key", "public_monitoring",
+           "allowed_origins", "allowed_hosts", "max_body_bytes", "shutdown_timeout_s")
 
 
 def run(args: argparse.Namespace) -> int:

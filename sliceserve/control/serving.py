@@ -29,6 +29,11 @@ class _FanOut:
         for o in self.observers:
             o.on_finish(req)
 
+    def on_state(self, scheduler) -> None:
+        for o in self.observers:
+            if hasattr(o, "on_state"):
+                o.on_state(scheduler)
+
 
 class _ControllerObserver:
     def __init__(self, controller: Controller, gauges: dict[str, Any]) -> None:

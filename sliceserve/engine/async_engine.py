@@ -45,6 +45,7 @@ class StreamEvent:
     finished: bool = False
     finish_reason: FinishReason | None = None
     error: str | None = None
+    retry_after_s: float | None = None    # a refusal's hint (queue timeout): when to try again
 
 
 class EngineObserver(Protocol):
@@ -75,7 +76,7 @@ class RequestStream:
         while not event.finished and not self.queue.empty():
             more = self.queue.get_nowait()
             event = StreamEvent(event.new_token_ids + more.new_token_ids, more.finished,
-                                more.finish_reason, more.error)
+                                more.finish_reason, more.error, more.retry_after_s)
         self.done = event.finished
         return event
 
@@ -94,10 +95,13 @@ class AsyncEngine:
         self._cv = threading.Condition()
         self._adds: deque[tuple[Request, asyncio.Future, RequestStream]] = deque()
         self._aborts: deque[str] = deque()
+        self._abort_all: str | None = None               # set by abort_all: end everything with this error
         self._streams: dict[str, RequestStream] = {}     # engine thread only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # Scheduler -> seconds until the queue has room: the Retry-After of requests that time out waiting.
+        self.retry_hint: Callable[[Scheduler], float] | None = None
         self.last_beat_s = 0.0       # wall time of the loop's last pass: readiness checks it
         self.fatal: BaseException | None = None
 
@@ -137,25 +141,36 @@ class AsyncEngine:
             self._aborts.append(req_id)
             self._cv.notify_all()
 
+    def abort_all(self, why: str) -> None:
+        """Thread-safe: end every admitted request with an error (shutdown past its timeout)."""
+        with self._cv:
+            self._abort_all = why
+            self._cv.notify_all()
+
     # --- engine thread -----------------------------------------------------------------------------------
     def _run(self) -> None:
         stalled_since: float | None = None
         try:
             while True:
                 with self._cv:
-                    while not (self._adds or self._aborts or self._stopping or self.core.has_unfinished()):
+                    while not (self._adds or self._aborts or self._abort_all or self._stopping
+                               or self.core.has_unfinished()):
                         self.last_beat_s = self.clock()
                         self._cv.wait(0.5)
                     if self._stopping:
                         break
-                    adds, aborts = list(self._adds), list(self._aborts)
+                    adds, aborts, abort_all = list(self._adds), list(self._aborts), self._abort_all
                     self._adds.clear()
                     self._aborts.clear()
+                    self._abort_all = None
                 self._apply_aborts(aborts)
                 self._apply_adds(adds)
+                if abort_all is not None:
+                    self._end_all(abort_all)
                 self.last_beat_s = self.clock()
                 if self.max_queue_time_s is not None:
                     self._expire_waiting(self.clock())
+                self._report_state()   # gauges follow adds, aborts and expiries, not only model steps
                 if not self.core.has_unfinished():
                     continue
                 step = self.core.step(self.clock())
@@ -172,6 +187,12 @@ class AsyncEngine:
             self.fatal = exc
         finally:
             self._fail_everything("server is shutting down" if self.fatal is None else f"engine crashed: {self.fatal}")
+            self._report_state()
+
+    def _report_state(self) -> None:
+        on_state = getattr(self.observer, "on_state", None)
+        if on_state is not None:
+            on_state(self.core.scheduler)
 
     def _apply_aborts(self, req_ids: list[str]) -> None:
         now = self.clock()
@@ -242,13 +263,13 @@ class AsyncEngine:
         for req in step.finished:
             self._finish_stream(req)
 
-    def _finish_stream(self, req: Request) -> None:
+    def _finish_stream(self, req: Request, retry_after_s: float | None = None) -> None:
         stream = self._streams.pop(req.req_id, None)
         if stream is None:
             return
         new = req.output_token_ids[stream.num_sent:]
         stream.num_sent += len(new)
-        event = StreamEvent(list(new), True, req.finish_reason, req.error)
+        event = StreamEvent(list(new), True, req.finish_reason, req.error, retry_after_s)
         self._post(stream.queue.put_nowait, event)
         if self.observer is not None:
             self.observer.on_finish(req)
@@ -258,12 +279,13 @@ class AsyncEngine:
         # Any request still without its first token: waiting, or prefilled and then left paused (SLICE may
         # prefill a best-effort request and never find time to decode it); aborting frees its KV too.
         late = [r for r in sched.requests.values() if r.num_output_tokens == 0 and now - r.arrival_s > limit]
+        hint = self.retry_hint(sched) if late and self.retry_hint is not None else None
         for r in late:
             why = (f"no first token within max_queue_time {limit:g} s: the server is overloaded and serves "
                    "higher-value requests first; retry later")
             req = sched.abort(r.req_id, now, FinishReason.REJECTED, error=why)
             if req is not None:
-                self._finish_stream(req)
+                self._finish_stream(req, hint)
 
     def _check_stall(self, since: float | None) -> float | None:
         now = self.clock()
@@ -280,15 +302,18 @@ class AsyncEngine:
             return None
         return since
 
-    def _fail_everything(self, why: str) -> None:
+    def _end_all(self, why: str) -> None:
         now = self.clock()
+        for rid in list(self.core.scheduler.requests):
+            req = self.core.scheduler.abort(rid, now, FinishReason.ERROR, error=why)
+            if req is not None:
+                self._finish_stream(req)
+
+    def _fail_everything(self, why: str) -> None:
         with self._cv:
             adds = list(self._adds)
             self._adds.clear()
             self._stopping = True
         for _, fut, _ in adds:
             self._resolve(fut, Rejection("unavailable", why))
-        for rid in list(self.core.scheduler.requests):
-            req = self.core.scheduler.abort(rid, now, FinishReason.ERROR, error=why)
-            if req is not None:
-                self._finish_stream(req)
+        self._end_all(why)

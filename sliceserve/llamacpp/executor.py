@@ -39,7 +39,11 @@ class LlamaCppExecutor:
         stopped: set[str] = set()
         if feeds:
             for req, logits in self._forward(feeds):
-                token = self.sampling.sample(req, logits)
+                try:
+                    token = self.sampling.sample(req, logits)
+                except Exception as exc:  # noqa: BLE001 - one row's failure ends that request, not the batch
+                    errors[req.req_id] = f"sampling failed: {type(exc).__name__}: {exc}"
+                    continue
                 sampled[req.req_id] = token
                 if self.sampling.hits_stop_string(req, token):
                     stopped.add(req.req_id)

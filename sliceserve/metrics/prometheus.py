@@ -66,11 +66,16 @@ class ServerMetrics:
         self.latency_audit = LatencyAudit(self.registry)
 
     # --- engine observer (called on the engine thread; prometheus_client is thread-safe) -------------------
-    def on_step(self, step: StepResult, scheduler: Scheduler) -> None:
+    def on_state(self, scheduler: Scheduler) -> None:
+        """Queue and KV gauges; the engine calls this after every change (adds, aborts, expiries, steps)."""
         name = self.model_name
         self.running.labels(name).set(scheduler.num_running)
         self.waiting.labels(name).set(scheduler.num_waiting)
         self.kv_usage.labels(name).set(scheduler.kv.usage)
+
+    def on_step(self, step: StepResult, scheduler: Scheduler) -> None:
+        name = self.model_name
+        self.on_state(scheduler)
         self.generation_tokens.labels(name).inc(len(step.output.sampled))
         self.risk.set(violation_risk(scheduler, step.end_s))
         self._export_prefix_cache(scheduler.kv)

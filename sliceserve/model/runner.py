@@ -78,10 +78,15 @@ class ModelRunner:
             logits, samplers = self._forward(feeds, sched, embeddings)
             greedy = logits.argmax(-1).tolist()  # one call for the whole batch instead of one per row
             for row, req in enumerate(samplers):
-                if req.sampling_params.temperature == 0.0:
-                    token = greedy[row]
-                else:
-                    token = sample(logits[row], req.sampling_params, self.sampling.seed(req), req.num_output_tokens)
+                try:
+                    if req.sampling_params.temperature == 0.0:
+                        token = greedy[row]
+                    else:
+                        token = sample(logits[row], req.sampling_params, self.sampling.seed(req),
+                                       req.num_output_tokens)
+                except Exception as exc:  # noqa: BLE001 - one row's failure ends that request, not the batch
+                    errors[req.req_id] = f"sampling failed: {type(exc).__name__}: {exc}"
+                    continue
                 sampled[req.req_id] = token
                 if self.sampling.hits_stop_string(req, token):
                     stopped.add(req.req_id)

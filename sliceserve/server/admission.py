@@ -28,6 +28,11 @@ def idle_infeasibility(sched: Scheduler, req: Request) -> str | None:
         if prefill > slo.ttft_s:
             return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
                     f"takes ~{prefill * 1e3:.1f} ms > ttft {slo.ttft_s * 1e3:g} ms")
+    if slo.e2e_s is not None:
+        prefill = lat.prefill_time(req.num_prompt_tokens)
+        if prefill > slo.e2e_s:     # the first token alone comes after the whole prefill
+            return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
+                    f"takes ~{prefill * 1e3:.1f} ms > e2e {slo.e2e_s * 1e3:g} ms")
     if slo.tpot_s is not None:
         step = lat.decode_time(1, req.num_prompt_tokens)
         if step > slo.tpot_s:
@@ -69,13 +74,27 @@ def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     return LoadEstimate(prefill + beside, step, drain, why)
 
 
+def drain_estimate(sched: Scheduler) -> float:
+    """Seconds to work off everything admitted now (prefill of the queued prompts, then every remaining
+    output token in batches of up to max_num_seqs): the Retry-After of a full queue or a queue timeout."""
+    lat = sched.latency
+    reqs = list(sched.running) + list(sched.waiting)
+    if not reqs:
+        return 0.0
+    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting)
+    batch = max(1, min(sched.config.max_num_seqs, len(reqs)))
+    ctx = sum(r.num_tokens for r in reqs) / len(reqs)
+    tokens = sum(r.remaining_output_tokens for r in reqs)
+    return lat.prefill_time(queued_prefill) + lat.decode_time(batch, ctx) * math.ceil(tokens / batch)
+
+
 def make_admit(max_waiting: int, overload: str):
     """The admit hook for AsyncEngine: (scheduler, request, now) -> Rejection | None."""
 
     def admit(sched: Scheduler, req: Request, now: float) -> Rejection | None:
         if len(sched.waiting) >= max_waiting:
             return Rejection("queue_full", f"waiting queue is full ({max_waiting} requests); retry later",
-                             retry_after_s=1.0)
+                             retry_after_s=max(1.0, drain_estimate(sched)))
         reason = sched.admission_error(req) or idle_infeasibility(sched, req)
         if reason is not None:
             return Rejection("invalid", reason)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sliceserve.request import Request, SamplingParams
+from sliceserve.server.intake import read_body
 from sliceserve.server.protocol import APIError, SLOBody
 from sliceserve.server.requests import check_model, resolve_slo
 from sliceserve.server.serving import request_failure, slo_report, submit, wait_disconnect
@@ -151,14 +152,13 @@ router = APIRouter()
 
 @router.post("/v1/embeddings")
 async def embeddings(http: HTTPRequest) -> Response:
-    from sliceserve.server.app import _read_body
-
     state: ServingState = http.app.state.serving
-    body: EmbeddingRequest = await _read_body(http, EmbeddingRequest)
+    body: EmbeddingRequest = await read_body(http, EmbeddingRequest)
     check_model(state, body.model)
     embeddings_supported(state)
     check_dimensions(state, body.dimensions)
-    reqs = embed_requests(state, input_ids(state, body.input), body, http.headers)
+    ids = await asyncio.to_thread(input_ids, state, body.input)   # tokenising off the event loop
+    reqs = embed_requests(state, ids, body, http.headers)
     done = await run_embeddings(state, reqs, http)
     if done is None:
         return Response(status_code=499)

@@ -30,7 +30,7 @@ def validation_error(exc: ValidationError) -> APIError:
 
 
 class SLOBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     ttft_ms: float | None = Field(default=None, gt=0)
     tpot_ms: float | None = Field(default=None, gt=0)
     e2e_ms: float | None = Field(default=None, gt=0)
@@ -41,7 +41,8 @@ class StreamOptions(BaseModel):
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    # NaN and infinities (JSON NaN/Infinity, or 1e309) are no valid value of any field: 400 naming it.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
     model: str | None = None
     max_tokens: int | None = None
     temperature: float = Field(default=1.0, ge=0)

@@ -59,7 +59,7 @@ def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
+    if not (math.isfinite(value) and value / 1e3 > 0):    # 5e-324 ms is 0 s: no bound at all
         raise APIError(400, f"header {name} must be a positive number of milliseconds, got {raw!r}", param=name)
     return value / 1e3
 

@@ -64,8 +64,9 @@ def _failure(ev: StreamEvent) -> APIError | None:
     if ev.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
         return None
     if ev.finish_reason is FinishReason.REJECTED:   # timed out in the queue (max_queue_time_s): try later
+        retry = str(max(1, math.ceil(ev.retry_after_s or 1.0)))
         return APIError(503, ev.error or "not scheduled in time", type="service_unavailable", code="queue_timeout",
-                        headers={"Retry-After": "1"})
+                        headers={"Retry-After": retry})
     return APIError(500, ev.error or f"request ended: {ev.finish_reason.value if ev.finish_reason else '?'}",
                     type="InternalServerError", code=ev.finish_reason.value if ev.finish_reason else None)
 
@@ -129,14 +130,44 @@ def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def respond_stream(state: ServingState, body: CompletionRequest | ChatRequest, req: Request,
-                   stream: RequestStream) -> StreamingResponse:
-    return StreamingResponse(_events(state, body, req, stream), media_type="text/event-stream",
+async def _first_event(state: ServingState, req: Request, stream: RequestStream,
+                       http: HTTPRequest) -> StreamEvent | None:
+    """The stream's first event, or None if the client left first (its request is then aborted)."""
+    first = asyncio.ensure_future(stream.__anext__())
+    watch = asyncio.ensure_future(_wait_disconnect(http))
+    try:
+        await asyncio.wait({first, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not first.done():
+            first.cancel()
+            state.engine.abort(req.req_id)
+    return first.result() if first.done() and not first.cancelled() else None
+
+
+async def _prepend(first: StreamEvent, stream: RequestStream) -> AsyncIterator[StreamEvent]:
+    yield first
+    if not first.finished:
+        async for ev in stream:
+            yield ev
+
+
+async def respond_stream(state: ServingState, body: CompletionRequest | ChatRequest, req: Request,
+                         stream: RequestStream, http: HTTPRequest) -> Response:
+    """SSE once the first event is in: a request refused before its first token (queue timeout) still gets
+    a proper HTTP status, since no byte of the 200 was sent yet."""
+    first = await _first_event(state, req, stream, http)
+    if first is None:
+        return Response(status_code=499)
+    failure = _failure(first) if first.finished else None
+    if failure is not None and not first.new_token_ids:
+        raise failure
+    return StreamingResponse(_events(state, body, req, _prepend(first, stream)), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _events(state: ServingState, body: CompletionRequest | ChatRequest, req: Request,
-                  stream: RequestStream) -> AsyncIterator[str]:
+                  stream: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
     chat = isinstance(body, ChatRequest)
     base = {"id": req.req_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": state.model_name}

@@ -105,6 +105,30 @@ class ServerSettings(BaseModel):
     server_slo: str | None = None              # resource targets of the whole server: "memory <= 2GB, power <= 15W"
     memory_limit: int | str | None = None      # "700MB": the same as `memory <= 700MB` in server_slo
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Exposure (docs/SERVER.md, security): see sliceserve/server/gate.py.
+    api_key: str | None = Field(default=None, min_length=1, repr=False)   # Bearer key; /health stays open
+    public_monitoring: bool = False            # /metrics and /v1/status without the key
+    allowed_origins: list[str] = Field(default_factory=list)   # CORS; empty: no cross-origin browser access
+    allowed_hosts: list[str] | None = None     # Host header values; None: the bind address's names
+    max_body_bytes: int = Field(default=2 << 20, gt=0)        # larger request bodies get 413
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)     # SIGTERM: in-flight requests may finish this long
+
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """"a,b" (a flag or an environment variable) -> ["a", "b"]."""
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from sliceserve.core.policies import available_policies   # numpy only: checked before torch loads
+
+        if value not in available_policies():
+            raise ValueError(f"unknown policy {value!r}; available: {', '.join(available_policies())}")
+        return value
 
     @field_validator("slo_classes")
     @classmethod

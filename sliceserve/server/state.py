@@ -8,8 +8,9 @@ from typing import Any
 from sliceserve.core.latency import LatencyModel
 from sliceserve.engine.async_engine import AsyncEngine
 from sliceserve.metrics.prometheus import ServerMetrics
-from sliceserve.server.admission import make_admit
+from sliceserve.server.admission import drain_estimate, make_admit
 from sliceserve.server.settings import ServerSettings
+from sliceserve.server.validation import longest_token_chars
 from sliceserve.slo import SLOClass
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ class ServingState:
     model_name: str
     classes: dict[str, SLOClass] = field(default_factory=dict)
     activity: Any = None             # sliceserve.server.dashboard.ActivityRecorder, once attached
+    # The vocabulary's longest token in characters: bounds a prompt's tokens before tokenising it.
+    max_token_chars: int | None = None
 
     @property
     def tokenizer(self) -> Any:
@@ -81,4 +84,6 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
     metrics = ServerMetrics(model_name)
     engine = AsyncEngine(core, admit=make_admit(settings.max_waiting, settings.overload), observer=metrics,
                          max_queue_time_s=settings.max_queue_time_s)
-    return ServingState(settings, loaded, engine, metrics, model_name, settings.classes())
+    engine.retry_hint = drain_estimate
+    return ServingState(settings, loaded, engine, metrics, model_name, settings.classes(),
+                        longest_token_chars(loaded.tokenizer))

@@ -24,8 +24,10 @@ def _ok(server) -> None:
     assert r.status_code == 200, r.text
 
 
+JSON = {"content-type": "application/json"}
 BAD = [
-    ("malformed json", "/v1/completions", {"content": b'{"prompt": "x", '}, 400, None),
+    ("malformed json", "/v1/completions", {"content": b'{"prompt": "x", ',
+                                           "headers": {"content-type": "application/json"}}, 400, None),
     ("not an object", "/v1/completions", {"json": [1, 2]}, 400, None),
     ("wrong type", "/v1/completions", {"json": {"prompt": "x", "max_tokens": "many"}}, 400, "max_tokens"),
     ("missing prompt", "/v1/completions", {"json": {"model": "tiny"}}, 400, "prompt"),
@@ -44,6 +46,24 @@ BAD = [
     ("empty messages", "/v1/chat/completions", {"json": {"messages": []}}, 400, "messages"),
     ("token out of vocab", "/v1/completions", {"json": {"prompt": [10**9]}}, 400, "prompt"),
     ("unknown route", "/v1/audio/speech", {"json": {}}, 404, None),
+    # The inputs that used to escape validation as 500s (issue 22), and nonsense it used to accept.
+    ("subnormal slo", "/v1/completions", {"json": {"prompt": "x", "slo": {"ttft_ms": 5e-324}}}, 400, "slo.ttft_ms"),
+    ("infinite slo", "/v1/completions", {"content": b'{"prompt": "x", "slo": {"ttft_ms": Infinity}}', "headers": JSON},
+     400, "slo.ttft_ms"),
+    ("overflowing slo", "/v1/completions", {"content": b'{"prompt": "x", "slo": {"ttft_ms": 1e309}}', "headers": JSON},
+     400, "slo.ttft_ms"),
+    ("lone surrogate", "/v1/completions", {"content": b'{"prompt": "\\ud800"}', "headers": JSON}, 400, "prompt"),
+    ("deep nesting", "/v1/completions", {"content": b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                                         "headers": JSON}, 400, None),
+    ("subnormal slo header", "/v1/completions", {"json": {"prompt": "x"}, "headers": {"x-slo-ttft-ms": "5e-324"}},
+     400, "x-slo-ttft-ms"),
+    ("huge top_k", "/v1/completions", {"json": {"prompt": "x", "top_k": 1e30}}, 400, "top_k"),
+    ("negative seed", "/v1/completions", {"json": {"prompt": "x", "seed": -1}}, 400, "seed"),
+    ("negative stop id", "/v1/completions", {"json": {"prompt": "x", "stop_token_ids": [-1]}}, 400, "stop_token_ids[0]"),
+    ("infinite temperature", "/v1/completions", {"content": b'{"prompt": "x", "temperature": Infinity}',
+                                                 "headers": JSON}, 400, "temperature"),
+    ("huge penalty", "/v1/completions", {"json": {"prompt": "x", "presence_penalty": 1e9}}, 400, "presence_penalty"),
+    ("impossible e2e", "/v1/completions", {"json": {"prompt": "x", "slo": {"e2e_ms": 0.001}}}, 400, None),
 ]
 
 
@@ -104,10 +124,10 @@ def test_metrics_exposition_has_vllm_and_sliceserve_names(server):
     client = server.openai()
     client.completions.create(model="tiny", prompt="m", max_tokens=3, extra_body={"slo_class": "realtime",
                                                                                   "ignore_eos": True})
-    # An e2e bound no request can meet (admission checks only ttft and tpot, which the online-learnt latency
-    # model may push past a tight ttft under CPU contention) records a violation.
-    client.completions.create(model="tiny", prompt="m", max_tokens=3, extra_body={
-        "slo": {"e2e_ms": 0.01}, "slo_class": "interactive", "ignore_eos": True})
+    # An e2e bound above the one-token prefill (so admitted) that 200 decode steps cannot meet records a
+    # violation (admission refuses only bounds impossible on an idle device).
+    client.completions.create(model="tiny", prompt="m", max_tokens=200, extra_body={
+        "slo": {"e2e_ms": 20}, "slo_class": "interactive", "ignore_eos": True})
     text = httpx.get(server.url + "/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
@@ -118,5 +138,5 @@ def test_metrics_exposition_has_vllm_and_sliceserve_names(server):
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert samples[("sliceserve:slo_attainment", (("slo_class", "realtime"),))] == 1.0
     assert samples[("sliceserve:slo_violations_total", (("metric", "e2e"), ("slo_class", "interactive")))] >= 1
-    assert samples[("vllm:generation_tokens_total", (("model_name", "tiny"),))] >= 6
+    assert samples[("vllm:generation_tokens_total", (("model_name", "tiny"),))] >= 203
     assert samples[("vllm:num_requests_running", (("model_name", "tiny"),))] == 0

@@ -1,5 +1,5 @@
-"""max_queue_time_s: a request that is never scheduled ends with an answer (503 / a stream error event with
-code queue_timeout), counts as a rejection in /metrics, and does not disturb the requests being served."""
+"""max_queue_time_s: a request that is never scheduled ends with an answer (503 with code queue_timeout,
+streaming or not), counts as a rejection in /metrics, and does not disturb the requests being served."""
 from __future__ import annotations
 
 import asyncio
@@ -26,9 +26,11 @@ def test_requests_not_scheduled_in_time_get_503_and_the_rest_complete(tiny_loade
         metrics = httpx.get(live.url + "/metrics", timeout=10).text
         assert httpx.get(live.url + "/health", timeout=5).status_code == 200
     assert first.status_code == 200 and first.json()["usage"]["completion_tokens"] == 30
-    assert plain.status_code == 503 and plain.headers["retry-after"] == "1"
+    # Retry-After: the latency model's estimate of the queue's drain time (tests/server/test_signals.py).
+    assert plain.status_code == 503 and int(plain.headers["retry-after"]) >= 1
     assert plain.json()["error"]["code"] == "queue_timeout"
-    assert streamed.status_code == 200 and '"code":"queue_timeout"' in streamed.text
-    assert streamed.text.rstrip().endswith("data: [DONE]")
+    # No byte of the stream was sent before the timeout, so it gets a real status too.
+    assert streamed.status_code == 503 and streamed.json()["error"]["code"] == "queue_timeout"
+    assert int(streamed.headers["retry-after"]) >= 1
     assert 'finished_reason="rejected"' in metrics
     assert not state.engine.core.scheduler.requests     # nothing left behind

@@ -19,6 +19,7 @@ from sliceserve.server.ollama.protocol import (ChatBody, EmbedBody, GenerateBody
                                                refuse_embed_options, sampling_fields)
 from sliceserve.server.ollama.replies import Shape, collect, created_at, ndjson
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
+from sliceserve.server.intake import read_body
 from sliceserve.server.requests import build_request, prompt_ids
 from sliceserve.server.serving import submit, wait_disconnect
 from sliceserve.server.state import ServingState
@@ -39,12 +40,6 @@ class OllamaRoute(APIRoute):
 
 
 router = APIRouter(prefix="/api", route_class=OllamaRoute)
-
-
-async def _body(http: HTTPRequest, model: type) -> Any:
-    from sliceserve.server.app import _read_body   # the OpenAI routes' JSON reading and limits, shared
-
-    return await _read_body(http, model)
 
 
 def _state(http: HTTPRequest) -> ServingState:
@@ -117,7 +112,7 @@ def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequ
 
 async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequest | CompletionRequest) -> Response:
     state = _state(http)
-    req = build_request(state, oa, http.headers)
+    req = await asyncio.to_thread(build_request, state, oa, http.headers)   # tokenising off the event loop
     stream = await submit(state, req)
     shape = Shape(state, chat=isinstance(body, ChatBody))
     if body.stream:
@@ -139,20 +134,20 @@ async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequ
 
 @router.post("/chat")
 async def chat(http: HTTPRequest) -> Response:
-    body: ChatBody = await _body(http, ChatBody)
-    return await _answer(http, body, _chat_request(_state(http), body))
+    body: ChatBody = await read_body(http, ChatBody)
+    return await _answer(http, body, await asyncio.to_thread(_chat_request, _state(http), body))
 
 
 @router.post("/generate")
 async def generate(http: HTTPRequest) -> Response:
-    body: GenerateBody = await _body(http, GenerateBody)
+    body: GenerateBody = await read_body(http, GenerateBody)
     state = _state(http)
     if not body.prompt and not body.context:
         # Ollama's "load the model" request: it is loaded already (and stays loaded).
         models.check(state, body.model)
         return JSONResponse({"model": state.model_name, "created_at": created_at(), "response": "", "done": True,
                              "done_reason": "load"})
-    return await _answer(http, body, _generate_request(state, body))
+    return await _answer(http, body, await asyncio.to_thread(_generate_request, state, body))
 
 
 async def _embed(http: HTTPRequest, body: EmbedBody | LegacyEmbeddingsBody, inputs: Any, truncate: bool):
@@ -160,14 +155,15 @@ async def _embed(http: HTTPRequest, body: EmbedBody | LegacyEmbeddingsBody, inpu
     models.check(state, body.model)
     embeddings_supported(state)
     refuse_embed_options(body.options)
-    reqs = embed_requests(state, input_ids(state, inputs, truncate=truncate), body, http.headers)
+    ids = await asyncio.to_thread(input_ids, state, inputs, truncate=truncate)
+    reqs = embed_requests(state, ids, body, http.headers)
     return await run_embeddings(state, reqs, http)
 
 
 @router.post("/embed")
 async def embed(http: HTTPRequest) -> Response:
     start = time.monotonic()
-    body: EmbedBody = await _body(http, EmbedBody)
+    body: EmbedBody = await read_body(http, EmbedBody)
     check_dimensions(_state(http), body.dimensions)
     done = await _embed(http, body, body.input, body.truncate)
     if done is None:
@@ -179,7 +175,7 @@ async def embed(http: HTTPRequest) -> Response:
 
 @router.post("/embeddings")
 async def embeddings_legacy(http: HTTPRequest) -> Response:
-    body: LegacyEmbeddingsBody = await _body(http, LegacyEmbeddingsBody)
+    body: LegacyEmbeddingsBody = await read_body(http, LegacyEmbeddingsBody)
     if not body.prompt:
         return JSONResponse({"embedding": []})   # Ollama answers an empty prompt with an empty vector
     done = await _embed(http, body, body.prompt, truncate=False)
@@ -200,7 +196,7 @@ async def ps(http: HTTPRequest) -> dict[str, Any]:
 
 @router.post("/show")
 async def show(http: HTTPRequest) -> dict[str, Any]:
-    body: ShowBody = await _body(http, ShowBody)
+    body: ShowBody = await read_body(http, ShowBody)
     state = _state(http)
     if not (body.model or body.name):
         raise APIError(400, "model is required", param="model")
