@@ -80,11 +80,15 @@ _UNSAMPLED_OK = {"sliceserve:slo_predicted_miss_total"}
 @pytest.fixture(scope="module")
 def exported(tiny_loaded_factory) -> dict[str, set[str] | None]:
     """Traffic that touches every labelled series it can: two classes, a refusal (a TTFT bound no device
-    meets, 400) and a miss (an e2e bound of 1 us, admitted because admission only judges TTFT and TPOT)."""
-    with LiveServer(make_state(tiny_loaded_factory(), policy="slice")) as live:
+    meets, 400) and a miss (an e2e bound just above the model's prefill, so admitted, but 16 tokens take
+    longer)."""
+    state = make_state(tiny_loaded_factory(), policy="slice")
+    e2e_ms = 1.2e3 * state.engine.core.scheduler.latency.prefill_time(32)
+    with LiveServer(state) as live:
         for cls, slo in (("realtime", None), ("batch", None), ("realtime", {"ttft_ms": 0.001}),
-                         ("interactive", {"e2e_ms": 0.001})):
-            body = {"model": "tiny", "prompt": "metrics please", "max_tokens": 4, "slo_class": cls}
+                         ("interactive", {"e2e_ms": e2e_ms})):
+            body = {"model": "tiny", "prompt": "metrics please", "max_tokens": 16, "ignore_eos": True,
+                    "slo_class": cls}
             if slo:
                 body["slo"] = slo
             httpx.post(live.url + "/v1/completions", json=body, timeout=60)
