@@ -2,8 +2,8 @@
 models the server validates with), every status a route answers with its OpenAI error shape, and the
 content types (JSON, SSE, Prometheus text).
 
-The generation routes read their body themselves (size-limited, parsed off the event loop), so FastAPI
-cannot infer their schema; it is added here instead. Routes other modules add keep FastAPI's own schema.
+The generation, embeddings and Ollama routes read their body themselves (size-limited, parsed off the event
+loop), so FastAPI cannot infer their schema; it is added here instead. Other routes keep FastAPI's own schema.
 """
 from __future__ import annotations
 
@@ -88,17 +88,77 @@ def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
     return out
 
 
+class OllamaError(BaseModel):
+    error: str
+
+
+def _other_bodies() -> dict[str, type[BaseModel]]:
+    """The bodies of routes that read them themselves besides generation: embeddings and the Ollama API."""
+    from sliceserve.server.embeddings import EmbeddingRequest
+    from sliceserve.server.ollama.protocol import ChatBody, EmbedBody, GenerateBody, LegacyEmbeddingsBody, ShowBody
+
+    return {"/v1/embeddings": EmbeddingRequest, "/api/chat": ChatBody, "/api/generate": GenerateBody,
+            "/api/embed": EmbedBody, "/api/embeddings": LegacyEmbeddingsBody, "/api/show": ShowBody}
+
+
+def _other(path: str, model: type[BaseModel]) -> dict[str, Any]:
+    """Body and answers of an embeddings or Ollama route: errors in that API's own shape (Ollama: `{"error":
+    message}`), JSON answers, NDJSON for Ollama's streamed chat and generate."""
+    ollama = path.startswith("/api/")
+    err = {"$ref": "#/components/schemas/" + ("OllamaError" if ollama else "ErrorBody")}
+    ok = {"application/json": {"schema": {"type": "object"}}}
+    if path in ("/api/chat", "/api/generate"):
+        ok["application/x-ndjson"] = {"schema": {"type": "string"}}
+    return {"requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+            "responses": {"200": {"description": "the answer", "content": ok},
+                          **{code: {"description": desc, "content": {"application/json": {"schema": err}}}
+                             for code, desc in _ERRORS.items()},
+                          "501": {"description": "not supported by this backend (embeddings on llama.cpp)",
+                                  "content": {"application/json": {"schema": err}}}}}
+
+
+# Ollama fields the server takes only to refuse them by name (400) unless they are null / false.
+_REFUSED = ("format", "think", "tools", "logprobs", "top_logprobs", "images", "tool_calls", "tool_name", "thinking")
+
+
+def _ollama_truths(schemas: dict[str, Any], name: str, served: str | None) -> None:
+    """What the Ollama bodies really accept: the served model's name, the options that are honoured, and
+    null for the fields that are refused (so a client reading the schema knows before it asks)."""
+    from sliceserve.server.ollama.protocol import HonouredOptions
+
+    schemas.setdefault("HonouredOptions", HonouredOptions.model_json_schema())
+    for schema_name in (name, "Message"):
+        props = schemas.get(schema_name, {}).get("properties", {})
+        for field in _REFUSED:
+            if field in props:
+                props[field] = {"type": "null", "description": "not supported: any other value is refused (400)"}
+        if schema_name == "Message" and "role" in props:
+            props["role"] = {"type": "string", "enum": ["system", "user", "assistant", "tool"]}
+        if "options" in props:
+            props["options"] = {"anyOf": [{"$ref": "#/components/schemas/HonouredOptions"}, {"type": "null"}]}
+        if served and "model" in props:   # Ollama names the model on every call
+            props["model"] = {"type": "string", "enum": [served], "description": "the served model"}
+
+
 def build_schema(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    others = _other_bodies()
     schema.setdefault("components", {}).setdefault("schemas", {}).update(
-        _schemas(CompletionRequest, ChatRequest, ErrorBody, Completion, Health))
+        _schemas(CompletionRequest, ChatRequest, ErrorBody, Completion, Health, OllamaError, *others.values()))
     paths = schema["paths"]
     for path, model in (("/v1/completions", CompletionRequest), ("/v1/chat/completions", ChatRequest)):
         if path in paths:
             paths[path]["post"].update(_generation(model))
+    served = getattr(getattr(app.state, "serving", None), "model_name", None)
+    for path, model in others.items():
+        if path in paths:
+            paths[path]["post"].update(_other(path, model))
+        if path.startswith("/api/"):
+            _ollama_truths(schema["components"]["schemas"], model.__name__, served)
     for path, ops in paths.items():
         for method, op in ops.items():
-            if path in ("/v1/completions", "/v1/chat/completions") and method == "post":
+            if (path in ("/v1/completions", "/v1/chat/completions") or path in others) and method == "post":
                 continue
             _common_errors(op, ("400", "401", "404") if method == "get" else tuple(_ERRORS))
     if "/health" in paths:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class APIError(Exception):
@@ -34,6 +34,15 @@ class SLOBody(BaseModel):
     ttft_ms: float | None = Field(default=None, gt=0)
     tpot_ms: float | None = Field(default=None, gt=0)
     e2e_ms: float | None = Field(default=None, gt=0)
+
+    @field_validator("ttft_ms", "tpot_ms", "e2e_ms")
+    @classmethod
+    def _not_zero_seconds(cls, value: float | None) -> float | None:
+        # A positive bound can still be 0 s after the ms -> s division (5e-324 ms): no time bound at all. Here,
+        # so every route that takes an SLO body (OpenAI, embeddings, Ollama) refuses it alike.
+        if value is not None and not value / 1e3 > 0:
+            raise ValueError(f"must be a positive number of milliseconds that is not 0 in seconds, got {value!r}")
+        return value
 
 
 class StreamOptions(BaseModel):

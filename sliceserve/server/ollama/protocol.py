@@ -55,8 +55,9 @@ def sampling_fields(options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class HonouredOptions(BaseModel):
-    """Types of the options this server applies (values are checked where they are used)."""
-    model_config = ConfigDict(extra="forbid", strict=False)
+    """Types of the options this server applies (values are checked where they are used). Strict: `true` is
+    not a seed and "5" is not a num_predict (an int is still a float)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None

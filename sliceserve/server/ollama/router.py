@@ -143,8 +143,11 @@ async def generate(http: HTTPRequest) -> Response:
     body: GenerateBody = await read_body(http, GenerateBody)
     state = _state(http)
     if not body.prompt and not body.context:
-        # Ollama's "load the model" request: it is loaded already (and stays loaded).
+        # Ollama's "load the model" request: it is loaded already (and stays loaded). Its fields are still
+        # checked: nothing sent is accepted and dropped.
         models.check(state, body.model)
+        body.refuse_unsupported()
+        sampling_fields(body.options)
         return JSONResponse({"model": state.model_name, "created_at": created_at(), "response": "", "done": True,
                              "done_reason": "load"})
     return await _answer(http, body, await asyncio.to_thread(_generate_request, state, body))
