@@ -2,7 +2,7 @@
 
 The runner is driven with synthetic SchedulerOutputs: hand-made Requests whose block tables come from a
 KVBlockAllocator. A decode at context `ctx` needs no real prefill first: the request claims `ctx` computed
-tokens, so the runner attends over `ctx` cached positions (whatever values they hold) and costs exactly
+tokens, so the runner attends over `ctx` cached positions (zeroed first, untimed: model/profiling_view.py) and costs exactly
 what a real decode at that context costs. Each grid point is timed a few times and its median kept, since
 on a shared CPU single iterations can spike 2x (DESIGN.md).
 """
