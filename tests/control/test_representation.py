@@ -16,7 +16,7 @@ def net(tiny_llama_dir):
     from sliceserve.model.loader import load_model
 
     torch.set_num_threads(1)
-    return load_model(str(tiny_llama_dir), num_threads=1, kv_cache_memory_bytes=1 << 20).runner.model
+    return load_model(str(tiny_llama_dir), dtype="float32", num_threads=1, kv_cache_memory_bytes=1 << 20).runner.model
 
 
 def test_fits_keeps_weights_and_gives_the_rest_to_kv(net):
@@ -57,7 +57,8 @@ def test_streamed_int8_equals_quantising_after_load(tiny_llama_dir, monkeypatch)
     from sliceserve.request import SamplingParams
 
     torch.set_num_threads(1)
-    fp32 = load_model(str(tiny_llama_dir), num_threads=1, kv_cache_memory_bytes=1 << 20, max_model_len=256)
+    fp32 = load_model(str(tiny_llama_dir), dtype="float32", num_threads=1, kv_cache_memory_bytes=1 << 20,
+                      max_model_len=256)
     emb = fp32.runner.model.model.embed_tokens.weight.detach().clone()
     reference = _quantize_cpu(copy.deepcopy(fp32.runner.model))
     _tie_int8(reference, emb)
@@ -71,7 +72,9 @@ def test_streamed_int8_equals_quantising_after_load(tiny_llama_dir, monkeypatch)
     assert ours.keys() == theirs.keys() and len(ours) >= 2 * 4     # every decoder linear, 2 layers
     for name, m in ours.items():
         a, b = m.weight(), theirs[name].weight()
-        assert torch.equal(a.int_repr(), b.int_repr()) and a.q_scale() == b.q_scale(), name
+        assert a.qscheme() == torch.per_channel_affine, name     # one scale per output row (model/quant/)
+        assert torch.equal(a.int_repr(), b.int_repr()), name
+        assert torch.equal(a.q_per_channel_scales(), b.q_per_channel_scales()), name
     # The tied head: one int8 table for lookup and logits, within int8 rounding of the fp32 product.
     head = streamed.runner.model.lm_head
     assert isinstance(head, Int8Head) and head.table is streamed.runner.model.model.embed_tokens.table
