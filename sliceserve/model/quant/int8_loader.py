@@ -81,9 +81,9 @@ def _read(index: dict[str, tuple[Path, dict, int]], names: list[str], dtype: tor
                 yield name, (t.to(dtype) if t.dtype != dtype else t)
 
 
-def _quantise(module: nn.Module) -> None:
-    # The same form as the CPU default (representation.py): per-channel weight scales, dynamic activations.
-    quantize_int8_dynamic(module)
+def _quantise(module: nn.Module, prefix: str) -> None:
+    # The same form as the CPU default (representation.py): per-channel weight scales, per-token activations.
+    quantize_int8_dynamic(module, prefix=prefix)
 
 
 def load_int8(arch, model_dir: Path) -> nn.Module | None:
@@ -123,7 +123,7 @@ def load_int8(arch, model_dir: Path) -> nn.Module | None:
         for part in (layer.self_attn, layer.mlp):
             if hasattr(part, "fuse"):
                 part.fuse()
-        _quantise(layer)
+        _quantise(layer, prefix)
         gc.collect()
         release_freed_heap()   # this layer's fp32 buffers, before the next layer's are read
     _check_materialised(net)

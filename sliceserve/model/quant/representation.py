@@ -2,23 +2,24 @@
 
 `--dtype` (CLI, settings, `load_model(dtype=...)`) names it:
 - `auto` (default): on CPU `int8`, on CUDA bf16 (fp16 where the GPU lacks bf16) with CUDA graphs.
-- `int8` (CPU only): every Linear of the decoder and the LM head holds int8 weights with one scale per output
-  channel, and its input is quantised to int8 per call at run time (torch.ao dynamic quantisation on the
-  fbgemm/x86 engine, whose int8 GEMM uses AVX2/AVX-512 VNNI). Embedding, norms, rotary, attention and the KV
-  cache stay fp32. Reported as `int8-dynamic`.
+- `int8` (CPU only): the decoder's Linears and the LM head hold int8 weights with one scale per output
+  channel, and their inputs are quantised to int8 per token at run time (int8_linear.py: torch's quantised
+  dynamic linear on the fbgemm/x86 engine, int8 GEMM on AVX2 / AVX-512 VNNI). The down projections of the
+  first FP32_DOWN_PROJ_LAYERS layers, embedding, norms, rotary, attention and the KV cache stay fp32.
+  Reported as `int8-dynamic`.
 - `float32`: the exact reference path (token for token equal to transformers' fp32 `generate`).
 - `bfloat16` / `float16`: the whole model in that type (on CPU bf16 is only ~1.2x fp32 here).
 
 Why int8 dynamic is the CPU default (docs/results/cpu-representation.md, one thread, embedded SmolLM2-135M,
 same run): 2.9x fp32's decode tokens/s at batch 1 and ~4x at batch 4, against bf16 at 1.2x / 1.3x and torch's
-int4pack weight-only kernel at 0.2x / 0.1x. Per-channel weight scales cost nothing in speed next to
-per-tensor ones and keep each output row's own range. The activation scale is one per call (per tensor): a
-sequence's logits can move in the last bits with what else is in its batch, so "batched == alone" holds only
-on `float32`; a given batch is deterministic.
+int4pack weight-only kernel at 0.2x / 0.1x; int8 weight-only (`_weight_int8pack_mm`) was slower than fp32.
+Per-channel weight scales cost nothing in speed next to per-tensor ones. Rows of a multi-row call are
+rescaled to a common range before the kernel's one activation scale is chosen, so it acts per token, but
+its rounding still depends on the call: "batched == alone" holds exactly only on `float32`; a given batch is
+deterministic.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +30,10 @@ DTYPE_CHOICES = ("auto", "int8", "float32", "bfloat16", "float16")
 _FLOATS = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 _NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-# Quantised engines whose dynamic Linear takes per-output-channel weight scales.
-_PER_CHANNEL_ENGINES = ("x86", "fbgemm", "onednn")
+# The MLP down projections of the first layers stay fp32: their inputs carry the model's outliers, and with
+# them in int8 the embedded model's perplexity on the shipped prose rose 4.5 % over fp32 (2.1 % with these
+# four in fp32, 3.4 % with two; every other Linear in int8). ~3 % of the decoder's weights.
+FP32_DOWN_PROJ_LAYERS = 4
 
 
 @dataclass(frozen=True)
@@ -75,25 +78,34 @@ def resolve(dtype: str | None, device: torch.device) -> Representation:
 
 
 def is_int8(net: nn.Module) -> bool:
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in net.modules())
+    from sliceserve.model.quant.int8_linear import Int8DynamicLinear
+
+    return any(isinstance(m, Int8DynamicLinear) or type(m).__module__.startswith("torch.ao.nn.quantized")
+               for m in net.modules())
 
 
-def quantize_int8_dynamic(net: nn.Module, skip: frozenset[str] = frozenset()) -> nn.Module:
-    """Every plain Linear of `net` (but the names in `skip`) -> int8 weights, one scale per output channel
-    where the engine supports it (per tensor elsewhere), inputs quantised per call. In place."""
+def keeps_fp32(name: str) -> bool:
+    """Linears left in fp32: the MLP down projections of the first FP32_DOWN_PROJ_LAYERS layers."""
+    parts = name.split(".")
+    return (len(parts) >= 5 and parts[:2] == ["model", "layers"] and parts[-2:] == ["mlp", "down_proj"]
+            and parts[2].isdigit() and int(parts[2]) < FP32_DOWN_PROJ_LAYERS)
+
+
+def quantize_int8_dynamic(net: nn.Module, skip: frozenset[str] = frozenset(), prefix: str = "") -> nn.Module:
+    """Every plain Linear of `net` (but the names in `skip` and those `keeps_fp32` names, `prefix` + name)
+    -> Int8DynamicLinear: int8 weights with per-channel scales, inputs quantised per token. In place."""
+    from sliceserve.model.quant.int8_linear import Int8DynamicLinear
+
     engine = _int8_engine()
     if engine is None:
         raise ValueError("int8 needs torch's quantised CPU kernels, which this torch build lacks")
     torch.backends.quantized.engine = engine
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
-
-    qconfig = per_channel_dynamic_qconfig if engine in _PER_CHANNEL_ENGINES else default_dynamic_qconfig
-    names = {n: qconfig for n, m in net.named_modules() if type(m) is nn.Linear and n not in skip}
-    if not names:
-        return net
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch.ao's deprecation notices: the API still works in this torch
-        return torch.ao.quantization.quantize_dynamic(net, names, dtype=torch.qint8, inplace=True)
+    for parent_name, parent in list(net.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if type(child) is nn.Linear and name not in skip and not keeps_fp32(prefix + name):
+                setattr(parent, child_name, Int8DynamicLinear(child))
+    return net
 
 
 def apply_representation(net: nn.Module, rep: Representation) -> nn.Module:
