@@ -178,7 +178,7 @@ def device_info(loaded: object | None = None) -> dict:
         if native is not None:   # llama.cpp: its own threads and context, not torch's
             info["llamacpp_threads"], info["llamacpp_n_ctx"] = native.n_threads, native.n_ctx
             info.pop("torch_threads", None)
-    for name in ("model_name", "device", "dtype", "num_kv_blocks", "block_size", "max_model_len"):
+    for name in ("model_name", "device", "dtype", "representation", "num_kv_blocks", "block_size", "max_model_len"):
         if loaded is not None and hasattr(loaded, name):
             info[name] = str(getattr(loaded, name)) if name in ("device", "dtype") else getattr(loaded, name)
     return info
