@@ -61,7 +61,7 @@ def _quantize_cpu(net):
     from sliceserve.model.quant.representation import quantize_int8_dynamic
 
     tied = net.lm_head.weight is net.model.embed_tokens.weight
-    return quantize_int8_dynamic(net, skip=frozenset({"lm_head"}) if tied else frozenset())
+    return quantize_int8_dynamic(net, skip=frozenset({"lm_head"}) if tied else frozenset(), lean=True)
 
 
 def load_within_limit(arch, model_dir, limit_bytes: int, kv_cache_bytes: int | None = None,

@@ -78,6 +78,7 @@ def test_streamed_int8_equals_quantising_after_load(tiny_llama_dir, monkeypatch)
     for name, m in ours.items():
         a, b = m.weight(), theirs[name].weight()
         assert a.qscheme() == torch.per_channel_affine, name     # one scale per output row (model/quant/)
+        assert m._packed is None, name                           # memory first: one int8 copy
         assert torch.equal(a.int_repr(), b.int_repr()), name
         assert torch.equal(a.q_per_channel_scales(), b.q_per_channel_scales()), name
     # The tied head: one int8 table for lookup and logits, within int8 rounding of the fp32 product.

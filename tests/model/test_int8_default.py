@@ -85,6 +85,9 @@ def test_each_token_gets_its_own_activation_scale():
     assert (together - want).abs().max() <= 0.02 * want.abs().max()
     assert torch.equal(together, twice)
     assert (alone - want).abs().max() <= 0.02 * want.abs().max()
+    lean = Int8DynamicLinear(lin, lean=True)   # memory targets: one int8 copy, every call per-token _int_mm
+    with torch.no_grad():
+        assert torch.equal(lean(normal), twice)
 
 
 def test_int8_generation_is_deterministic(int8_loaded):

@@ -11,7 +11,9 @@ max |x| / 127, as LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339) and Smooth
 - a single row (a batch-1 decode step, where the call's scale is the row's own anyway) runs torch's fused
   dynamic kernel (`quantized::linear_dynamic`, fbgemm), which measured ~2.5x faster than the op sequence
   above at one row (fewer ops per call; 7-bit asymmetric activations, fbgemm's overflow-safe default).
-Both hold the same int8 weights: the plain [in, out] copy for `_int_mm` and fbgemm's packed one.
+Both hold the same int8 weights: the plain [in, out] copy for `_int_mm` and fbgemm's packed one. Under a memory
+target (`lean=True`) only the plain copy is kept and single rows take `_int_mm` too (slower, ~107 MiB less on
+the embedded model).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ _PER_CHANNEL_ENGINES = ("x86", "fbgemm", "onednn")
 
 
 class Int8DynamicLinear(nn.Module):
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, lean: bool = False) -> None:
         super().__init__()
         w = linear.weight.detach().float()
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -32,6 +34,11 @@ class Int8DynamicLinear(nn.Module):
         q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
         self.register_buffer("w_t", q.t().contiguous())     # [in, out] int8 for torch._int_mm
         self.register_buffer("w_scale", scale)                # [out] fp32
+        self._packed = None if lean else self._prepack(w, q, scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    @staticmethod
+    def _prepack(w: torch.Tensor, q: torch.Tensor, scale: torch.Tensor):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # quantised tensors are deprecated in torch; they still work in 2.13
             if torch.backends.quantized.engine in _PER_CHANNEL_ENGINES:
@@ -39,16 +46,20 @@ class Int8DynamicLinear(nn.Module):
                 qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
             else:   # e.g. qnnpack: one weight scale for the single-row kernel
                 qw = torch.quantize_per_tensor(w, float(scale.max()), 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(qw, None)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+            return torch.ops.quantized.linear_prepack(qw, None)
 
     def weight(self) -> torch.Tensor:
-        """The quantised weight (a qint8 tensor) the single-row kernel holds."""
-        return torch.ops.quantized.linear_unpack(self._packed)[0]
+        """The quantised weight as a qint8 tensor with per-channel scales."""
+        if self._packed is not None:
+            return torch.ops.quantized.linear_unpack(self._packed)[0]
+        zero = torch.zeros_like(self.w_scale, dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch._make_per_channel_quantized_tensor(self.w_t.t().contiguous(), self.w_scale.double(), zero, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        if x.shape[0] == 1:
+        if x.shape[0] == 1 and self._packed is not None:
             y = torch.ops.quantized.linear_dynamic(x, self._packed, True)
         else:
             s = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(127.0)

@@ -83,7 +83,7 @@ def _read(index: dict[str, tuple[Path, dict, int]], names: list[str], dtype: tor
 
 def _quantise(module: nn.Module, prefix: str) -> None:
     # The same form as the CPU default (representation.py): per-channel weight scales, per-token activations.
-    quantize_int8_dynamic(module, prefix=prefix)
+    quantize_int8_dynamic(module, prefix=prefix, lean=True)   # memory first: one int8 copy
 
 
 def load_int8(arch, model_dir: Path) -> nn.Module | None:

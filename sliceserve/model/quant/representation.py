@@ -91,9 +91,11 @@ def keeps_fp32(name: str) -> bool:
             and parts[2].isdigit() and int(parts[2]) < FP32_DOWN_PROJ_LAYERS)
 
 
-def quantize_int8_dynamic(net: nn.Module, skip: frozenset[str] = frozenset(), prefix: str = "") -> nn.Module:
+def quantize_int8_dynamic(net: nn.Module, skip: frozenset[str] = frozenset(), prefix: str = "",
+                          lean: bool = False) -> nn.Module:
     """Every plain Linear of `net` (but the names in `skip` and those `keeps_fp32` names, `prefix` + name)
-    -> Int8DynamicLinear: int8 weights with per-channel scales, inputs quantised per token. In place."""
+    -> Int8DynamicLinear: int8 weights with per-channel scales, inputs quantised per token. In place.
+    `lean`: one weight copy, no fused single-row kernel (memory targets)."""
     from sliceserve.model.quant.int8_linear import Int8DynamicLinear
 
     engine = _int8_engine()
@@ -104,7 +106,7 @@ def quantize_int8_dynamic(net: nn.Module, skip: frozenset[str] = frozenset(), pr
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if type(child) is nn.Linear and name not in skip and not keeps_fp32(prefix + name):
-                setattr(parent, child_name, Int8DynamicLinear(child))
+                setattr(parent, child_name, Int8DynamicLinear(child, lean=lean))
     return net
 
 
