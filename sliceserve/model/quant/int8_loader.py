@@ -55,7 +55,7 @@ def tensor_index(model_dir: Path) -> dict[str, tuple[Path, dict, int]] | None:
 
 
 def fp32_bytes(index: dict[str, tuple[Path, dict, int]]) -> int:
-    """What the weights would take as fp32 (the CPU default)."""
+    """What the weights would take as fp32 (the reference form, before any quantisation)."""
     total = 0
     for _, entry, _ in index.values():
         n = 1
