@@ -56,7 +56,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     local.add_argument("--backend", choices=("torch", "llamacpp"), default="torch",
                          help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     local.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    local.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
+    local.add_argument("--dtype", default=None, help="auto (default: int8 on CPU, bf16 or fp16 on CUDA) | int8 | float32 (the exact reference) | bfloat16 | float16")
     local.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                        help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     local.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")

@@ -22,7 +22,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "llamacpp"), default="torch",
                         help="executor: torch (default) or llamacpp (a GGUF file on llama.cpp; pip install 'sliceserve[llamacpp]')")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp32 on CPU)")
+    parser.add_argument("--dtype", default=None, help="auto (default: int8 on CPU, bf16 or fp16 on CUDA) | int8 | float32 (the exact reference) | bfloat16 | float16")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")

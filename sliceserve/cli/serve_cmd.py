@@ -16,7 +16,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, help="port (default: 8000)")
     add("--config", metavar="FILE.yaml", help="YAML file of settings (keys as in docs/SERVER.md)")
     add("--device", help="cpu or cuda (default: cpu)")
-    add("--dtype", help="float32, float16 or bfloat16 (default: the loader's choice)")
+    add("--dtype", help="auto (default: int8 on CPU, bf16 or fp16 on CUDA) | int8 | float32 (the exact reference) | bfloat16 | float16")
     add("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False, default=None,
         help="run every decode step eagerly on CUDA instead of replaying CUDA graphs captured at start-up")
     add("--max-model-len", type=int)

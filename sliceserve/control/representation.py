@@ -4,23 +4,22 @@ Decided from measurement, not from a formula of parameter counts: after the weig
 resident memory is read; what is left under the limit, minus a reserve for activations and the server,
 becomes the KV cache budget. When that leaves less than `min_kv_bytes`, the weights take a smaller form:
 - CUDA: half precision (fp16), halving weight memory;
-- CPU: int8 dynamic quantisation of the decoder's linear layers (torch.ao quantize_dynamic: int8 weights,
-  activations quantised per batch at run time). A tied lm_head stays in fp32, because quantising it would
-  add a copy next to the embedding it shares. DESIGN.md measured int8 ~2x faster here but "changes the
-  text": greedy outputs differ from fp32, so this is only chosen when the limit demands it, and reported.
+- CPU: int8 dynamic quantisation of the decoder's linear layers (the CPU default's form, model/quant/:
+  per-channel int8 weights, activations quantised per call). A tied lm_head stays in fp32 here, because
+  quantising it would add a copy next to the embedding it shares. With `--dtype float32` (the reference
+  path) this is only chosen when the limit demands it, and reported; by default the weights are int8 already.
 If even that does not fit, a ValueError says how much memory the limit lacks.
 
 On CPU the int8 form is chosen *before* loading when the measured memory of the process so far plus the
 checkpoint's fp32 size would not fit: `load_within_limit` then streams the weights into int8 layer by layer
-(control/int8_loader.py), because quantising an fp32 model after loading does not lower resident memory.
+(model/quant/int8_loader.py), because quantising an fp32 model after loading does not lower resident memory.
 """
 from __future__ import annotations
 
 import gc
-import warnings
 from dataclasses import dataclass
 
-from sliceserve.control.int8_loader import fp32_bytes, is_int8, load_int8, release_freed_heap, tensor_index
+from sliceserve.model.quant.int8_loader import fp32_bytes, is_int8, load_int8, release_freed_heap, tensor_index
 from sliceserve.control.monitor import Monitor
 
 ACTIVATION_RESERVE_BYTES = 96 << 20
@@ -59,14 +58,10 @@ def _touch(net) -> None:
 
 
 def _quantize_cpu(net):
-    import torch
-    from torch import nn
+    from sliceserve.model.quant.representation import quantize_int8_dynamic
 
     tied = net.lm_head.weight is net.model.embed_tokens.weight
-    names = {name for name, m in net.named_modules() if isinstance(m, nn.Linear) and not (tied and name == "lm_head")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch.ao's deprecation notices: the API still works in this torch
-        return torch.ao.quantization.quantize_dynamic(net, names, dtype=torch.qint8, inplace=True)
+    return quantize_int8_dynamic(net, skip=frozenset({"lm_head"}) if tied else frozenset(), lean=True)
 
 
 def load_within_limit(arch, model_dir, limit_bytes: int, kv_cache_bytes: int | None = None,

@@ -25,6 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
+from sliceserve.core.cpu_profiles import CPU_EPYC_INT8
+
 
 @dataclass(slots=True)
 class IterationSample:
@@ -272,6 +274,8 @@ BUILTIN_PROFILES: dict[str, LatencyModel] = {
         [ms / 1e3 for ms in _PAPER_4060TI_MS], 0.0, 0.020, 0.00025, 0.0, name="paper-4060ti",
         notes="SLICE reference decode table (RTX 4060 Ti, ChatGLM2-6B-INT4); prefill 20 ms + 0.25 ms/token assumed",
     ),
+    # Measured: the CPU default (int8) on the embedded model, one thread, 2-vCPU EPYC (core/cpu_profiles.py).
+    "cpu-epyc-int8": LatencyModel.from_dict(CPU_EPYC_INT8),
 }
 
 

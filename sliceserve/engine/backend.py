@@ -21,7 +21,7 @@ class LoadedModel:
     model_name: str
     device: str
     dtype: str
-    representation: str = ""     # weights' form when a memory target chose it (control/representation.py)
+    representation: str = ""     # weights' form: fp32, bf16, fp16 or int8-dynamic (model/quant/representation.py)
     backend: str = "torch"
     max_num_seqs: int | None = None       # sequences the executor was opened for (None: no limit of its own)
     enable_prefix_caching: bool = True    # False: the executor holds only KV it computed itself

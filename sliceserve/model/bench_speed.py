@@ -146,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="alternating runs per row; medians are printed")
     p.add_argument("--kv-cache-mib", type=int, default=512)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; both sides run there")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16 (CUDA default)")
+    p.add_argument("--dtype", default=None, help="float32 (default on CPU here: transformers has no int8 form to "
+                   "compare with; benchmarks/cpu_speed.py times the int8 default), bfloat16 or float16 (CUDA default)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="CUDA: time eager decode steps instead of replayed CUDA graphs")
     args = p.parse_args(argv)
     threads, batches, prefills = _int_list(args.threads), _int_list(args.batch_sizes), _int_list(args.prefill_lens)
+    if args.dtype is None and not args.device.startswith("cuda"):
+        args.dtype = "float32"   # the same representation on both sides
     if args.repeats <= 0 or args.steps <= 0 or args.prompt_len <= 0:
         raise ValueError("--repeats, --steps and --prompt-len must be positive")
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, num_threads=threads[0],

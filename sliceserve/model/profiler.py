@@ -2,7 +2,7 @@
 
 The runner is driven with synthetic SchedulerOutputs: hand-made Requests whose block tables come from a
 KVBlockAllocator. A decode at context `ctx` needs no real prefill first: the request claims `ctx` computed
-tokens, so the runner attends over `ctx` cached positions (whatever values they hold) and costs exactly
+tokens, so the runner attends over `ctx` cached positions (zeroed first, untimed: model/profiling_view.py) and costs exactly
 what a real decode at that context costs. Each grid point is timed a few times and its median kept, since
 on a shared CPU single iterations can spike 2x (DESIGN.md).
 """
@@ -179,7 +179,7 @@ def device_info(loaded: object | None = None) -> dict:
         if native is not None:   # llama.cpp: its own threads and context, not torch's
             info["llamacpp_threads"], info["llamacpp_n_ctx"] = native.n_threads, native.n_ctx
             info.pop("torch_threads", None)
-    for name in ("model_name", "device", "dtype", "num_kv_blocks", "block_size", "max_model_len"):
+    for name in ("model_name", "device", "dtype", "representation", "num_kv_blocks", "block_size", "max_model_len"):
         if loaded is not None and hasattr(loaded, name):
             info[name] = str(getattr(loaded, name)) if name in ("device", "dtype") else getattr(loaded, name)
     return info

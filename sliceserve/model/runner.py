@@ -62,6 +62,19 @@ class ModelRunner:
     def num_kv_blocks(self) -> int:
         return self._num_kv_blocks
 
+    def zero_kv_blocks(self, blocks: list[int]) -> None:
+        """Set these cache blocks' K and V to zero in every layer (the profiler's synthetic contexts)."""
+        index = torch.tensor(blocks, dtype=torch.long, device=self.device)
+        for k, v in self.kv_caches:
+            k.index_fill_(0, index, 0)
+            v.index_fill_(0, index, 0)
+
+    def for_profiling(self):
+        """This runner with synthetic contexts made of defined values (sliceserve.model.profiling_view)."""
+        from sliceserve.model.profiling_view import DefinedContextRunner
+
+        return DefinedContextRunner(self)
+
     def execute(self, sched: SchedulerOutput) -> ModelOutput:
         start = time.perf_counter()
         for rid in (*sched.finished, *sched.preempted):

@@ -10,7 +10,8 @@ def tiny_loaded(tiny_llama_dir):
     from sliceserve.model.loader import load_model
 
     # A small KV cache keeps allocation cheap; 128 blocks x 16 = 2048 token slots.
-    return load_model(str(tiny_llama_dir), num_threads=1, kv_cache_memory_bytes=_kv_bytes(tiny_llama_dir, 128))
+    return load_model(str(tiny_llama_dir), dtype="float32", num_threads=1,  # the reference path
+                      kv_cache_memory_bytes=_kv_bytes(tiny_llama_dir, 128))
 
 
 def _kv_bytes(model_dir, num_blocks: int) -> int:

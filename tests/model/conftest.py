@@ -14,4 +14,4 @@ def _one_thread():
 def tiny_llama(tiny_llama_dir):
     from sliceserve.model.loader import load_model
 
-    return load_model(str(tiny_llama_dir), kv_cache_memory_bytes=1 << 22)
+    return load_model(str(tiny_llama_dir), dtype="float32", kv_cache_memory_bytes=1 << 22)  # the reference path

@@ -54,7 +54,7 @@ def test_default_buckets():
 
 
 def test_static_decode_equals_eager_on_cpu(tiny_llama_dir):
-    loaded = load_model(str(tiny_llama_dir), kv_cache_memory_bytes=1 << 22)
+    loaded = load_model(str(tiny_llama_dir), dtype="float32", kv_cache_memory_bytes=1 << 22)
     prompts = [loaded.tokenizer.encode(t) for t in TEXTS]
     params = SamplingParams(max_tokens=24, ignore_eos=True)
     eager, _ = run_engine(_with_runner(loaded, None), prompts, params)

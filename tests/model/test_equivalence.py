@@ -13,7 +13,7 @@ PROMPTS = ["The quick brown fox jumps over", "Paris is the capital of", "1, 2, 3
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen2_dir"])
 def test_greedy_matches_transformers(fixture, request):
     model_dir = request.getfixturevalue(fixture)
-    loaded = load_model(str(model_dir), kv_cache_memory_bytes=1 << 22)
+    loaded = load_model(str(model_dir), dtype="float32", kv_cache_memory_bytes=1 << 22)
     prompts = [loaded.tokenizer.encode(p) for p in PROMPTS]
     reqs, _ = run_engine(loaded, prompts, SamplingParams(max_tokens=24, ignore_eos=True))
     for prompt, req in zip(prompts, reqs):
@@ -35,7 +35,7 @@ def test_rope_scaling_matches_transformers(rope, tiny_llama_dir, tmp_path):
     cfg.pop("rope_scaling", None)
     cfg["rope_parameters"] = {**rope, "rope_theta": 10000.0}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    loaded = load_model(str(tmp_path), kv_cache_memory_bytes=1 << 22)
+    loaded = load_model(str(tmp_path), dtype="float32", kv_cache_memory_bytes=1 << 22)
     prompt = loaded.tokenizer.encode("Position interpolation stretches the rotary embedding over longer text")
     reqs, _ = run_engine(loaded, [prompt], SamplingParams(max_tokens=20, ignore_eos=True))
     assert reqs[0].output_token_ids == hf_greedy(tmp_path, prompt, 20)
@@ -48,7 +48,7 @@ def test_embedded_model_matches_transformers():
     from sliceserve.model.loader import default_model_path
     from sliceserve.model.weights import converted_gguf_dir
 
-    loaded = load_model(kv_cache_memory_bytes=32 << 20)
+    loaded = load_model(dtype="float32", kv_cache_memory_bytes=32 << 20)
     tok = loaded.tokenizer
     prompt = list(tok.apply_chat_template([{"role": "user", "content": "Name three colours."}],
                                           add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])

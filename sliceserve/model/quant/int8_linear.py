@@ -1,0 +1,83 @@
+"""A Linear with int8 weights (one scale per output channel) and int8 activations quantised per token.
+
+torch.ao's `quantize_dynamic` quantises a call's whole input with ONE scale. Over a prompt chunk that scale
+is set by the largest activation of any token, and a few tokens carry activations hundreds of times the rest
+("massive activations", Sun et al. 2024, arXiv 2402.17762): the embedded SmolLM2-135M's perplexity on the
+shipped prose went from 20.5 (fp32) to 53.8 that way. Here every row (token) gets its own symmetric scale,
+max |x| / 127, as LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339) and SmoothQuant quantise activations:
+- a call of more than FUSED_MAX_ROWS rows (a prompt chunk) quantises each row, multiplies int8 x int8 ->
+  int32 with `torch._int_mm` (oneDNN, VNNI where the CPU has it) and rescales by row scale x channel scale. The
+  integer product is exact, so a row's output does not depend on the other rows.
+- a single row (a batch-1 decode step, where the call's scale is the row's own anyway) runs torch's fused
+  dynamic kernel (`quantized::linear_dynamic`, fbgemm), which measured ~2.5x faster than the op sequence
+  above at one row (fewer ops per call; 7-bit asymmetric activations, fbgemm's overflow-safe default).
+- 2..FUSED_MAX_ROWS rows (a batched decode step) run the fused kernel too, each row first divided by its own
+  max |x| and its output row multiplied back (exact for a Linear without bias: W (x / r) r = W x), so the
+  call's one scale covers rows of equal range -- per token up to the kernel's rounding. At batch 4 the
+  `_int_mm` sequence cost about 2x this (docs/results/cpu-representation.md); its 7-bit steps are what the
+  single-row kernel gives each row anyway. Prompt chunks longer than that keep the exact per-token path:
+  quality is decided there (perplexity +8.9 % with every call rescaled this way, +2.1 % as it is).
+Both hold the same int8 weights: the plain [in, out] copy for `_int_mm` and fbgemm's packed one. Under a memory
+target (`lean=True`) only the plain copy is kept and single rows take `_int_mm` too (slower, ~107 MiB less on
+the embedded model).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+_PER_CHANNEL_ENGINES = ("x86", "fbgemm", "onednn")
+# Largest call (rows) that takes the fused kernel: decode batches up to this size, longer prompt chunks not.
+FUSED_MAX_ROWS = 16
+
+
+class Int8DynamicLinear(nn.Module):
+    def __init__(self, linear: nn.Linear, lean: bool = False) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.register_buffer("w_t", q.t().contiguous())     # [in, out] int8 for torch._int_mm
+        self.register_buffer("w_scale", scale)                # [out] fp32
+        self._packed = None if lean else self._prepack(w, q, scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    @staticmethod
+    def _prepack(w: torch.Tensor, q: torch.Tensor, scale: torch.Tensor):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # quantised tensors are deprecated in torch; they still work in 2.13
+            if torch.backends.quantized.engine in _PER_CHANNEL_ENGINES:
+                zero = torch.zeros_like(scale, dtype=torch.long)
+                qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
+            else:   # e.g. qnnpack: one weight scale for the single-row kernel
+                qw = torch.quantize_per_tensor(w, float(scale.max()), 0, torch.qint8)
+            return torch.ops.quantized.linear_prepack(qw, None)
+
+    def weight(self) -> torch.Tensor:
+        """The quantised weight as a qint8 tensor with per-channel scales."""
+        if self._packed is not None:
+            return torch.ops.quantized.linear_unpack(self._packed)[0]
+        zero = torch.zeros_like(self.w_scale, dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch._make_per_channel_quantized_tensor(self.w_t.t().contiguous(), self.w_scale.double(), zero, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        rows = x.shape[0]
+        if rows == 1 and self._packed is not None:
+            y = torch.ops.quantized.linear_dynamic(x, self._packed, True)
+        elif rows <= FUSED_MAX_ROWS and self._packed is not None:
+            r = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12)
+            y = torch.ops.quantized.linear_dynamic(x / r, self._packed, True).mul_(r)
+        else:
+            s = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(127.0)
+            xq = torch.round(x / s).to(torch.int8)
+            y = torch._int_mm(xq, self.w_t).float().mul_(s).mul_(self.w_scale)
+        return y if self.bias is None else y.add_(self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token dynamic"
