@@ -23,13 +23,18 @@ class BatchRecorder:
 
     def __init__(self, inner) -> None:
         self.inner, self.max_batch = inner, 0
+        self.batch_of_seed: dict[int, int] = {}   # seed -> the largest batch a request with it ran in
 
     def execute(self, sched):
         import time
 
         self.max_batch = max(self.max_batch, len(sched.requests))
+        for req in sched.requests.values():
+            seed = req.sampling_params.seed
+            if seed is not None:
+                self.batch_of_seed[seed] = max(self.batch_of_seed.get(seed, 0), len(sched.requests))
         if not sched.is_empty:
-            time.sleep(0.01)
+            time.sleep(0.02)
         return self.inner.execute(sched)
 
 
@@ -93,7 +98,8 @@ def test_a_failing_row_fails_only_its_request(live, monkeypatch):
     monkeypatch.setattr(runner_module, "sample", sample)
     bad = {"prompt": "x", "max_tokens": 8, "temperature": 1.0, "seed": 666}
     results = asyncio.run(_together(live.url, INNOCENT + [bad]))
-    assert live.recorder.max_batch >= 4
+    # The failing row ran beside innocent ones (how many depends on when each arrived on a busy machine).
+    assert live.recorder.batch_of_seed[666] >= 2
     assert [r[0] for r in results[:3]] == [200] * 3
     assert [r[1] for r in results[:3]] == expected
     status, body, _ = results[3]
