@@ -59,6 +59,11 @@ class BlockTables(Mapping[str, list[int]]):
         return len(self._scheduled)
 
 
+# Prefix of the error of every request a policy refuses from inside plan() (`Scheduler.reject`): the
+# server answers those with 429 (try later), not with the queue timeout's 503.
+SLO_REFUSAL = "SLO cannot be met under the current load"
+
+
 class Scheduler:
     name = "base"
     # Check every planned batch's invariants in schedule() (tests turn it on).
@@ -256,7 +261,7 @@ class Scheduler:
         with `why`, frees its KV, and is returned by the next update() among the ended requests (which
         also calls `on_finish` for it then, once, like for every other end)."""
         self._finish(req, FinishReason.REJECTED, now)
-        req.error = why
+        req.error = f"{SLO_REFUSAL}: {why}"
         self._rejected.append(req)
 
     def pause(self, req: Request) -> None:

@@ -95,7 +95,7 @@ class ScorpioScheduler(SarathiScheduler):
             first_s = now + ahead_s + own_s + step_s * math.ceil(tokens / chunk)
             ttft = req.slo.ttft_s
             if ttft is not None and not req.output_token_ids and first_s > req.arrival_s + ttft + FLOAT_SLACK_S:
-                self.reject(req, now, f"TTFT SLO cannot be met: first token predicted "
+                self.reject(req, now, f"TTFT: first token predicted "
                                       f"{first_s - req.arrival_s:.3f} s after arrival, bound {ttft:.3f} s")
                 self.num_rejected += 1
                 continue

@@ -118,6 +118,7 @@ class SliceScheduler(Scheduler):
                                       cfg.slice_catchup_factor)
         self.selection: Selection | None = None
         self.num_rebuilds = 0
+        self.num_rejected = 0
         self._dirty = True
         self._wrapped = False
         self._columns: list[list[str]] = []
@@ -214,8 +215,20 @@ class SliceScheduler(Scheduler):
             self.feedback.flag(req, "SLO can no longer be met")
         return c
 
+    def _reject_lost(self, now: float) -> None:
+        """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
+        lost whatever it gets now, and as best effort it would take time from requests that can still
+        make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout."""
+        for req in [r for r in self.waiting + self.running if not r.output_token_ids and _ttft_lost(r, now)]:
+            self.reject(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later")
+            self._cached.pop(req.req_id, None)
+            self._members.pop(req.req_id, None)
+            self.num_rejected += 1
+
     def _rebuild(self, now: float) -> None:
         self.num_rebuilds += 1
+        if self.config.slice_reject_lost:
+            self._reject_lost(now)
         cands = [self._candidate(r, now) for r in self.running]
         cands += [self._waiting_candidate(r, now) if r.num_computed_tokens == 0 and not r.output_token_ids
                   and not (self.config.slice_feedback and r.req_id in self.feedback.boost)
