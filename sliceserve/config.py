@@ -48,6 +48,7 @@ class SchedulerConfig:
     slice_catchup_factor: int = 2       # a request may be given at most this x its demand to catch up
     slice_bank_tokens: int = 16         # TPOTs of slack top-density members keep from lower-density work; 0 = off
     slice_reject_lost: bool = True      # refuse requests whose TTFT has passed without a first token
+    slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -108,7 +109,8 @@ class SchedulerConfig:
                 raise ValueError(f"config {name} must be an integer >= {2 if name == 'slice_lag_window' else 1}, "
                                  f"got {getattr(self, name)!r}")
         choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread"),
-                   "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank")}
+                   "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank"),
+                   "slice_rank": ("rate", "work")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

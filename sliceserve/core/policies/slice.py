@@ -199,6 +199,7 @@ class SliceScheduler(Scheduler):
             now_blocks=self.kv.blocks_for(req.num_tokens + 1),
             prefill_tokens=uncomputed if needs_prefill else 0,
             ctx=req.num_tokens + rate / 2, feasible=feasible, slack_s=slack,
+            rank=req.utility / max(1, req.remaining_output_tokens) if cfg.slice_rank == "work" else None,
             work_s=lat.prefill_time(uncomputed if needs_prefill else 0) + per_token * req.remaining_output_tokens)
 
     def _waiting_candidate(self, req: Request, now: float) -> Candidate:
