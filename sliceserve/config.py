@@ -47,6 +47,7 @@ class SchedulerConfig:
     slice_lag_window: int = 8           # tokens over which a member's recent TPOT is checked
     slice_catchup_factor: int = 2       # a request may be given at most this x its demand to catch up
     slice_bank_tokens: int = 16         # TPOTs of slack top-density members keep from lower-density work; 0 = off
+    slice_bank_tightest: bool = True    # reserve at most slice_bank_tokens x the tightest TPOT seen
     slice_reject_lost: bool = True      # refuse requests whose TTFT has passed without a first token
     slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
 

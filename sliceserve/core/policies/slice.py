@@ -131,10 +131,13 @@ class SliceScheduler(Scheduler):
         self._top_density = math.inf              # highest utility density among members
         self._bank_s = 0.0                        # slack top-density members keep from lower-density work
         self._top_members: set[str] = set()       # members of that density
+        self._tightest_tpot = math.inf            # tightest TPOT of any request seen (`slice_bank_tightest`)
 
     # --- rebuild triggers ----------------------------------------------------------------------------
     def on_arrival(self, req: Request, now: float) -> None:
         self._dirty = True
+        if req.slo.tpot_s is not None:
+            self._tightest_tpot = min(self._tightest_tpot, req.slo.tpot_s)
 
     def on_finish(self, req: Request, now: float) -> None:
         self._dirty = True
@@ -263,6 +266,14 @@ class SliceScheduler(Scheduler):
         self._top_members = {r.req_id for r in top}
         self._bank_s = self.config.slice_bank_tokens * min((r.slo.tpot_s for r in top if r.slo.tpot_s is not None),
                                                            default=0.0)
+        if self.config.slice_bank_tightest and len(self.requests) <= self.config.max_num_seqs:
+            # Light load (every request fits the sequence slots): the reserve is there for the next newcomer
+            # of the tightest class the device serves (real-time, 50 ms), so it is capped at that class's
+            # size. Sized on the top-density members' own TPOT it became 4 s (16 x 250 ms) whenever an
+            # nrt-250 stream was the top member, and a lower-density prompt waited for it on an idle device
+            # (edge-mix 0.5 req/s, seed 4: an nrt-100 first token 1.11 s after arrival, TTFT 1 s). Under
+            # load the full reserve stays: capped there too, real-time fell to 0.980 at 2.75 req/s.
+            self._bank_s = min(self._bank_s, self.config.slice_bank_tokens * self._tightest_tpot)
         # Keep the position instead of restarting at column 0: rebuilds come every few iterations under
         # load, and restarting would keep replaying the fullest (first, in `prefix`) columns, so members
         # would see those columns' iteration time rather than the cycle average the test budgeted.
