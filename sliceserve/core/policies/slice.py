@@ -56,6 +56,23 @@ Parameters (SchedulerConfig), with the defaults and why:
   edge-mix seeds 1-3: real-time at rate 5 0.932/0.925/0.941 without (0) -> 0.953/0.952/0.960 with 16, overall
   attainment at rate 3 0.217/0.229/0.211 -> 0.278/0.251/0.281; 8 and 24 tokens are close, 32 loses real-time
   at rate 5. A one-time cost per stream: once banked, lower-density work gets the spare time again.
+- `slice_rank` = "work" (issue 21; "rate" is the paper's U_i / v_i): candidates are ranked by utility,
+  then streams already started (as above), then utility per output token left. U / v favours slow-TPOT
+  long requests (edge-mix's nrt-250: 1/4 against nrt-100's 1/10), which hold one of the `max_num_seqs`
+  slots ~48 s each; per token left, the request that frees its slot soonest goes first. edge-mix on
+  `paper-4060ti`, seeds 2-4 (both with `slice_reject_lost`): met requests per second 0.672 vs 0.644 at
+  1 req/s, 0.917 vs 0.839 at 2, 1.067 vs 0.944 at 3; nrt-100 0.506 vs 0.348 at 1; real-time 1.000 at
+  0.5-3 either way. Without "started first" (utility per token left alone) real-time fell to 0.988 at 2.
+- `slice_reject_lost` = True (issue 21): a request whose TTFT passed with no token out is refused
+  (`Scheduler.reject`; the server answers 429 slo_infeasible) instead of served best effort. The server
+  sets it from `overload` (on with reject). Seeds 2-4: met/s 0.644 vs 0.622 at 1 req/s, 0.839 vs 0.794 at
+  2, 0.944 vs 0.900 at 3, real-time unchanged. Cost: one pass over the queues per rebuild.
+- `slice_bank_tightest` = True (issue 21): while every request fits the sequence slots (light load) the
+  reserve of `slice_bank_tokens` is capped at that many TPOTs of the tightest class seen. Sized on the
+  top-density member's own TPOT it was 4 s whenever an nrt-250 stream was on top, and an nrt-100 prompt
+  waited for it on an idle device (edge-mix 0.5 req/s seed 4: first token after 1.11 s, TTFT 1 s). Seeds
+  2-4: met/s 0.417 vs 0.406 at 0.5, 0.678 vs 0.633 at 0.75, 0.739 vs 0.672 at 1; capped under load too,
+  real-time fell to 0.980 at 2.75 req/s, so under load the full reserve stays.
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).
