@@ -19,7 +19,8 @@ into one sweep. It then writes docs/results/peers-<workload>.{md,png} and prints
   sliceserve/bench/pareto.py); and the issue-21 acceptance checks of the first policy (slice).
 The per-seed report and plot (docs/results/peers-<workload>.{md,png}) are of the first seed.
 
-Default run (durations 60 s edge-mix, 300 s Azure trace) is sized for ~10 minutes on a quiet 2-CPU machine;
+Default run (durations 60 s edge-mix, 300 s Azure trace; 9 policies x 3 seeds) took 9.7 min (edge-mix) and 14.2 min
+(trace) side by side at load average 8-10 on the shared 2-CPU machine (docs/results/peers-issue21.md);
 --full uses 300 s / 600 s.
 """
 from __future__ import annotations
