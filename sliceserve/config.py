@@ -47,6 +47,9 @@ class SchedulerConfig:
     slice_lag_window: int = 8           # tokens over which a member's recent TPOT is checked
     slice_catchup_factor: int = 2       # a request may be given at most this x its demand to catch up
     slice_bank_tokens: int = 16         # TPOTs of slack top-density members keep from lower-density work; 0 = off
+    slice_bank_tightest: bool = True    # reserve at most slice_bank_tokens x the tightest TPOT seen
+    slice_reject_lost: bool = True      # refuse requests whose TTFT has passed without a first token
+    slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -71,6 +74,12 @@ class SchedulerConfig:
     sliding_predictor_window: int = 256   # measured iterations kept per regime
     sliding_min_samples: int = 24         # samples before a regime's fit replaces the prior
     sliding_refit_every: int = 16         # new samples between refits
+    # SCORPIO (arXiv 2505.23022) and QoServe/Niyama (arXiv 2503.22562); see their policy modules.
+    scorpio_reject: bool = True           # TTFT guard refuses requests whose TTFT is already infeasible
+    scorpio_margin: float = 0.05          # share of each TPOT held back in credits and VBS admission
+    scorpio_credit_cap: float = 2.0       # most decode credit a request may bank (bounds catch-up bursts)
+    qoserve_alpha: float = 1.0            # hybrid key: deadline + alpha x predicted remaining prefill time
+    qoserve_relegate: bool = True         # relegate requests whose deadline is already infeasible
 
     def validate(self) -> "SchedulerConfig":
         positive_ints = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size",
@@ -101,12 +110,19 @@ class SchedulerConfig:
                 raise ValueError(f"config {name} must be an integer >= {2 if name == 'slice_lag_window' else 1}, "
                                  f"got {getattr(self, name)!r}")
         choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread"),
-                   "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank")}
+                   "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank"),
+                   "slice_rank": ("rate", "work")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._validate_sarathi_annealing()
         self._validate_sliding()
+        if not 0 <= self.scorpio_margin < 1:
+            raise ValueError(f"config scorpio_margin must be in [0, 1), got {self.scorpio_margin!r}")
+        if not self.scorpio_credit_cap >= 1:
+            raise ValueError(f"config scorpio_credit_cap must be >= 1, got {self.scorpio_credit_cap!r}")
+        if not (math.isfinite(self.qoserve_alpha) and self.qoserve_alpha >= 0):
+            raise ValueError(f"config qoserve_alpha must be a finite number >= 0, got {self.qoserve_alpha!r}")
         return self
 
     def _validate_sarathi_annealing(self) -> None:

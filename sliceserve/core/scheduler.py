@@ -59,6 +59,11 @@ class BlockTables(Mapping[str, list[int]]):
         return len(self._scheduled)
 
 
+# Prefix of the error of every request a policy refuses from inside plan() (`Scheduler.reject`): the
+# server answers those with 429 (try later), not with the queue timeout's 503.
+SLO_REFUSAL = "SLO cannot be met under the current load"
+
+
 class Scheduler:
     name = "base"
     # Check every planned batch's invariants in schedule() (tests turn it on).
@@ -75,6 +80,9 @@ class Scheduler:
         self.running: list[Request] = []          # holding KV (RUNNING or PAUSED)
         self._preempted: list[str] = []
         self._finished: list[str] = []
+        # Requests a policy refused inside plan() (`reject`): handed back by the next update() as ended, so
+        # the engine answers their clients at once and the simulator counts them.
+        self._rejected: list[Request] = []
         self.num_preemptions = 0
         self.num_violation_risks = 0
         # The last executed iteration's shape and the time the latency model predicted for it beforehand.
@@ -169,7 +177,7 @@ class Scheduler:
     def update(self, sched: SchedulerOutput, result: ModelOutput, now: float) -> list[Request]:
         """Advance every scheduled request by what the executor did; returns the requests that ended.
         `now` is when the iteration finished (token timestamps)."""
-        ended: list[Request] = []
+        ended, self._rejected = self._rejected, []
         reqs = self.requests
         for rid, message in result.errors.items():
             req = reqs.get(rid)
@@ -254,6 +262,14 @@ class Scheduler:
         self.waiting.remove(req)
         req.status = RequestStatus.RUNNING
         self.running.append(req)
+
+    def reject(self, req: Request, now: float, why: str) -> None:
+        """Refuse an admitted request from inside plan() (its SLO can no longer be met): it ends REJECTED
+        with `why`, frees its KV, and is returned by the next update() among the ended requests (which
+        also calls `on_finish` for it then, once, like for every other end)."""
+        self._finish(req, FinishReason.REJECTED, now)
+        req.error = f"{SLO_REFUSAL}: {why}"
+        self._rejected.append(req)
 
     def pause(self, req: Request) -> None:
         """Implicit preemption: out of the batch, KV kept."""

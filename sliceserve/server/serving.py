@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from sliceserve.core.scheduler import SLO_REFUSAL
 from sliceserve.engine.async_engine import Rejection, RequestStream, StreamEvent
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request
@@ -63,6 +64,9 @@ def _finish_reason(ev: StreamEvent, detok: Detokenizer) -> str:
 def _failure(ev: StreamEvent) -> APIError | None:
     if ev.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
         return None
+    if ev.finish_reason is FinishReason.REJECTED and ev.error and ev.error.startswith(SLO_REFUSAL):
+        # The policy refused it once its SLO could no longer be met (e.g. SLICE's slice_reject_lost).
+        return APIError(429, ev.error, type="rate_limit_error", code="slo_infeasible", headers={"Retry-After": "1"})
     if ev.finish_reason is FinishReason.REJECTED:   # timed out in the queue (max_queue_time_s): try later
         retry = str(max(1, math.ceil(ev.retry_after_s or 1.0)))
         return APIError(503, ev.error or "not scheduled in time", type="service_unavailable", code="queue_timeout",

@@ -77,7 +77,8 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
     core = build_engine(loaded, settings.policy, lat, max_num_seqs=settings.max_num_seqs,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         max_waiting=settings.max_waiting,
-                        **{"enable_prefix_caching": settings.enable_prefix_caching, **settings.scheduler})
+                        **{"enable_prefix_caching": settings.enable_prefix_caching,
+                           "slice_reject_lost": settings.overload == "reject", **settings.scheduler})
     if hasattr(core.scheduler, "period_s"):
         log.info("SLICE cycle P = %.2f s", core.scheduler.period_s)
     model_name = settings.served_model_name or getattr(loaded, "model_name", None) or "sliceserve"

@@ -27,11 +27,11 @@ RT_MIX = mix(("realtime", 0.3, SLO(0.5, 0.05), 100.0, "uniform:32:128", "uniform
 
 def simulate(workload_mix, rate: float, duration_s: float, seed: int, policy: str = "slice",
              controller: ControllerConfig | None = None, slowdown_at: float | None = None,
-             slowdown: float = 1.3, class_constraints=None, noise: float = 0.05):
+             slowdown: float = 1.3, class_constraints=None, noise: float = 0.05, scheduler: dict | None = None):
     wl = generate("test", rate, duration_s, seed, mix=workload_mix)
     reqs = to_requests(wl.specs, wl.classes)
     lat = load_profile("paper-4060ti")
-    sched = make_scheduler(policy, SchedulerConfig(policy=policy), lat.copy())
+    sched = make_scheduler(policy, SchedulerConfig(policy=policy, **(scheduler or {})), lat.copy())
     ex = SimulatedExecutor(lat.copy(), noise=noise, seed=seed)
     ctl = None
     if controller is None:

@@ -16,11 +16,17 @@ from tests.control.simhelpers import RT_MIX, attainment, mix, recovery_cycles, s
 SLOW_AT = 60.0
 
 
+OLD_SLICE = dict(slice_rank="rate", slice_reject_lost=False, slice_bank_tightest=False)
+
+
 @pytest.fixture(scope="module")
 def slowdown_runs():
     # Seed 2: on seed 1 SLICE's own feedback (EWMA latency model, lag boosts) now absorbs the 1.3x slowdown
     # without the controller ever seeing a >5 % model error (no calibration; real-time 1.00 with and without).
-    kw = dict(workload_mix=RT_MIX, rate=1.0, duration_s=200, seed=2, slowdown_at=SLOW_AT)
+    # SLICE as before issue 21: with its new selection order (slice_rank=work), light-load reserve cap and
+    # refusal of lost requests, real-time stays at 1.00 through this slowdown without any controller, so
+    # there is nothing left to recover from; the scenario keeps the settings that still dip.
+    kw = dict(workload_mix=RT_MIX, rate=1.0, duration_s=200, seed=2, slowdown_at=SLOW_AT, scheduler=OLD_SLICE)
     off, _ = simulate(**kw)
     on, ctl = simulate(**kw, controller=ControllerConfig())
     return off, on, ctl
@@ -51,7 +57,8 @@ def test_controller_restores_realtime_attainment_after_slowdown(slowdown_runs):
 
 def test_switched_off_controller_changes_nothing(slowdown_runs):
     off, _, _ = slowdown_runs
-    again, ctl = simulate(RT_MIX, 1.0, 200, 2, slowdown_at=SLOW_AT, controller=ControllerConfig(enabled=False))
+    again, ctl = simulate(RT_MIX, 1.0, 200, 2, slowdown_at=SLOW_AT, controller=ControllerConfig(enabled=False),
+                          scheduler=OLD_SLICE)
     assert [r.token_times_s for r in again.requests] == [r.token_times_s for r in off.requests]
     assert ctl.num_cycles == 0 and not ctl.decisions
 

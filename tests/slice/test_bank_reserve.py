@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from sliceserve.core.outputs import ModelOutput
 from tests.slice.conftest import make_req, make_slice
 from tests.slice.test_policy import run, tpot
 
@@ -43,3 +44,35 @@ def test_without_the_reserve_the_second_newcomer_is_late(paper):
 def test_bank_tokens_must_be_a_non_negative_integer(bad):
     with pytest.raises(ValueError, match="slice_bank_tokens"):
         make_slice(slice_bank_tokens=bad)
+
+
+def _reserve_with_nrt250_on_top(paper, extra_waiting: int, **overrides):
+    """An nrt-250 stream decoding (the top-density member), a real-time request seen earlier and gone,
+    an nrt-100 newcomer, and `extra_waiting` more requests queued; returns the reserve after a rebuild."""
+    sched = make_slice(paper.copy(), **overrides)
+    rt = make_req("rt", prompt=32, max_tokens=2)
+    sched.add_request(rt, 0.0)
+    now = 0.0
+    while sched.has_unfinished():
+        out = sched.schedule(now)
+        sched.update(out, ModelOutput(sampled={r: 5 for r in out.requests if out.samples(r)}, elapsed_s=0.02),
+                     now + 0.02)
+        now += 0.02
+    sched.add_request(make_req("n250", arrival=now, prompt=64, max_tokens=300, ttft=5.0, tpot=0.25, utility=1.0,
+                               cls="nrt-250"), now)
+    for i in range(extra_waiting):
+        sched.add_request(make_req(f"w{i}", arrival=now, prompt=600, max_tokens=300, ttft=5.0, tpot=0.25,
+                                   utility=1.0, cls="nrt-250"), now)
+    sched.add_request(make_req("n100", arrival=now, prompt=200, max_tokens=50, ttft=1.0, tpot=0.1, utility=1.0,
+                               cls="nrt-100"), now)
+    sched.schedule(now)
+    return sched._bank_s
+
+
+def test_light_load_reserve_is_sized_for_the_tightest_class_not_the_top_member(paper):
+    # The top-density member is an nrt-250 stream: its own reserve would be 16 x 250 ms = 4 s.
+    assert _reserve_with_nrt250_on_top(paper, 0, slice_bank_tightest=False) == pytest.approx(4.0)
+    # At light load it is capped at 16 x the tightest TPOT seen (the real-time class's 50 ms).
+    assert _reserve_with_nrt250_on_top(paper, 0) == pytest.approx(0.8)
+    # Under load (more requests than sequence slots) the full reserve stays.
+    assert _reserve_with_nrt250_on_top(paper, 16) == pytest.approx(4.0)

@@ -10,7 +10,7 @@ from sliceserve.core.scheduler import Scheduler
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
 # Modules imported on first lookup, so a policy only needs `@register` to appear.
-_MODULES = ("vllm", "orca", "fastserve", "slice", "sarathi", "annealing", "sliding")
+_MODULES = ("vllm", "orca", "fastserve", "slice", "sarathi", "annealing", "sliding", "scorpio", "qoserve")
 
 
 def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:

@@ -56,6 +56,23 @@ Parameters (SchedulerConfig), with the defaults and why:
   edge-mix seeds 1-3: real-time at rate 5 0.932/0.925/0.941 without (0) -> 0.953/0.952/0.960 with 16, overall
   attainment at rate 3 0.217/0.229/0.211 -> 0.278/0.251/0.281; 8 and 24 tokens are close, 32 loses real-time
   at rate 5. A one-time cost per stream: once banked, lower-density work gets the spare time again.
+- `slice_rank` = "work" (issue 21; "rate" is the paper's U_i / v_i): candidates are ranked by utility,
+  then streams already started (as above), then utility per output token left. U / v favours slow-TPOT
+  long requests (edge-mix's nrt-250: 1/4 against nrt-100's 1/10), which hold one of the `max_num_seqs`
+  slots ~48 s each; per token left, the request that frees its slot soonest goes first. edge-mix on
+  `paper-4060ti`, seeds 2-4 (both with `slice_reject_lost`): met requests per second 0.672 vs 0.644 at
+  1 req/s, 0.917 vs 0.839 at 2, 1.067 vs 0.944 at 3; nrt-100 0.506 vs 0.348 at 1; real-time 1.000 at
+  0.5-3 either way. Without "started first" (utility per token left alone) real-time fell to 0.988 at 2.
+- `slice_reject_lost` = True (issue 21): a request whose TTFT passed with no token out is refused
+  (`Scheduler.reject`; the server answers 429 slo_infeasible) instead of served best effort. The server
+  sets it from `overload` (on with reject). Seeds 2-4: met/s 0.644 vs 0.622 at 1 req/s, 0.839 vs 0.794 at
+  2, 0.944 vs 0.900 at 3, real-time unchanged. Cost: one pass over the queues per rebuild.
+- `slice_bank_tightest` = True (issue 21): while every request fits the sequence slots (light load) the
+  reserve of `slice_bank_tokens` is capped at that many TPOTs of the tightest class seen. Sized on the
+  top-density member's own TPOT it was 4 s whenever an nrt-250 stream was on top, and an nrt-100 prompt
+  waited for it on an idle device (edge-mix 0.5 req/s seed 4: first token after 1.11 s, TTFT 1 s). Seeds
+  2-4: met/s 0.417 vs 0.406 at 0.5, 0.678 vs 0.633 at 0.75, 0.739 vs 0.672 at 1; capped under load too,
+  real-time fell to 0.980 at 2.75 req/s, so under load the full reserve stays.
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).
@@ -118,6 +135,7 @@ class SliceScheduler(Scheduler):
                                       cfg.slice_catchup_factor)
         self.selection: Selection | None = None
         self.num_rebuilds = 0
+        self.num_rejected = 0
         self._dirty = True
         self._wrapped = False
         self._columns: list[list[str]] = []
@@ -130,10 +148,13 @@ class SliceScheduler(Scheduler):
         self._top_density = math.inf              # highest utility density among members
         self._bank_s = 0.0                        # slack top-density members keep from lower-density work
         self._top_members: set[str] = set()       # members of that density
+        self._tightest_tpot = math.inf            # tightest TPOT of any request seen (`slice_bank_tightest`)
 
     # --- rebuild triggers ----------------------------------------------------------------------------
     def on_arrival(self, req: Request, now: float) -> None:
         self._dirty = True
+        if req.slo.tpot_s is not None:
+            self._tightest_tpot = min(self._tightest_tpot, req.slo.tpot_s)
 
     def on_finish(self, req: Request, now: float) -> None:
         self._dirty = True
@@ -198,6 +219,7 @@ class SliceScheduler(Scheduler):
             now_blocks=self.kv.blocks_for(req.num_tokens + 1),
             prefill_tokens=uncomputed if needs_prefill else 0,
             ctx=req.num_tokens + rate / 2, feasible=feasible, slack_s=slack,
+            rank=req.utility / max(1, req.remaining_output_tokens) if cfg.slice_rank == "work" else None,
             work_s=lat.prefill_time(uncomputed if needs_prefill else 0) + per_token * req.remaining_output_tokens)
 
     def _waiting_candidate(self, req: Request, now: float) -> Candidate:
@@ -214,8 +236,20 @@ class SliceScheduler(Scheduler):
             self.feedback.flag(req, "SLO can no longer be met")
         return c
 
+    def _reject_lost(self, now: float) -> None:
+        """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
+        lost whatever it gets now, and as best effort it would take time from requests that can still
+        make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout."""
+        for req in [r for r in self.waiting + self.running if not r.output_token_ids and _ttft_lost(r, now)]:
+            self.reject(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later")
+            self._cached.pop(req.req_id, None)
+            self._members.pop(req.req_id, None)
+            self.num_rejected += 1
+
     def _rebuild(self, now: float) -> None:
         self.num_rebuilds += 1
+        if self.config.slice_reject_lost:
+            self._reject_lost(now)
         cands = [self._candidate(r, now) for r in self.running]
         cands += [self._waiting_candidate(r, now) if r.num_computed_tokens == 0 and not r.output_token_ids
                   and not (self.config.slice_feedback and r.req_id in self.feedback.boost)
@@ -249,6 +283,14 @@ class SliceScheduler(Scheduler):
         self._top_members = {r.req_id for r in top}
         self._bank_s = self.config.slice_bank_tokens * min((r.slo.tpot_s for r in top if r.slo.tpot_s is not None),
                                                            default=0.0)
+        if self.config.slice_bank_tightest and len(self.requests) <= self.config.max_num_seqs:
+            # Light load (every request fits the sequence slots): the reserve is there for the next newcomer
+            # of the tightest class the device serves (real-time, 50 ms), so it is capped at that class's
+            # size. Sized on the top-density members' own TPOT it became 4 s (16 x 250 ms) whenever an
+            # nrt-250 stream was the top member, and a lower-density prompt waited for it on an idle device
+            # (edge-mix 0.5 req/s, seed 4: an nrt-100 first token 1.11 s after arrival, TTFT 1 s). Under
+            # load the full reserve stays: capped there too, real-time fell to 0.980 at 2.75 req/s.
+            self._bank_s = min(self._bank_s, self.config.slice_bank_tokens * self._tightest_tpot)
         # Keep the position instead of restarting at column 0: rebuilds come every few iterations under
         # load, and restarting would keep replaying the fullest (first, in `prefix`) columns, so members
         # would see those columns' iteration time rather than the cycle average the test budgeted.

@@ -30,13 +30,18 @@ class Candidate:
     # come and still lie on or before its TPOT line (first token + tpot * tokens so far); inf = unbounded.
     slack_s: float = math.inf
     work_s: float = 0.0    # predicted remaining service time (prefill + decode), for best-effort SRPT
+    rank: float | None = None   # selection order if set (`slice_rank` = work), else `density`
 
     @property
-    def sort_key(self) -> tuple[float, bool, float, float, str]:
+    def sort_key(self) -> tuple:
         # Started streams before equal-density newcomers: on paper-4060ti, edge-mix at 3-4 req/s (seeds 1-3)
         # this raised real-time attainment 0.911-0.947 -> 0.929-0.953 at rate 3 and 0.867-0.886 ->
         # 0.895-0.901 at rate 4; on a CPU server a newcomer that ranked first by deadline stalled a started
         # real-time stream for 6 s.
+        if self.rank is not None:
+            # `slice_rank` = work: utility first, then started streams (as above), then utility per token left.
+            return (-self.req.utility, self.req.num_output_tokens == 0, -self.rank, self.deadline,
+                    self.req.arrival_s, self.req.req_id)
         return (-self.density, self.req.num_output_tokens == 0, self.deadline, self.req.arrival_s, self.req.req_id)
 
 

@@ -1,0 +1,50 @@
+"""A request the policy refuses once its SLO can no longer be met (Scheduler.reject: scorpio's TTFT guard,
+SLICE's slice_reject_lost) is answered at once with 429 + Retry-After (code slo_infeasible), not with the
+queue timeout's 503, and the server goes on serving. SLICE refuses lost requests only in overload=reject."""
+from __future__ import annotations
+
+import httpx
+
+from sliceserve.core.scheduler import SLO_REFUSAL
+from sliceserve.engine.async_engine import StreamEvent
+from sliceserve.request import FinishReason
+from sliceserve.server.serving import _failure
+from tests.server.helpers import LiveServer, make_state, wait_until, wrap
+
+
+def test_policy_refusal_is_429_and_queue_timeout_stays_503():
+    refused = _failure(StreamEvent([], True, FinishReason.REJECTED, f"{SLO_REFUSAL}: TTFT: too late"))
+    assert refused.status == 429 and refused.code == "slo_infeasible" and refused.headers["Retry-After"] == "1"
+    timed_out = _failure(StreamEvent([], True, FinishReason.REJECTED, "no first token within max_queue_time 1 s"))
+    assert timed_out.status == 503 and timed_out.code == "queue_timeout"
+
+
+def test_scorpio_refuses_an_infeasible_ttft_at_once_and_keeps_serving(tiny_loaded_factory):
+    state = make_state(wrap(tiny_loaded_factory(), delay_s=0.02), policy="scorpio")
+    with LiveServer(state) as live:
+        body = {"prompt": "x y z", "max_tokens": 60, "stream": True, "ignore_eos": True}
+        with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=30) as first:
+            lines = first.iter_lines()
+            next(lines)
+            # Feasible on an idle device (so admission, best_effort by default, lets it in), but not behind
+            # the running decode: scorpio's TTFT guard refuses it on its first plan().
+            ttft_ms = live.scheduler.latency.prefill_time(300) * 1e3 * 1.05
+            r = httpx.post(live.url + "/v1/completions", timeout=30,
+                           json={"prompt": [5] * 300, "max_tokens": 4, "slo": {"ttft_ms": ttft_ms}})
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "slo_infeasible" and int(r.headers["retry-after"]) >= 1
+            assert "TTFT" in r.json()["error"]["message"]
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"   # the running stream was not disturbed
+        ok = httpx.post(live.url + "/v1/completions", timeout=30, json={"prompt": "x", "max_tokens": 3})
+        assert ok.status_code == 200
+        assert wait_until(lambda: not live.scheduler.requests)
+
+
+def test_slice_refuses_lost_requests_only_in_reject_mode(tiny_loaded_factory):
+    loaded = tiny_loaded_factory()
+    assert make_state(loaded, policy="slice", overload="reject").engine.core.scheduler.config.slice_reject_lost
+    assert not make_state(loaded, policy="slice").engine.core.scheduler.config.slice_reject_lost
+    # An explicit scheduler setting wins over the overload mode.
+    explicit = make_state(loaded, policy="slice", scheduler={"slice_reject_lost": True})
+    assert explicit.engine.core.scheduler.config.slice_reject_lost
