@@ -7,7 +7,8 @@ verdicts, `slo_report`) in both runs and the embedding throughput.
   .venv/bin/python benchmarks/embedding_flood.py --url http://127.0.0.1:8000 ...   # a server already running
 
 Real-time bounds: the SLICE paper's real-time class (TTFT 500 ms, TPOT 50 ms) stretched to this device as
-`sliceserve bench` does (sliceserve.bench.device_scale: TPOT by l(1), TTFT by p(256), from `/ready`), sent in
+`sliceserve bench` does (sliceserve.bench.device_scale: TPOT by l(1), TTFT by p(256), from --slo-scale, a pinned
+--profile, or a fresh quick profile taken before the server starts; never from the server's /ready), sent in
 the body beside `slo_class: realtime` (utility 100). Embeddings go in the server's `embedding` class (utility
 0.5), their TTFT bound stretched by the same TTFT factor.
 """
@@ -21,12 +22,13 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
-from sliceserve.bench.device_scale import device_scale
+from sliceserve.bench.device_scale import DeviceScale, device_scale, latency_scale
 
 WORDS = ("sensor robot battery window garden kitchen signal river camera motor light door voltage map route "
          "weather engine store cable field music table screen filter valve pump").split()
@@ -182,7 +184,6 @@ def loadavg() -> str:
 def simulate(args) -> None:
     import embedding_flood_sim as sim   # noqa: PLC0415 - beside this file
 
-    from sliceserve.bench.device_scale import latency_scale
     from sliceserve.core.latency import load_profile
 
     if args.simulate == "quick":
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--capacity", type=float, help="skip the measurement: embeddings/s the device sustains")
     p.add_argument("--slo-scale", type=float)
     p.add_argument("--ttft-scale", type=float)
+    p.add_argument("--profile", help="latency profile (file or built-in name) whose l(1) and p(256) set the SLO "
+                   "scale; default: a fresh `sliceserve profile --quick` before the server starts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="live: alternate alone / with flood this many times")
     p.add_argument("--output", help="JSON file for the figures")
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.simulate:
         return simulate(args)
+    scale = bench_scale(args)    # before any server runs: never from the server being measured
     proc, url = None, args.url
     if url is None:
         with socket.socket() as sock:     # a free loopback port
@@ -254,12 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         proc, url = start_server(port, args), f"http://127.0.0.1:{port}"
     try:
         ready = httpx.get(url + "/ready", timeout=10).json()
-        scale = device_scale(ready["decode_l1_s"], ready["prefill_256_s"], slo_scale=args.slo_scale,
-                             ttft_scale=args.ttft_scale)
         bounds = {"ttft_ms": 500 * scale.ttft, "tpot_ms": 50 * scale.slo}
         emb_ttft_ms = 2000 * scale.ttft
-        print(f"server {url}: policy {ready['policy']}, l(1) {ready['decode_l1_s'] * 1e3:.1f} ms, p(256) "
-              f"{ready['prefill_256_s'] * 1e3:.0f} ms; {scale}; real-time bounds {bounds['ttft_ms']:.0f} ms TTFT / "
+        print(f"server {url}: policy {ready['policy']}; {scale}; real-time bounds {bounds['ttft_ms']:.0f} ms TTFT / "
               f"{bounds['tpot_ms']:.0f} ms TPOT; load average {loadavg()}", flush=True)
         capacity = args.capacity or asyncio.run(measure_capacity(url, args, emb_ttft_ms))
         flood = args.flood_factor * capacity
@@ -283,6 +284,21 @@ def main(argv: list[str] | None = None) -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
+
+
+def bench_scale(args: argparse.Namespace) -> DeviceScale:
+    """The SLO scale: --slo-scale/--ttft-scale, a pinned --profile, or a fresh quick profile of this device taken
+    before the server starts. Never the server's own /ready estimate: the server would grade itself."""
+    from sliceserve.core.latency import load_profile
+
+    if args.slo_scale is not None:
+        return device_scale(None, None, slo_scale=args.slo_scale, ttft_scale=args.ttft_scale)
+    path = args.profile
+    if path is None:
+        path = os.path.join(tempfile.mkdtemp(prefix="flood-"), "idle.json")
+        subprocess.run([sys.executable, "-m", "sliceserve", "profile", "--quick", "--output", path], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return latency_scale(load_profile(path), ttft_scale=args.ttft_scale)
 
 
 if __name__ == "__main__":
