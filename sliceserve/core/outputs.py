@@ -56,3 +56,7 @@ class ModelOutput:
     stopped: set[str] = field(default_factory=set)
     # req_id -> message, for requests this iteration failed on. They end with FinishReason.ERROR.
     errors: dict[str, str] = field(default_factory=dict)
+    # req_id -> (log p(sampled token), [(id, log p)] alternatives), for requests that asked for logprobs.
+    logprobs: dict[str, tuple] = field(default_factory=dict)
+    # req_id -> {prompt position: entry} computed this iteration, for requests that asked prompt_logprobs.
+    prompt_logprobs: dict[str, dict[int, tuple]] = field(default_factory=dict)
