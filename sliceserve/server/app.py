@@ -16,8 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sliceserve.control.serving import attach_control
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
-from sliceserve.server.requests import build_request
+from sliceserve.server.endpoints import vllm_router
+from sliceserve.server.fields import check_rejected
+from sliceserve.server.requests import build_requests
 from sliceserve.server.serving import respond_full, respond_stream, submit
+from sliceserve.server.structured import compile_spec, spec_for
 from sliceserve.server.state import ServingState
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ async def _read_body(http: HTTPRequest, model: type[CompletionRequest] | type[Ch
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object")
+    check_rejected(data, "chat" if model is ChatRequest else "completions")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -81,11 +85,15 @@ def create_app(state: ServingState) -> FastAPI:
 
     async def _generate(http: HTTPRequest, model: type[CompletionRequest] | type[ChatRequest]) -> Response:
         body = await _read_body(http, model)
-        req = build_request(state, body, http.headers)
-        stream = await submit(state, req)
+        spec = spec_for(body)
+        await compile_spec(spec, state.tokenizer)     # off the event loop and the engine thread; cached
+        reqs = build_requests(state, body, http.headers, spec)
+        streams = await submit(state, reqs)
         if body.stream:
-            return respond_stream(state, body, req, stream)
-        return await respond_full(state, body, req, stream, http)
+            return respond_stream(state, body, reqs, streams)
+        return await respond_full(state, body, reqs, streams, http)
+
+    app.include_router(vllm_router(state))   # /v1/models/{id}, /tokenize, /detokenize, /version
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest) -> Response:
