@@ -94,7 +94,7 @@ def grammar(body: ChatRequest) -> str | None:
     """The Lark grammar constraining the answer, or None (tool_choice none, or no tools)."""
     if not active(body):
         return None
-    variants = [{"type": "object", "properties": {"name": {"const": f.name}, "arguments": f.parameters},
+    variants = [{"type": "object", "properties": {"name": {"const": f.name}, "arguments": closed(f.parameters)},
                  "required": ["name", "arguments"], "additionalProperties": False} for f in _functions(body)]
     schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
     schema = {**schema, "x-guidance": _COMPACT}
@@ -147,3 +147,20 @@ class ToolStream:
         new = calls[self.num_calls:]
         self.num_calls = len(calls)
         return "", [{"index": self.num_calls - len(new) + i, **c} for i, c in enumerate(new)]
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object that lists properties and says nothing
+    else (OpenAI's strict mode): arguments carry the declared parameters, not whatever a small model adds."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (closed(v) if k in ("items", "anyOf", "oneOf", "allOf", "prefixItems") else v)
+           for k, v in schema.items()}
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: closed(sub) for name, sub in schema[key].items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
