@@ -22,10 +22,7 @@ def _candidates(body: CompletionRequest | ChatRequest) -> list[tuple[str, Struct
         else:
             if rf.json_schema is None:
                 raise APIError(400, "response_format json_schema needs a json_schema object", param="response_format")
-            schema = rf.json_schema.schema_
-            if rf.json_schema.strict:     # OpenAI's strict mode: no properties beyond those listed
-                schema = tools.closed(schema)
-            found.append(("response_format", StructuredOutputs(json=schema)))
+            found.append(("response_format", StructuredOutputs(json=rf.json_schema.schema_)))
     if body.structured_outputs is not None:
         so = {k: v for k, v in body.structured_outputs.items() if v is not None and v is not False}
         unknown = set(so) - set(_STRUCTURED_KEYS)

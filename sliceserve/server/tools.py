@@ -18,6 +18,7 @@ import re
 import uuid
 from typing import Any
 
+from sliceserve.model.guided import closed
 from sliceserve.server.protocol import APIError, ChatRequest
 from sliceserve.server.protocol_ext import NamedToolChoice
 
@@ -148,19 +149,3 @@ class ToolStream:
         self.num_calls = len(calls)
         return "", [{"index": self.num_calls - len(new) + i, **c} for i, c in enumerate(new)]
 
-
-def closed(schema: Any) -> Any:
-    """`schema` with `additionalProperties: false` on every object that lists properties and says nothing
-    else (OpenAI's strict mode): arguments carry the declared parameters, not whatever a small model adds."""
-    if isinstance(schema, list):
-        return [closed(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: (closed(v) if k in ("items", "anyOf", "oneOf", "allOf", "prefixItems") else v)
-           for k, v in schema.items()}
-    for key in ("properties", "$defs", "definitions"):
-        if isinstance(schema.get(key), dict):
-            out[key] = {name: closed(sub) for name, sub in schema[key].items()}
-    if "properties" in schema and "additionalProperties" not in schema:
-        out["additionalProperties"] = False
-    return out
