@@ -14,6 +14,8 @@ from typing import Any
 from sliceserve.server.protocol import APIError
 
 CHAT, COMPLETIONS, BOTH = ("chat",), ("completions",), ("chat", "completions")
+_TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}}]
 
 
 @dataclass(frozen=True)
@@ -22,12 +24,13 @@ class Field:
     endpoints: tuple[str, ...]
     supported: bool
     why: str
-    example: Any                     # a value the test sends: honoured, or refused with 400
-    accepted: tuple[Any, ...] = ()   # for a rejected field: values that ask for nothing (the default)
+    example: Any                     # a value the test sends: honoured, or refused with 400 (None: the
+    accepted: tuple[Any, ...] = ()   # body's own required fields); accepted: for a rejected field, values
+    needs: dict[str, Any] | None = None   # that ask for nothing; needs: fields the example needs beside it
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("model", BOTH, True, "must name the served model (404 otherwise)", None),
+    Field("model", BOTH, True, "must name the served model (404 otherwise)", "tiny"),
     Field("messages", CHAT, True, "text content parts; roles system, developer, user, assistant (with "
           "tool_calls), tool", None),
     Field("prompt", COMPLETIONS, True, "a string, a list of strings, token ids, or a list of token-id lists "
@@ -44,16 +47,17 @@ FIELDS: tuple[Field, ...] = (
     Field("presence_penalty", BOTH, True, "", 0.5),
     Field("frequency_penalty", BOTH, True, "", 0.5),
     Field("logit_bias", BOTH, True, "token id (as a string) -> bias in [-100, 100]", {"11": -5}),
-    Field("logprobs", BOTH, True, "chat: bool; completions: 0-20 alternatives", None),
-    Field("top_logprobs", CHAT, True, "0-20, with logprobs", None),
+    Field("logprobs", BOTH, True, "chat: bool; completions: 0-20 alternatives", 1),
+    Field("top_logprobs", CHAT, True, "0-20, with logprobs", 2, needs={"logprobs": True}),
     Field("echo", COMPLETIONS, True, "prompt text (and prompt logprobs with logprobs) before the completion",
           True),
-    Field("response_format", CHAT + COMPLETIONS, True, "text, json_object, json_schema (llguidance grammar)",
+    Field("response_format", BOTH, True, "text, json_object, json_schema (llguidance grammar)",
           {"type": "text"}),
     Field("tools", CHAT, True, "rendered into the system prompt (the embedded template has no tool syntax)",
-          None),
-    Field("tool_choice", CHAT, True, "none, auto, required, or a named function (grammar-constrained)", None),
-    Field("parallel_tool_calls", CHAT, True, "false: at most one call", True),
+          _TOOLS),
+    Field("tool_choice", CHAT, True, "none, auto, required, or a named function (grammar-constrained)",
+          "required", needs={"tools": _TOOLS}),
+    Field("parallel_tool_calls", CHAT, True, "false: at most one call", False, needs={"tools": _TOOLS}),
     Field("user", BOTH, True, "logged with the request id", "user-1"),
     Field("safety_identifier", CHAT, True, "logged with the request id", "user-1"),
     Field("service_tier", CHAT, True, "auto or default (there is one tier; echoed back); others: 400",
@@ -86,14 +90,14 @@ FIELDS: tuple[Field, ...] = (
     Field("ignore_eos", BOTH, True, "vLLM", True),
     Field("structured_outputs", BOTH, True, "vLLM: {json | regex | choice | grammar | json_object}",
           {"choice": ["yes", "no"]}),
-    Field("guided_json", BOTH, True, "vLLM (older name)", None),
+    Field("guided_json", BOTH, True, "vLLM (older name)", {"type": "object"}),
     Field("guided_regex", BOTH, True, "vLLM (older name)", "[a-z]{1,3}"),
     Field("guided_choice", BOTH, True, "vLLM (older name)", ["yes", "no"]),
     Field("guided_grammar", BOTH, True, "vLLM (older name); Lark or GBNF", 'start: "ok"'),
     Field("prompt_logprobs", COMPLETIONS, True, "vLLM: logprobs of every prompt token", 1),
     # sliceserve's own
     Field("slo", BOTH, True, "sliceserve: {ttft_ms, tpot_ms, e2e_ms}", {"e2e_ms": 600000}),
-    Field("slo_class", BOTH, True, "sliceserve: a configured class", None),
+    Field("slo_class", BOTH, True, "sliceserve: a configured class", "batch"),
     Field("utility", BOTH, True, "sliceserve", 2.0),
     Field("priority", BOTH, True, "vLLM-style, lower first", 0),
 )
