@@ -42,7 +42,7 @@ class LlamaCppExecutor:
                 out.sampled[req.req_id] = token
                 if entry is not None:
                     out.logprobs[req.req_id] = entry
-                if self.sampling.hits_stop_string(req, token):
+                if self.sampling.ends(req, token):
                     out.stopped.add(req.req_id)
         out.elapsed_s = time.perf_counter() - start
         return out

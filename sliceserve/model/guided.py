@@ -12,6 +12,7 @@ compiles in a worker thread before submitting); each request then deep-copies th
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 # Compact JSON: a tiny model given free whitespace can emit newlines until max_tokens runs out.
 _JSON_OPTIONS = {"whitespace_flexible": False}
 _MAX_CACHED = 256
@@ -118,8 +120,12 @@ class GuidedState:
 
     def __init__(self, spec: StructuredOutputs, tokenizer: Any, eos_ids: tuple[int, ...]) -> None:
         self.matcher = compile_matcher(spec, tokenizer).deep_copy()
-        self.vocab = ll_tokenizer(tokenizer).vocab_size
+        lltok = ll_tokenizer(tokenizer)
+        self.vocab = lltok.vocab_size
         self.eos_ids = eos_ids       # the request's end tokens: allowed whenever the grammar may end
+        # llguidance allows its tokenizer's end tokens where the grammar may end; the request decides which
+        # end tokens count (none with ignore_eos), so those bits are cleared.
+        self.ll_eos = [t for t in lltok.eos_tokens if t not in eos_ids]
         self.num_consumed = 0
 
     def allowed(self, vocab: int) -> np.ndarray:
@@ -130,17 +136,25 @@ class GuidedState:
         if not self.matcher.is_stopped():
             bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
             mask = np.unpackbits(bits, bitorder="little")[: min(self.vocab, vocab)].astype(bool)
+            mask[[t for t in self.ll_eos if t < len(mask)]] = False
             out[: len(mask)] |= mask
         if not out.any():    # the grammar is in an error state: only ending is left
             out[[t for t in self.eos_ids if t < vocab]] = True
         return out
+
+    @property
+    def done(self) -> bool:
+        """No token may follow: the grammar is complete, or (never expected) the matcher failed."""
+        return self.matcher.is_stopped()
 
     def advance(self, token: int) -> None:
         self.num_consumed += 1
         if token in self.eos_ids:
             return
         if not self.matcher.consume_token(token):
-            raise GrammarError(f"token {token} rejected by the grammar: {self.matcher.get_error()}")
+            # Only a token outside the mask gets here (a bug, not bad input): the matcher is now in its
+            # error state, which reads as stopped, so the request ends instead of failing the whole batch.
+            log.error("grammar rejected token %d: %s", token, self.matcher.get_error())
 
 
 def closed(schema: Any) -> Any:

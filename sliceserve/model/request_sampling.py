@@ -55,6 +55,16 @@ class RequestSampling:
         entry = logprob_entry(logits, token, params.logprobs) if params.logprobs is not None else None
         return token, entry
 
+    def grammar_done(self, req: Request) -> bool:
+        """The grammar admits no further token: the request ends here (with ignore_eos too, or when the
+        model's end token is not the tokenizer's), with the finish reason `stop`."""
+        state = self._guided.get(req.req_id)
+        return state is not None and state.done
+
+    def ends(self, req: Request, token: int) -> bool:
+        """Whether `token` ends `req` in the executor's view: a stop string, or a completed grammar."""
+        return self.hits_stop_string(req, token) or self.grammar_done(req)
+
     def sample(self, req: Request, logits: np.ndarray) -> int:
         return self.choose(req, logits)[0]
 

@@ -81,7 +81,7 @@ class ModelRunner:
                     if entry is not None:
                         out.logprobs[req.req_id] = entry
                 out.sampled[req.req_id] = token
-                if self.sampling.hits_stop_string(req, token):
+                if self.sampling.ends(req, token):
                     out.stopped.add(req.req_id)
             for req, first, pos, n in prompt_rows:
                 out.prompt_logprobs[req.req_id] = prompt_logprobs(req, logits[first:first + n].float().cpu(), pos)
