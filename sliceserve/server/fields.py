@@ -32,7 +32,8 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("model", BOTH, True, "must name the served model (404 otherwise)", "tiny"),
     Field("messages", CHAT, True, "text content parts; roles system, developer, user, assistant (with "
-          "tool_calls), tool", None),
+          "tool_calls), tool (its tool_call_id must name an earlier call); `name` is rendered before the "
+          "content", None),
     Field("prompt", COMPLETIONS, True, "a string, a list of strings, token ids, or a list of token-id lists "
           "(one choice per prompt and n)", None),
     Field("max_tokens", BOTH, True, "", 3),

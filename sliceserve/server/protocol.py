@@ -45,7 +45,6 @@ class SLOBody(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
-    continuous_usage_stats: bool = False    # vLLM: usage on every chunk
 
 
 class _Common(ProcessingFields):

@@ -224,7 +224,11 @@ async def _events(state: ServingState, body: CompletionRequest | ChatRequest, re
             failure = _failure(ev) if ev.finished else None
             if failure is not None:
                 finished = len(reqs)
+                partial = choices[i].chunk(StreamEvent(ev.new_token_ids), first=i not in started)
+                if partial is not None:   # what it generated before failing, then the error
+                    yield _sse({**base, "choices": [partial]})
                 yield _sse(failure.body())
+                _abort_all(state, reqs)   # the other choices of a failed request are not wanted
                 break
             choice = choices[i].chunk(ev, first=i not in started)
             started.add(i)

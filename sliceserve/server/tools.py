@@ -65,8 +65,18 @@ def system_section(body: ChatRequest) -> str:
 def render(body: ChatRequest) -> list[dict[str, str]]:
     """The messages as the chat template gets them: contents are strings, tool calls rendered as text."""
     out = []
+    call_ids: set[str] = set()
     for m in body.messages:
         text = m.text()
+        if m.role == "tool":
+            if m.tool_call_id is None or m.tool_call_id not in call_ids:
+                raise APIError(400, f"a tool message's tool_call_id ({m.tool_call_id!r}) must name a call of an "
+                               "earlier assistant message", param="messages")
+        elif m.tool_call_id is not None:
+            raise APIError(400, "tool_call_id belongs on role tool messages", param="messages")
+        if m.name:      # a participant's name (or the tool's) goes in front, where the model can read it
+            text = f"{m.name}: {text}"
+        call_ids.update(c.get("id") for c in m.tool_calls or [] if c.get("id"))
         if m.tool_calls:
             calls = [OPEN + json.dumps({"name": c.get("function", {}).get("name"),
                                         "arguments": _arguments(c.get("function", {}).get("arguments"))}) + CLOSE
