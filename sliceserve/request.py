@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from sliceserve.slo import SLO
 
@@ -36,6 +37,20 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    # Logit processing (sliceserve.model.logits_processing), in vLLM's / OpenAI's meaning.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None
+    min_tokens: int = 0
+    min_p: float = 0.0
+    # Log-probabilities of the raw model distribution: the sampled token and this many alternatives
+    # (0: the sampled token only; None: none); prompt_logprobs: the same for every prompt position.
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    # Constrained decoding (sliceserve.model.guided.StructuredOutputs): a grammar every token must obey.
+    structured_outputs: Any = None
+    n: int = 1                   # samples per prompt (the offline LLM and the server expand them)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
@@ -48,6 +63,33 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         self.stop = tuple(self.stop)
         self.stop_token_ids = tuple(self.stop_token_ids)
+        self._check_processing()
+
+    def _check_processing(self) -> None:
+        if not -2.0 <= self.presence_penalty <= 2.0 or not -2.0 <= self.frequency_penalty <= 2.0:
+            raise ValueError("presence_penalty and frequency_penalty must be in [-2, 2]")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens!r}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p!r}")
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(self, name)
+            if k is not None and not 0 <= k <= 20:
+                raise ValueError(f"{name} must be in [0, 20], got {k!r}")
+        if self.logit_bias:
+            self.logit_bias = {int(t): float(b) for t, b in self.logit_bias.items()}
+            if any(not -100.0 <= b <= 100.0 for b in self.logit_bias.values()):
+                raise ValueError("logit_bias values must be in [-100, 100]")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"n must be a positive integer, got {self.n!r}")
+
+    @property
+    def needs_processing(self) -> bool:
+        """Whether logits need more than temperature / top-k / top-p (the fast greedy path is off)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0
+                    or self.logit_bias or self.min_tokens or self.min_p or self.structured_outputs is not None)
 
 
 @dataclass(slots=True, eq=False)
@@ -80,6 +122,12 @@ class Request:
     predicted_ttft_s: float | None = None
     predicted_tpot_s: float | None = None
     embedding: list[float] | None = None   # the pooled vector of an `embed` request, once computed
+    # Filled by EngineCore from what the executor reports (sampling_params.logprobs / prompt_logprobs):
+    # per output token (token logprob, [(id, logprob) of the top alternatives]); per prompt position
+    # likewise, None for position 0 (nothing predicts it).
+    logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
+    prompt_logprobs: list[tuple[float, list[tuple[int, float]]] | None] = field(default_factory=list)
+    num_cached_tokens: int | None = None   # prompt tokens found in the prefix cache when first scheduled
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -29,6 +29,7 @@ class LocalSettings:
     seed: int = 0                     # seeds the synthetic prompt tokens
     include_requests: bool = True
     progress: bool = True
+    constrained_fraction: float = 0.0  # share of requests given a grammar (sliceserve.bench.constrained)
 
 
 def synthetic_requests(workload: Workload, prefix: str, vocab_size: int, max_model_len: int,
@@ -58,6 +59,10 @@ def run_policy(loaded: Any, policy: str, workload: Workload, latency: LatencyMod
     from sliceserve.model.profiler import vocab_size
 
     reqs, _ = synthetic_requests(workload, policy, vocab_size(loaded), loaded.max_model_len, settings.seed)
+    if settings.constrained_fraction:
+        from sliceserve.bench.constrained import constrain
+
+        constrain(reqs, settings.constrained_fraction, settings.seed, loaded.tokenizer)
     bar = progress(len(reqs), policy, "requests", enabled=settings.progress)
     result = WallClockDriver(engine, on_finish=lambda _req: bar.update(1)).run(reqs, settings.max_time_s)
     bar.close()

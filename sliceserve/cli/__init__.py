@@ -26,6 +26,9 @@ def _module(name: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="sliceserve", description="SLO-driven LLM serving for edge devices")
+    from sliceserve import __version__
+
+    parser.add_argument("--version", action="version", version=f"sliceserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen subcommand's module is imported (the others may need torch or FastAPI).
     chosen = next((a for a in argv if not a.startswith("-")), None)

@@ -45,6 +45,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any SchedulerConfig field; repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument("--constrained-fraction", type=float, default=0.0,
+                        help="local engine: share of requests decoded under a grammar (JSON records), 0-1")
     http = parser.add_argument_group("server (sliceserve.bench.http)")
     http.add_argument("--url", default=None,
                       help="replay against a running server (e.g. http://127.0.0.1:8000) instead of --engine")
@@ -104,7 +106,7 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
         raise ValueError("the workload has no requests; raise --request-rate or --duration")
     settings = LocalSettings(
         scheduler=scheduler, seed=args.seed, include_requests=not args.no_requests,
-        progress=not args.no_progress,
+        progress=not args.no_progress, constrained_fraction=args.constrained_fraction,
         max_time_s=args.max_time if args.max_time is not None else 4 * args.duration + 30)
     _, capped = synthetic_requests(workload, "check", 2, loaded.max_model_len, args.seed)
     print(f"{len(workload.specs)} requests of {args.workload}, {scale}, l(1) = {latency.decode_time(1) * 1e3:.1f} ms",
@@ -113,6 +115,7 @@ def _run_local(args: argparse.Namespace, policies: list[str]) -> dict:
         results = run_local(loaded, policies, workload, latency, settings, on_done=lambda _p: bar.update(1))
     config = {"workload": workload.describe(), "request_rate": args.request_rate, "duration_s": args.duration,
               "burstiness": args.burstiness, "seed": args.seed, "policies": policies,
+              "constrained_fraction": args.constrained_fraction,
               **describe(loaded, latency, args.profile, scale, settings, capped)}
     return {"config": config, "results": results}
 

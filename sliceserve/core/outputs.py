@@ -69,3 +69,7 @@ class ModelOutput:
     # req_id -> pooled vector, for `embed` requests whose prompt was completed this iteration (instead of a
     # sampled token; the simulator gives an empty list). They end with FinishReason.STOP.
     embeddings: dict[str, list[float]] = field(default_factory=dict)
+    # req_id -> (log p(sampled token), [(id, log p)] alternatives), for requests that asked for logprobs.
+    logprobs: dict[str, tuple] = field(default_factory=dict)
+    # req_id -> {prompt position: entry} computed this iteration, for requests that asked prompt_logprobs.
+    prompt_logprobs: dict[str, dict[int, tuple]] = field(default_factory=dict)

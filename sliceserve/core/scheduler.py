@@ -297,8 +297,12 @@ class Scheduler:
 
     def _reuse_prefix(self, req: Request) -> None:
         """Start a request without KV at its longest cached prompt prefix (at least one token is left to
-        compute: sampling needs the last position's logits)."""
-        req.num_computed_tokens = self.kv.acquire_prefix(req.req_id, req.prompt_token_ids, req.num_tokens - 1)
+        compute: sampling needs the last position's logits). Not for a request that wants every prompt
+        position's log-probabilities: those need the prompt computed."""
+        if req.sampling_params.prompt_logprobs is None:
+            req.num_computed_tokens = self.kv.acquire_prefix(req.req_id, req.prompt_token_ids, req.num_tokens - 1)
+        if req.num_cached_tokens is None:
+            req.num_cached_tokens = req.num_computed_tokens
 
     def _finish(self, req: Request, reason: FinishReason, now: float) -> None:
         if req.status is RequestStatus.WAITING:

@@ -46,6 +46,25 @@ class EngineCore:
             output = ModelOutput(errors={rid: f"{type(exc).__name__}: {exc}" for rid in sched.requests})
         end = now + output.elapsed_s
         finished = self.scheduler.update(sched, output, end)
+        if output.logprobs or output.prompt_logprobs:
+            attach_logprobs(sched, output)
         if not sched.is_empty:
             self.num_iterations += 1
         return StepResult(sched, output, now, end, finished)
+
+
+def attach_logprobs(sched: SchedulerOutput, output: ModelOutput) -> None:
+    """Record what the executor reported on the requests (data, not status): an output token's entry once
+    the scheduler kept the token, and prompt positions' entries (a recompute writes the same values again)."""
+    for rid, entry in output.logprobs.items():
+        req = sched.requests.get(rid)
+        if req is not None and len(req.logprobs) < req.num_output_tokens:
+            req.logprobs.append(entry)
+    for rid, entries in output.prompt_logprobs.items():
+        req = sched.requests.get(rid)
+        if req is None:
+            continue
+        if len(req.prompt_logprobs) < req.num_prompt_tokens:
+            req.prompt_logprobs[:] = [None] * req.num_prompt_tokens
+        for position, entry in entries.items():
+            req.prompt_logprobs[position] = entry

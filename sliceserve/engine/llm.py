@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from sliceserve.config import SchedulerConfig
@@ -30,6 +30,16 @@ class RequestTimings:
 
 
 @dataclass(slots=True)
+class SampleOutput:
+    """One of a prompt's `n` samples."""
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None   # per token, with sampling_params.logprobs
+    error: str | None = None
+
+
+@dataclass(slots=True)
 class GenerationOutput:
     prompt: str | None
     prompt_token_ids: list[int]
@@ -38,6 +48,10 @@ class GenerationOutput:
     finish_reason: str          # stop | length | abort | rejected | error
     timings: RequestTimings
     error: str | None = None
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
+    # With sampling_params.prompt_logprobs: per prompt position (None for the first: nothing predicts it).
+    prompt_logprobs: list | None = None
+    outputs: list[SampleOutput] = field(default_factory=list)   # all n samples (the first is the above)
 
 
 @dataclass(slots=True)
@@ -162,9 +176,17 @@ class LLM:
                     raise ValueError(f"unknown SLO class {cls_name!r}; known: {', '.join(BUILTIN_CLASSES)}")
                 base, utility = BUILTIN_CLASSES[cls_name].slo, BUILTIN_CLASSES[cls_name].utility
             params, eos = self._sampling(params)
-            reqs.append(Request(f"gen-{next(self._ids)}", self.encode(prompt, use_chat_template), params, 0.0,
-                                slo=base.merged(slo) if slo is not None else base,
-                                slo_class=cls_name or "default", utility=utility, eos_token_id=eos))
+            if params.structured_outputs is not None:   # compile now: a bad grammar fails here, not mid-run
+                from sliceserve.model.guided import compile_matcher
+
+                compile_matcher(params.structured_outputs, self.tokenizer)
+            ids = self.encode(prompt, use_chat_template)
+            for i in range(params.n):
+                # Samples of one prompt differ: each its own seed (seed + i when the caller fixed one).
+                own = params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
+                reqs.append(Request(f"gen-{next(self._ids)}", list(ids), own, 0.0,
+                                    slo=base.merged(slo) if slo is not None else base,
+                                    slo_class=cls_name or "default", utility=utility, eos_token_id=eos))
         return reqs
 
     def generate(self, prompts: Prompt | Sequence[Prompt], sampling_params: SamplingParams | Sequence[
@@ -175,7 +197,12 @@ class LLM:
         prompts = _as_list(prompts)
         reqs = self.make_requests(prompts, sampling_params, slos, slo_classes, use_chat_template)
         WallClockDriver(self.engine).run(reqs)
-        return [self._output(req, p if isinstance(p, str) else None) for req, p in zip(reqs, prompts)]
+        outputs, i = [], 0
+        for p in prompts:
+            n = reqs[i].sampling_params.n
+            outputs.append(self._output(reqs[i:i + n], p if isinstance(p, str) else None))
+            i += n
+        return outputs
 
     def embed(self, prompts: Prompt | Sequence[Prompt], slo_class: str | None = "embedding",
               slo: SLO | None = None) -> list[EmbeddingOutput]:
@@ -193,12 +220,19 @@ class LLM:
                                 r.finish_reason.value if r.finish_reason is not None else "abort",
                                 request_timings(r), r.error) for r, p in zip(reqs, prompts)]
 
-    def _output(self, req: Request, prompt: str | None) -> GenerationOutput:
+    def _sample(self, req: Request) -> SampleOutput:
         text = self.tokenizer.decode(req.output_token_ids, skip_special_tokens=True)
         # A stop string ends the text (as in vLLM): cut at the earliest one that occurs.
         cuts = [text.find(s) for s in req.sampling_params.stop if s and s in text]
         if cuts:
             text = text[: min(cuts)]
         reason = req.finish_reason.value if req.finish_reason is not None else "abort"
-        return GenerationOutput(prompt, list(req.prompt_token_ids), text, list(req.output_token_ids), reason,
-                                request_timings(req), req.error)
+        lps = list(req.logprobs) if req.sampling_params.logprobs is not None else None
+        return SampleOutput(text, list(req.output_token_ids), reason, lps, req.error)
+
+    def _output(self, reqs: list[Request], prompt: str | None) -> GenerationOutput:
+        samples = [self._sample(r) for r in reqs]
+        first, s0 = reqs[0], samples[0]
+        prompt_lps = list(first.prompt_logprobs) if first.sampling_params.prompt_logprobs is not None else None
+        return GenerationOutput(prompt, list(first.prompt_token_ids), s0.text, s0.token_ids, s0.finish_reason,
+                                request_timings(first), s0.error, s0.logprobs, prompt_lps, samples)

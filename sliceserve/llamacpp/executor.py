@@ -35,19 +35,21 @@ class LlamaCppExecutor:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
         feeds = [f for f in sched.feeds() if not self._check(f, errors)]
-        sampled: dict[str, int] = {}
-        stopped: set[str] = set()
+        out = ModelOutput(errors=errors)
         if feeds:
             for req, logits in self._forward(feeds):
                 try:
-                    token = self.sampling.sample(req, logits)
+                    token, entry = self.sampling.choose(req, logits)
                 except Exception as exc:  # noqa: BLE001 - one row's failure ends that request, not the batch
                     errors[req.req_id] = f"sampling failed: {type(exc).__name__}: {exc}"
                     continue
-                sampled[req.req_id] = token
-                if self.sampling.hits_stop_string(req, token):
-                    stopped.add(req.req_id)
-        return ModelOutput(sampled=sampled, elapsed_s=time.perf_counter() - start, stopped=stopped, errors=errors)
+                out.sampled[req.req_id] = token
+                if entry is not None:
+                    out.logprobs[req.req_id] = entry
+                if self.sampling.ends(req, token):
+                    out.stopped.add(req.req_id)
+        out.elapsed_s = time.perf_counter() - start
+        return out
 
     def forget(self, req_id: str) -> None:
         """Drop a request's sequence from llama.cpp's memory and its sampling state."""
@@ -73,7 +75,9 @@ class LlamaCppExecutor:
         if pos == 0 and self.seqs.length.get(rid, 0) > 0:
             self.forget(rid)   # a recompute from scratch the executor was not told about: start clean
         problem = None
-        if n <= 0 or pos + n > req.num_tokens:
+        if req.sampling_params.prompt_logprobs is not None:
+            problem = "prompt logprobs (echo with logprobs) are not supported by the llamacpp backend"
+        elif n <= 0 or pos + n > req.num_tokens:
             problem = f"asked to compute tokens [{pos}, {pos + n}) of a {req.num_tokens}-token request"
         elif pos + n > self.native.n_ctx_seq:
             problem = f"position {pos + n} is beyond llama.cpp's {self.native.n_ctx_seq} cells per sequence"

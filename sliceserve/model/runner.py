@@ -15,8 +15,8 @@ from sliceserve.model.attention import AttentionMetadata, DecodeGroup, PrefillSe
 from sliceserve.model.cuda_graphs import DecodeBuckets, StaticDecode
 from sliceserve.model.decode_groups import group_by_length
 from sliceserve.model.llama import LlamaForCausalLM
+from sliceserve.model.logits_processing import prompt_logprobs
 from sliceserve.model.pooling import PromptPooler
-from sliceserve.model.sampler import sample
 from sliceserve.model.request_sampling import RequestSampling
 from sliceserve.request import Request
 
@@ -84,29 +84,31 @@ class ModelRunner:
             return ModelOutput(elapsed_s=time.perf_counter() - start)
         errors: dict[str, str] = {}
         feeds = [f for f in sched.feeds() if not self._check(f, sched, errors)]
-        sampled: dict[str, int] = {}
-        stopped: set[str] = set()
-        embeddings: dict[str, list[float]] = {}
+        out = ModelOutput(errors=errors)
         if feeds:
-            logits, samplers = self._forward(feeds, sched, embeddings)
-            greedy = logits.argmax(-1).tolist()  # one call for the whole batch instead of one per row
+            logits, samplers, prompt_rows = self._forward(feeds, sched, out.embeddings)
+            sample_logits = logits[: len(samplers)]
+            greedy = sample_logits.argmax(-1).tolist()  # one call for the whole batch instead of one per row
             for row, req in enumerate(samplers):
                 try:
-                    if req.sampling_params.temperature == 0.0:
+                    if self.sampling.is_plain(req):
                         token = greedy[row]
                     else:
-                        token = sample(logits[row], req.sampling_params, self.sampling.seed(req),
-                                       req.num_output_tokens)
+                        token, entry = self.sampling.choose(req, sample_logits[row].float().cpu())
+                        if entry is not None:
+                            out.logprobs[req.req_id] = entry
                 except Exception as exc:  # noqa: BLE001 - one row's failure ends that request, not the batch
                     errors[req.req_id] = f"sampling failed: {type(exc).__name__}: {exc}"
                     continue
-                sampled[req.req_id] = token
-                if self.sampling.hits_stop_string(req, token):
-                    stopped.add(req.req_id)
+                out.sampled[req.req_id] = token
+                if self.sampling.ends(req, token):
+                    out.stopped.add(req.req_id)
+            for req, first, pos, n in prompt_rows:
+                out.prompt_logprobs[req.req_id] = prompt_logprobs(req, logits[first:first + n].float().cpu(), pos)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return ModelOutput(sampled=sampled, elapsed_s=time.perf_counter() - start, stopped=stopped, errors=errors,
-                           embeddings=embeddings)
+        out.elapsed_s = time.perf_counter() - start
+        return out
 
     # --- helpers ---------------------------------------------------------------------------------------
     def _check(self, feed: tuple[Request, int, int], sched: SchedulerOutput, errors: dict[str, str]) -> bool:
@@ -144,7 +146,7 @@ class ModelRunner:
             logits = self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
                                             [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
             if logits is not None:
-                return logits, [r for r, _, _ in decodes]
+                return logits, [r for r, _, _ in decodes], []
         ids: list[int] = []
         pieces: list[torch.Tensor] = []   # positions and slot mapping, in row order
         positions: list[torch.Tensor] = []
@@ -152,6 +154,7 @@ class ModelRunner:
         logit_rows: list[int] = []
         samplers: list[Request] = []
         pooled: list[tuple[Request, int, int, int]] = []   # embedding chunks: (request, position, rows from, to)
+        all_rows: list[tuple[Request, int, int]] = []   # chunks that want every position's logits
         for req, pos, n in chunks:
             row = len(ids)
             ids.extend(req.token_ids(pos, pos + n))
@@ -164,6 +167,8 @@ class ModelRunner:
             elif pos + n >= req.num_tokens:
                 logit_rows.append(row + n - 1)
                 samplers.append(req)
+            if req.sampling_params.prompt_logprobs is not None and pos + 1 < req.num_prompt_tokens:
+                all_rows.append((req, row, pos, n))
         first_decode = len(ids)
         groups, last_slots = self._decode_groups(
             [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes], first_decode)
@@ -180,6 +185,11 @@ class ModelRunner:
             decode_groups=groups,
         )
         pos_t = torch.cat(positions) if len(positions) > 1 else positions[0]
+        # Sampling rows first; prompt-logprob rows after them (rows [first, first + n) of the result).
+        prompt_rows = []
+        for req, row, pos, n in all_rows:
+            prompt_rows.append((req, len(logit_rows), pos, n))
+            logit_rows.extend(range(row, row + n))
         hidden_rows = None
         if pooled:
             hidden_rows = torch.cat([torch.arange(row, end) for _, _, row, end in pooled]).to(dev)
@@ -187,7 +197,7 @@ class ModelRunner:
             out = self.model(torch.tensor(ids, device=dev), pos_t, self.kv_caches, meta,
                              torch.tensor(logit_rows, dtype=torch.long, device=dev), hidden_rows)
             if hidden_rows is None:
-                return out, samplers
+                return out, samplers, prompt_rows
             logits, hidden = out
             at = 0
             for req, pos, row, end in pooled:
@@ -195,7 +205,7 @@ class ModelRunner:
                 at += end - row
                 if vec is not None:
                     embeddings[req.req_id] = vec
-        return logits, samplers
+        return logits, samplers, prompt_rows
 
     def _slot_range(self, table: list[int], length: int) -> torch.Tensor:
         """Cache slots of positions [0, length) of a sequence with block table `table`."""

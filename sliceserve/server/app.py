@@ -16,13 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sliceserve.control.serving import attach_control
 from sliceserve.server.dashboard import attach_dashboard
 from sliceserve.server.embeddings import router as embeddings_router
-from sliceserve.server.ollama import router as ollama_router
+from sliceserve.server.endpoints import vllm_router
 from sliceserve.server.gate import install_gate
 from sliceserve.server.intake import read_request
 from sliceserve.server.lifecycle import Lifecycle, Phase
+from sliceserve.server.ollama import router as ollama_router
 from sliceserve.server.openapi import install_openapi
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest
+from sliceserve.server.requests import build_requests
 from sliceserve.server.serving import respond_full, respond_stream, submit
+from sliceserve.server.structured import compile_spec, spec_for
 from sliceserve.server.state import ServingState
 
 log = logging.getLogger(__name__)
@@ -82,11 +85,16 @@ def create_app(state: ServingState, lifecycle: Lifecycle | None = None) -> FastA
                                         type="InternalServerError"))
 
     async def _generate(http: HTTPRequest, model: type[CompletionRequest] | type[ChatRequest]) -> Response:
-        body, req = await read_request(http, state, model)
-        stream = await submit(state, req)
+        body = await read_request(http, state, model)   # parsed and checked off the event loop
+        spec = spec_for(body)
+        await compile_spec(spec, state.tokenizer)     # off the event loop and the engine thread; cached
+        reqs = await asyncio.to_thread(build_requests, state, body, http.headers, spec)   # tokenising
+        streams = await submit(state, reqs)
         if body.stream:
-            return await respond_stream(state, body, req, stream, http)
-        return await respond_full(state, body, req, stream, http)
+            return await respond_stream(state, body, reqs, streams, http)
+        return await respond_full(state, body, reqs, streams, http)
+
+    app.include_router(vllm_router(state))   # /v1/models/{id}, /tokenize, /detokenize, /version
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest) -> Response:

@@ -19,7 +19,7 @@ from sliceserve.request import Request, SamplingParams
 from sliceserve.server.intake import read_body
 from sliceserve.server.protocol import APIError, SLOBody
 from sliceserve.server.requests import check_model, resolve_slo
-from sliceserve.server.serving import request_failure, slo_report, submit, wait_disconnect
+from sliceserve.server.serving import request_failure, slo_report, submit_one, wait_disconnect
 from sliceserve.server.state import ServingState
 
 EMBEDDING_CLASS = "embedding"
@@ -108,7 +108,7 @@ def embed_requests(state: ServingState, ids: list[list[int]], fields: EmbeddingS
 
 
 async def _one(state: ServingState, req: Request) -> Request:
-    stream = await submit(state, req)
+    stream = await submit_one(state, req)
     async for ev in stream:
         if ev.finished:
             failure = request_failure(ev)

@@ -1,4 +1,4 @@
-"""From HTTP bytes to a scheduler `Request`, off the event loop.
+"""From HTTP bytes to a checked request body, off the event loop.
 
 JSON parsing, validation and tokenising a long prompt can take seconds of CPU; done on the event loop they
 would stall every other connection (a 10 MB prompt froze /health for 6 s). So the body is read on the loop
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Mapping
+from typing import Any
 
 from fastapi import Request as HTTPRequest
 from pydantic import ValidationError
 
-from sliceserve.request import Request
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
-from sliceserve.server.requests import build_request
+from sliceserve.server.fields import check_rejected
 from sliceserve.server.state import ServingState
 from sliceserve.server.validation import check_penalties, check_prompt_length, check_sampling, check_strings
 
@@ -40,6 +39,7 @@ def validate_body(model: type[Body], raw: bytes, vocab_size: int, max_model_len:
     data = parse_json(raw)
     check_strings(data)
     check_penalties(data)
+    check_rejected(data, "chat" if model is ChatRequest else "completions")   # refused fields, by name
     # Strict: a known field of the wrong type ("5" for max_tokens, 1e30 for top_k) is an error, not coerced.
     body = _validated(model, data, strict=True)
     body = check_sampling(body, vocab_size)
@@ -69,13 +69,8 @@ async def read_body(http: HTTPRequest, model: type) -> Any:
     return await asyncio.to_thread(validate_json, model, raw)
 
 
-def parse_request(state: ServingState, model: type[Body], raw: bytes,
-                  headers: Mapping[str, str]) -> tuple[Body, Request]:
-    """Validate and tokenise, before any engine work."""
-    body = validate_body(model, raw, state.vocab_size, state.max_model_len, state.max_token_chars)
-    return body, build_request(state, body, headers)
-
-
-async def read_request(http: HTTPRequest, state: ServingState, model: type[Body]) -> tuple[Body, Request]:
+async def read_request(http: HTTPRequest, state: ServingState, model: type[Body]) -> Body:
+    """A generation body, parsed and checked in a worker thread (the event loop only reads the bytes)."""
     raw = await http.body()
-    return await asyncio.to_thread(parse_request, state, model, raw, http.headers)
+    return await asyncio.to_thread(validate_body, model, raw, state.vocab_size, state.max_model_len,
+                                   state.max_token_chars)

@@ -1,12 +1,15 @@
 """OpenAI request bodies (the fields this server honours) plus the SLO extensions, and the error shape.
 
-Unknown OpenAI fields are ignored (clients send many); a known field of the wrong type is an error.
+Every field is declared (server/fields.py lists each one: honoured, or refused with a 400 naming it); an
+unknown field is a 400 too, so nothing a client asks for is dropped in silence.
 """
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sliceserve.server.protocol_ext import ChatOnlyFields, CompletionOnlyFields, ProcessingFields
 
 
 class APIError(Exception):
@@ -25,6 +28,9 @@ class APIError(Exception):
 def validation_error(exc: ValidationError) -> APIError:
     first = exc.errors()[0]
     param = ".".join(str(x) for x in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        return APIError(400, f"unknown field `{param}`: not an OpenAI, vLLM or sliceserve request field this "
+                        "server knows (see docs/SERVER.md, 'Request fields')", param=param, code="unknown_field")
     messages = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
     return APIError(400, messages, param=param, code="invalid_value")
 
@@ -46,12 +52,14 @@ class SLOBody(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
 
 
-class _Common(BaseModel):
-    # NaN and infinities (JSON NaN/Infinity, or 1e309) are no valid value of any field: 400 naming it.
-    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
+class _Common(ProcessingFields):
+    # Unknown fields are refused by name; NaN and infinities (JSON NaN/Infinity, or 1e309) are no valid value of
+    # any field: 400 naming it.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
     model: str | None = None
     max_tokens: int | None = None
     temperature: float = Field(default=1.0, ge=0)
@@ -80,20 +88,23 @@ class _Common(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class CompletionRequest(_Common):
-    prompt: str | list[int] | list[str]
+class CompletionRequest(CompletionOnlyFields, _Common):
+    prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = 16      # OpenAI's default for completions
-    echo: bool = False
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None     # an assistant's earlier calls (rendered back)
+    tool_call_id: str | None = None                    # a tool result: which call it answers
+    refusal: str | None = None                         # an earlier assistant refusal (rendered as its text)
 
     def text(self) -> str:
         if self.content is None:
-            return ""
+            return self.refusal or ""
         if isinstance(self.content, str):
             return self.content
         parts = []
@@ -104,6 +115,6 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
-class ChatRequest(_Common):
+class ChatRequest(ChatOnlyFields, _Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None

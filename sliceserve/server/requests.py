@@ -4,17 +4,20 @@ Every user mistake raises APIError with the status the OpenAI API would give (40
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
 from dataclasses import replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from sliceserve.request import Request, SamplingParams
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest
 from sliceserve.server.state import ServingState
 from sliceserve.slo import SLO
 
+log = logging.getLogger(__name__)
+_MAX_N = 128     # choices per request (prompts x n): each is a scheduled request
 HEADER_TTFT = "x-slo-ttft-ms"
 HEADER_TPOT = "x-slo-tpot-ms"
 
@@ -25,30 +28,39 @@ def check_model(state: ServingState, model: str | None) -> None:
                        type="NotFoundError", param="model", code="model_not_found")
 
 
-def prompt_ids(state: ServingState, body: CompletionRequest | ChatRequest) -> list[int]:
+def chat_prompt_ids(state: ServingState, body: ChatRequest) -> list[int]:
+    from sliceserve.server import tools
+
     tok = state.tokenizer
-    if isinstance(body, ChatRequest):
-        if not getattr(tok, "chat_template", None):
-            raise APIError(400, "this model has no chat template; use /v1/completions", param="messages")
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tok.encode(text, add_special_tokens=False))
-    prompt = body.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-        if len(prompt) != 1:
-            raise APIError(400, "only one prompt per request is supported", param="prompt")
-        prompt = prompt[0]
+    if not getattr(tok, "chat_template", None):
+        raise APIError(400, "this model has no chat template; use /v1/completions", param="messages")
+    text = tok.apply_chat_template(tools.render(body), tokenize=False, add_generation_prompt=True)
+    return list(tok.encode(text, add_special_tokens=False))
+
+
+def completion_prompts(state: ServingState, body: CompletionRequest) -> list[list[int]]:
+    """Every prompt of a completions request as token ids: a string, a list of strings, a list of token
+    ids, or a list of token-id lists."""
+    tok, prompt = state.tokenizer, body.prompt
     if isinstance(prompt, str):
-        ids = list(tok.encode(prompt))
+        prompts: list = [prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        prompts = [prompt]
     else:
-        vocab = len(tok)
-        bad = [t for t in prompt if not 0 <= t < vocab]
+        prompts = list(prompt)
+    if not prompts:
+        raise APIError(400, "prompt is empty", param="prompt")
+    vocab = len(tok)
+    out = []
+    for p in prompts:
+        ids = list(tok.encode(p)) if isinstance(p, str) else list(p)
+        bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
             raise APIError(400, f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})", param="prompt")
-        ids = list(prompt)
-    if not ids:
-        raise APIError(400, "prompt is empty", param="prompt")
-    return ids
+        if not ids:
+            raise APIError(400, "prompt is empty", param="prompt")
+        out.append(ids)
+    return out
 
 
 def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
@@ -107,24 +119,74 @@ def _max_tokens(state: ServingState, body: CompletionRequest | ChatRequest, num_
     return requested
 
 
-def build_request(state: ServingState, body: CompletionRequest | ChatRequest,
-                  headers: Mapping[str, str]) -> Request:
-    arrival = time.monotonic()    # TTFT counts from here: tokenising and queueing are part of it
-    check_model(state, body.model)
-    if body.n != 1:
-        raise APIError(400, f"n={body.n} is not supported; send n=1", param="n")
-    ids = prompt_ids(state, body)
-    max_tokens = _max_tokens(state, body, len(ids))
-    slo_class, slo, utility = resolve_slo(state, body, headers)
+def _logprob_counts(body: CompletionRequest | ChatRequest) -> tuple[int | None, int | None]:
+    """(logprobs, prompt_logprobs) for SamplingParams: alternatives per sampled / prompt token, or None."""
+    if isinstance(body, ChatRequest):
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        return (body.top_logprobs or 0) if body.logprobs else None, None
+    prompt = body.prompt_logprobs
+    if body.echo and body.logprobs is not None and prompt is None:
+        prompt = body.logprobs          # echo + logprobs: the prompt's tokens get logprobs too (OpenAI)
+    return body.logprobs, prompt
+
+
+def _logit_bias(state: ServingState, body: CompletionRequest | ChatRequest) -> dict[int, float] | None:
+    if not body.logit_bias:
+        return None
+    out = {}
+    for key, bias in body.logit_bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise APIError(400, f"logit_bias keys are token ids, got {key!r}", param="logit_bias") from None
+        if not 0 <= token < state.vocab_size:
+            raise APIError(400, f"logit_bias token {token} is outside the vocabulary", param="logit_bias")
+        out[token] = bias
+    return out
+
+
+def sampling_params(state: ServingState, body: CompletionRequest | ChatRequest, max_tokens: int,
+                    structured: Any = None) -> SamplingParams:
+    logprobs, prompt_logprobs = _logprob_counts(body)
     try:
-        params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_k=body.top_k,
-                                top_p=body.top_p, seed=body.seed, stop=body.stop_list(),
-                                stop_token_ids=tuple(body.stop_token_ids or ()), ignore_eos=body.ignore_eos)
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+            seed=body.seed, stop=body.stop_list(), stop_token_ids=tuple(body.stop_token_ids or ()),
+            ignore_eos=body.ignore_eos, presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty, repetition_penalty=body.repetition_penalty,
+            logit_bias=_logit_bias(state, body), min_tokens=body.min_tokens, min_p=body.min_p,
+            logprobs=logprobs, prompt_logprobs=prompt_logprobs, structured_outputs=structured, n=body.n)
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
     eos = list(getattr(state.loaded, "eos_token_ids", []) or [])
     if not params.ignore_eos and len(eos) > 1:   # the model's other end tokens stop it too
         params = replace(params, stop_token_ids=params.stop_token_ids + tuple(eos[1:]))
+    return params
+
+
+def build_requests(state: ServingState, body: CompletionRequest | ChatRequest, headers: Mapping[str, str],
+                   structured: Any = None) -> list[Request]:
+    """One Request per (prompt, sample), in choice-index order: prompt i's sample j is choice i * n + j."""
+    arrival = time.monotonic()    # TTFT counts from here: tokenising and queueing are part of it
+    check_model(state, body.model)
+    if not 1 <= body.n <= _MAX_N:
+        raise APIError(400, f"n must be in [1, {_MAX_N}], got {body.n}", param="n")
+    prompts = [chat_prompt_ids(state, body)] if isinstance(body, ChatRequest) else completion_prompts(state, body)
+    if len(prompts) * body.n > _MAX_N:
+        raise APIError(400, f"{len(prompts)} prompts x n={body.n} exceeds {_MAX_N} choices per request", param="n")
+    slo_class, slo, utility = resolve_slo(state, body, headers)
     prefix = "chatcmpl" if isinstance(body, ChatRequest) else "cmpl"
-    return Request(f"{prefix}-{uuid.uuid4().hex}", ids, params, arrival, slo=slo, slo_class=slo_class,
-                   utility=utility, priority=body.priority, eos_token_id=eos[0] if eos else None)
+    base_id = f"{prefix}-{uuid.uuid4().hex}"
+    if body.user or getattr(body, "safety_identifier", None):
+        log.info("request %s from user %r", base_id, body.user or body.safety_identifier)
+    eos = list(getattr(state.loaded, "eos_token_ids", []) or [])
+    reqs = []
+    for ids in prompts:
+        params = sampling_params(state, body, _max_tokens(state, body, len(ids)), structured)
+        for j in range(body.n):
+            own = params if params.seed is None or j == 0 else replace(params, seed=params.seed + j)
+            rid = base_id if len(prompts) * body.n == 1 else f"{base_id}-{len(reqs)}"
+            reqs.append(Request(rid, list(ids), own, arrival, slo=slo, slo_class=slo_class, utility=utility,
+                                priority=body.priority, eos_token_id=eos[0] if eos else None))
+    return reqs

@@ -1,4 +1,5 @@
-"""Run one admitted request and answer it: a JSON body, or SSE chunks ending with `data: [DONE]`.
+"""Run a body's admitted requests (one per prompt and sample) and answer: a JSON body with one choice per
+request, or SSE chunks (each naming its choice index) ending with `data: [DONE]`.
 
 A client that goes away aborts its request: streaming responses are cancelled by Starlette when the
 connection drops (the generator's `finally` aborts); non-streaming ones poll for the disconnect.
@@ -18,11 +19,12 @@ from sliceserve.core.scheduler import SLO_REFUSAL
 from sliceserve.engine.async_engine import Rejection, RequestStream, StreamEvent
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request
-from sliceserve.server.detok import Detokenizer
+from sliceserve.server.choices import Choice
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest
 from sliceserve.server.state import ServingState
 
 _DISCONNECT_POLL_S = 0.05
+_SIBLING_POLL_S = 0.005
 _REJECT_STATUS = {"invalid": 400, "overloaded": 429, "queue_full": 503, "unavailable": 503}
 
 
@@ -49,16 +51,20 @@ def slo_report(req: Request) -> dict[str, Any]:
             "predicted_ttft_ms": ms(req.predicted_ttft_s), "predicted_tpot_ms": ms(req.predicted_tpot_s)}
 
 
-def _usage(req: Request) -> dict[str, int]:
-    n_out = req.num_output_tokens
-    return {"prompt_tokens": req.num_prompt_tokens, "completion_tokens": n_out,
-            "total_tokens": req.num_prompt_tokens + n_out}
+def _usage(reqs: list[Request]) -> dict[str, Any]:
+    """Each distinct prompt counts once (n samples share it, as OpenAI counts); cached_tokens: prompt tokens
+    the prefix cache supplied when each prompt's first request started."""
+    leaders = _leaders(reqs)
+    n_prompt = sum(r.num_prompt_tokens for r in leaders)
+    n_out = sum(r.num_output_tokens for r in reqs)
+    return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out,
+            "prompt_tokens_details": {"cached_tokens": sum(r.num_cached_tokens or 0 for r in leaders)}}
 
 
-def _finish_reason(ev: StreamEvent, detok: Detokenizer) -> str:
-    if detok.stopped or ev.finish_reason is FinishReason.STOP:
-        return "stop"
-    return "length"
+def _leaders(reqs: list[Request]) -> list[Request]:
+    """The first request of each prompt (requests come grouped by prompt, n per prompt)."""
+    n = reqs[0].sampling_params.n
+    return reqs[::n]
 
 
 def _failure(ev: StreamEvent) -> APIError | None:
@@ -75,7 +81,7 @@ def _failure(ev: StreamEvent) -> APIError | None:
                     type="InternalServerError", code=ev.finish_reason.value if ev.finish_reason else None)
 
 
-async def submit(state: ServingState, req: Request) -> RequestStream:
+async def submit_one(state: ServingState, req: Request) -> RequestStream:
     result = await state.engine.add_request(req)
     if isinstance(result, Rejection):
         state.metrics.on_reject(result.kind)
@@ -86,12 +92,40 @@ async def submit(state: ServingState, req: Request) -> RequestStream:
     return result
 
 
-async def _collect(stream: RequestStream, detok: Detokenizer) -> tuple[StreamEvent, str]:
-    parts = []
+async def _prompt_cached(state: ServingState, leader: Request) -> None:
+    """Wait until the leader's prompt is in the prefix cache (its prefill is done) or it ended."""
+    if not state.engine.core.scheduler.prefix_caching or leader.sampling_params.prompt_logprobs is not None:
+        return
+    while leader.num_computed_tokens < leader.num_prompt_tokens - 1 and not leader.status.is_finished:
+        await asyncio.sleep(_SIBLING_POLL_S)
+
+
+async def submit(state: ServingState, reqs: list[Request]) -> list[RequestStream]:
+    """Admit every request or none. A prompt's first request goes first; its n - 1 siblings follow once
+    its prompt is prefilled, so they find the prompt's KV blocks in the prefix cache and share them."""
+    streams: list[RequestStream] = []
+    n = reqs[0].sampling_params.n
+    try:
+        for leader in reqs[::n]:
+            streams.append(await submit_one(state, leader))
+        for g, leader in enumerate(reqs[::n]):
+            if n > 1:
+                await _prompt_cached(state, leader)
+            for sib in reqs[g * n + 1:(g + 1) * n]:
+                streams.append(await submit_one(state, sib))
+    except BaseException:
+        for st in streams:
+            state.engine.abort(st.request.req_id)
+        raise
+    order = {r.req_id: i for i, r in enumerate(reqs)}
+    return sorted(streams, key=lambda st: order[st.request.req_id])
+
+
+async def _collect(stream: RequestStream, choice: Choice) -> StreamEvent:
     async for ev in stream:
-        parts.append(detok.push(ev.new_token_ids, final=ev.finished))
+        choice.push_all(ev)
         if ev.finished:
-            return ev, "".join(parts)
+            return ev
     raise AssertionError("stream ended without a final event")
 
 
@@ -100,44 +134,63 @@ async def _wait_disconnect(http: HTTPRequest) -> None:
         await asyncio.sleep(_DISCONNECT_POLL_S)
 
 
-async def respond_full(state: ServingState, body: CompletionRequest | ChatRequest, req: Request,
-                       stream: RequestStream, http: HTTPRequest) -> Response:
-    detok = Detokenizer(state.tokenizer, req.sampling_params.stop)
-    collect = asyncio.ensure_future(_collect(stream, detok))
+def _abort_all(state: ServingState, reqs: list[Request]) -> None:
+    for r in reqs:
+        state.engine.abort(r.req_id)
+
+
+def _choices(state: ServingState, body: CompletionRequest | ChatRequest, reqs: list[Request]) -> list[Choice]:
+    return [Choice(state.tokenizer, body, r, i) for i, r in enumerate(reqs)]
+
+
+def _envelope(state: ServingState, body: CompletionRequest | ChatRequest, reqs: list[Request], chunk: bool
+              ) -> dict[str, Any]:
+    chat = isinstance(body, ChatRequest)
+    obj = ("chat.completion.chunk" if chunk else "chat.completion") if chat else "text_completion"
+    out = {"id": reqs[0].req_id.rsplit("-", 1)[0] if len(reqs) > 1 else reqs[0].req_id, "object": obj,
+           "created": int(time.time()), "model": state.model_name}
+    if chat and body.service_tier is not None:
+        out["service_tier"] = "default"
+    return out
+
+
+def _reports(reqs: list[Request]) -> dict[str, Any]:
+    out: dict[str, Any] = {"slo_report": slo_report(reqs[0])}
+    if len(reqs) > 1:
+        out["slo_reports"] = [slo_report(r) for r in reqs]
+    return out
+
+
+async def respond_full(state: ServingState, body: CompletionRequest | ChatRequest, reqs: list[Request],
+                       streams: list[RequestStream], http: HTTPRequest) -> Response:
+    choices = _choices(state, body, reqs)
+    collect = asyncio.ensure_future(asyncio.gather(*(_collect(st, c) for st, c in zip(streams, choices))))
     watch = asyncio.ensure_future(_wait_disconnect(http))
     try:
         await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watch.cancel()
-        if not collect.done():   # client gone (or we were cancelled): free its KV now
+        if not collect.done():   # client gone (or we were cancelled): free the KV now
             collect.cancel()
-            state.engine.abort(req.req_id)
+            _abort_all(state, reqs)
     if not collect.done() or collect.cancelled():
         return Response(status_code=499)
-    ev, text = collect.result()
-    failure = _failure(ev)
-    if failure is not None:
-        raise failure
-    reason = _finish_reason(ev, detok)
-    if isinstance(body, ChatRequest):
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                  "logprobs": None}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
-        obj = "text_completion"
-    return JSONResponse({"id": req.req_id, "object": obj, "created": int(time.time()), "model": state.model_name,
-                         "choices": [choice], "usage": _usage(req), "slo_report": slo_report(req)})
+    for ev in collect.result():
+        failure = _failure(ev)
+        if failure is not None:
+            raise failure
+    return JSONResponse({**_envelope(state, body, reqs, False), "choices": [c.final() for c in choices],
+                         "usage": _usage(reqs), **_reports(reqs)})
 
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def _first_event(state: ServingState, req: Request, stream: RequestStream,
-                       http: HTTPRequest) -> StreamEvent | None:
-    """The stream's first event, or None if the client left first (its request is then aborted)."""
-    first = asyncio.ensure_future(stream.__anext__())
+async def _first_event(state: ServingState, reqs: list[Request], events: AsyncIterator[tuple[int, StreamEvent]],
+                       http: HTTPRequest) -> tuple[int, StreamEvent] | None:
+    """The first (choice, event), or None if the client left first (its requests are then aborted)."""
+    first = asyncio.ensure_future(events.__anext__())
     watch = asyncio.ensure_future(_wait_disconnect(http))
     try:
         await asyncio.wait({first, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -145,74 +198,96 @@ async def _first_event(state: ServingState, req: Request, stream: RequestStream,
         watch.cancel()
         if not first.done():
             first.cancel()
-            state.engine.abort(req.req_id)
+            _abort_all(state, reqs)
     return first.result() if first.done() and not first.cancelled() else None
 
 
-async def _prepend(first: StreamEvent, stream: RequestStream) -> AsyncIterator[StreamEvent]:
+async def _prepend(first: tuple[int, StreamEvent],
+                   events: AsyncIterator[tuple[int, StreamEvent]]) -> AsyncIterator[tuple[int, StreamEvent]]:
     yield first
-    if not first.finished:
-        async for ev in stream:
-            yield ev
+    async for item in events:
+        yield item
 
 
-async def respond_stream(state: ServingState, body: CompletionRequest | ChatRequest, req: Request,
-                         stream: RequestStream, http: HTTPRequest) -> Response:
-    """SSE once the first event is in: a request refused before its first token (queue timeout) still gets
-    a proper HTTP status, since no byte of the 200 was sent yet."""
-    first = await _first_event(state, req, stream, http)
+async def respond_stream(state: ServingState, body: CompletionRequest | ChatRequest, reqs: list[Request],
+                         streams: list[RequestStream], http: HTTPRequest) -> Response:
+    """SSE once the first event is in: a request refused before its first token (queue timeout, SLO refusal)
+    still gets a proper HTTP status, since no byte of the 200 was sent yet."""
+    events = _merged(streams)
+    first = await _first_event(state, reqs, events, http)
     if first is None:
         return Response(status_code=499)
-    failure = _failure(first) if first.finished else None
-    if failure is not None and not first.new_token_ids:
+    _, ev = first
+    failure = _failure(ev) if ev.finished else None
+    if failure is not None and not ev.new_token_ids:
+        _abort_all(state, reqs)   # the other choices of a refused request are not wanted
         raise failure
-    return StreamingResponse(_events(state, body, req, _prepend(first, stream)), media_type="text/event-stream",
+    return StreamingResponse(_events(state, body, reqs, _prepend(first, events)), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(state: ServingState, body: CompletionRequest | ChatRequest, req: Request,
-                  stream: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
-    chat = isinstance(body, ChatRequest)
-    base = {"id": req.req_id, "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": int(time.time()), "model": state.model_name}
+async def _merged(streams: list[RequestStream]) -> AsyncIterator[tuple[int, StreamEvent]]:
+    """Events of all streams as they come, tagged with their choice index."""
+    if len(streams) == 1:
+        async for ev in streams[0]:
+            yield 0, ev
+        return
+    queue: asyncio.Queue = asyncio.Queue()
 
-    def chunk(text: str | None, reason: str | None, first: bool = False) -> dict[str, Any]:
-        if chat:
-            delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
-        else:
-            choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
-        return {**base, "choices": [choice]}
+    async def pump(i: int, st: RequestStream) -> None:
+        async for ev in st:
+            await queue.put((i, ev))
 
-    detok = Detokenizer(state.tokenizer, req.sampling_params.stop)
-    finished = False
+    tasks = [asyncio.ensure_future(pump(i, st)) for i, st in enumerate(streams)]
     try:
-        if chat:
-            yield _sse(chunk(None, None, first=True))
-        async for ev in stream:
-            text = detok.push(ev.new_token_ids, final=ev.finished)
-            if not ev.finished:
-                if text:
-                    yield _sse(chunk(text, None))
-                continue
-            finished = True
-            failure = _failure(ev)
+        for _ in range(len(streams)):
+            while True:
+                i, ev = await queue.get()
+                yield i, ev
+                if ev.finished:
+                    break
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _events(state: ServingState, body: CompletionRequest | ChatRequest, reqs: list[Request],
+                  events: AsyncIterator[tuple[int, StreamEvent]]) -> AsyncIterator[str]:
+    base = _envelope(state, body, reqs, True)
+    choices = _choices(state, body, reqs)
+    started: set[int] = set()
+    finished = 0
+    try:
+        if isinstance(body, ChatRequest):   # the role comes first, before any token (as OpenAI sends it)
+            for c in choices:
+                started.add(c.index)
+                yield _sse({**base, "choices": [{"index": c.index, "delta": {"role": "assistant", "content": ""},
+                                                 "finish_reason": None, "logprobs": None}]})
+        async for i, ev in events:
+            failure = _failure(ev) if ev.finished else None
             if failure is not None:
-                if text:
-                    yield _sse(chunk(text, None))
+                finished = len(reqs)
+                partial = choices[i].chunk(StreamEvent(ev.new_token_ids), first=i not in started)
+                if partial is not None:   # what it generated before failing, then the error
+                    yield _sse({**base, "choices": [partial]})
                 yield _sse(failure.body())
+                _abort_all(state, reqs)   # the other choices of a failed request are not wanted
                 break
-            last = chunk(text, _finish_reason(ev, detok))
-            report = slo_report(req)
+            choice = choices[i].chunk(ev, first=i not in started)
+            started.add(i)
+            finished += ev.finished
+            if choice is None:
+                continue
+            extra = _reports([reqs[i]]) if ev.finished else {}
             if body.include_usage:
-                yield _sse({**last, "usage": None})
-                yield _sse({**base, "choices": [], "usage": _usage(req), "slo_report": report})
-            else:
-                yield _sse({**last, "slo_report": report})
+                extra["usage"] = None
+            yield _sse({**base, "choices": [choice], **extra})
+        if body.include_usage:
+            yield _sse({**base, "choices": [], "usage": _usage(reqs), **_reports(reqs)})
         yield "data: [DONE]\n\n"
     finally:
-        if not finished:   # the client went away (Starlette cancelled us): free the request's KV now
-            state.engine.abort(req.req_id)
+        if finished < len(reqs):   # the client went away (Starlette cancelled us): free the KV now
+            _abort_all(state, reqs)
 
 
 # Shared with the Ollama and embeddings routes (sliceserve.server.ollama, sliceserve.server.embeddings).

@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-import sliceserve.model.runner as runner_module
+import sliceserve.model.sampler as sampler_module   # the batched step samples through it (request_sampling)
 from tests.server.helpers import LiveServer, make_state
 
 INNOCENT = [{"prompt": "one two three", "max_tokens": 12, "temperature": 0.0},
@@ -87,7 +87,7 @@ def test_tiny_temperature_beside_three_streams_is_greedy_and_harms_none(live):
 
 
 def test_a_failing_row_fails_only_its_request(live, monkeypatch):
-    real_sample = runner_module.sample
+    real_sample = sampler_module.sample
 
     def sample(logits, params, seed, index):
         if params.seed == 666:
@@ -95,7 +95,7 @@ def test_a_failing_row_fails_only_its_request(live, monkeypatch):
         return real_sample(logits, params, seed, index)
 
     expected = [_alone(live.url, b) for b in INNOCENT]
-    monkeypatch.setattr(runner_module, "sample", sample)
+    monkeypatch.setattr(sampler_module, "sample", sample)
     bad = {"prompt": "x", "max_tokens": 8, "temperature": 1.0, "seed": 666}
     results = asyncio.run(_together(live.url, INNOCENT + [bad]))
     # The failing row ran beside innocent ones (how many depends on when each arrived on a busy machine).

@@ -1,5 +1,5 @@
 """The Ollama routes. Generation is translated into the OpenAI bodies the rest of the server already
-validates (sliceserve.server.requests.build_request), so sampling, SLOs (body fields or x-slo-* headers),
+validates (sliceserve.server.requests.build_requests), so sampling, SLOs (body fields or x-slo-* headers),
 admission and the scheduler are the same; errors come back in Ollama's `{"error": "..."}` shape."""
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from sliceserve.server.ollama.protocol import (ChatBody, EmbedBody, GenerateBody
 from sliceserve.server.ollama.replies import Shape, collect, created_at, ndjson
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest, validation_error
 from sliceserve.server.intake import read_body
-from sliceserve.server.requests import build_request, prompt_ids
-from sliceserve.server.serving import submit, wait_disconnect
+from sliceserve.server.requests import build_requests, chat_prompt_ids
+from sliceserve.server.serving import submit_one, wait_disconnect
 from sliceserve.server.state import ServingState
 
 
@@ -93,7 +93,7 @@ def _chat_request(state: ServingState, body: ChatBody) -> ChatRequest:
     fields = _common(state, body)
     options = fields.pop("_options")
     oa = _openai(ChatRequest, {**fields, "messages": [{"role": m.role, "content": m.content} for m in body.messages]})
-    return oa.model_copy(update={"max_tokens": _limits(state, options, len(prompt_ids(state, oa)))})
+    return oa.model_copy(update={"max_tokens": _limits(state, options, len(chat_prompt_ids(state, oa)))})
 
 
 def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequest:
@@ -104,7 +104,7 @@ def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequ
     else:   # the model's chat template, as Ollama applies the model's template unless raw
         messages = ([{"role": "system", "content": body.system}] if body.system else []) + \
                    [{"role": "user", "content": body.prompt}]
-        ids = prompt_ids(state, _openai(ChatRequest, {"messages": messages}))
+        ids = chat_prompt_ids(state, _openai(ChatRequest, {"messages": messages}))
     ids = list(body.context or []) + ids
     oa = _openai(CompletionRequest, {**fields, "prompt": ids})
     return oa.model_copy(update={"max_tokens": _limits(state, options, len(ids))})
@@ -112,8 +112,8 @@ def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequ
 
 async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequest | CompletionRequest) -> Response:
     state = _state(http)
-    req = await asyncio.to_thread(build_request, state, oa, http.headers)   # tokenising off the event loop
-    stream = await submit(state, req)
+    [req] = await asyncio.to_thread(build_requests, state, oa, http.headers)   # tokenising off the event loop
+    stream = await submit_one(state, req)
     shape = Shape(state, chat=isinstance(body, ChatBody))
     if body.stream:
         return ndjson(state, shape, req, stream)
