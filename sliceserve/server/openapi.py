@@ -27,6 +27,17 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class CachedTokens(BaseModel):
+    cached_tokens: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: CachedTokens | None = None   # prompt tokens found in the prefix cache
+
+
 class Completion(BaseModel):
     """A non-streamed answer (choices' shape differs between completions and chat)."""
     model_config = ConfigDict(extra="allow")
@@ -35,7 +46,7 @@ class Completion(BaseModel):
     created: int
     model: str
     choices: list[dict[str, Any]]
-    usage: dict[str, int]
+    usage: Usage
     slo_report: dict[str, Any]
 
 

@@ -17,7 +17,8 @@ def embedded_loaded():
     from sliceserve.engine.backend import load_backend
 
     torch.set_num_threads(1)
-    return load_backend("torch", kv_cache_memory_bytes=96 << 20, max_model_len=1024, num_threads=1)
+    # The exact float32 path: these tests compare a prompt alone and batched, which int8 matches only to rounding.
+    return load_backend("torch", dtype="float32", kv_cache_memory_bytes=96 << 20, max_model_len=1024, num_threads=1)
 
 
 @pytest.fixture(scope="module")

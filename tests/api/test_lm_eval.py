@@ -82,7 +82,7 @@ def test_lm_eval_via_completions_matches_offline_llm(server, task_dir, monkeypat
     import sliceserve.integrations.lm_eval  # noqa: F401 - registers the `sliceserve` model
     from sliceserve.engine.llm import LLM
 
-    llm = LLM(max_model_len=1024, kv_cache_memory_bytes=96 << 20, num_threads=1)
+    llm = LLM(dtype="float32", max_model_len=1024, kv_cache_memory_bytes=96 << 20, num_threads=1)   # as the server
     offline = _run(task_dir, "sliceserve", {"llm": llm})
     print(f"lm-eval acc: /v1/completions {acc_api:.3f}, offline LLM {offline['results'][TASK]['acc,none']:.3f}")
     assert offline["results"][TASK]["acc,none"] == acc_api
