@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 PROBE_PATHS = frozenset({"/health", "/ready"})          # always open: load balancers and orchestrators
 MONITORING_PATHS = frozenset({"/metrics", "/v1/status"})
+# The dashboard page holds no data (it polls /v1/status, which the key guards, sending the key it is given): a
+# browser cannot put a Bearer header on the page load itself.
+PAGE_PATHS = frozenset({"/dashboard"})
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
@@ -50,7 +53,7 @@ class Gate:
                  public_monitoring: bool = False, max_body_bytes: int = 2 << 20) -> None:
         self.app, self.lifecycle = app, lifecycle
         self.key = api_key.encode() if api_key else None
-        self.open_paths = PROBE_PATHS | (MONITORING_PATHS if public_monitoring else frozenset())
+        self.open_paths = PROBE_PATHS | PAGE_PATHS | (MONITORING_PATHS if public_monitoring else frozenset())
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

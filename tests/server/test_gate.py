@@ -36,6 +36,10 @@ def test_api_key_guards_every_route_but_the_probes(locked):
         assert httpx.get(url + path).status_code == 401, path
     assert httpx.get(url + "/metrics", headers=AUTH).status_code == 200
     assert httpx.get(url + "/health").status_code == 200 and httpx.get(url + "/ready").status_code == 200
+    # The dashboard page loads without the key (a browser cannot send one on a page load); its data does not.
+    page = httpx.get(url + "/dashboard")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert httpx.get(url + "/v1/status").status_code == 401
 
 
 def test_monitoring_can_be_opened(tiny_loaded_factory):
