@@ -73,19 +73,11 @@ class SarathiScheduler(Scheduler):
                 return False
         return True
 
-    def plan(self, now: float) -> Batch:
-        batch = Batch()
-        scheduled: set[str] = set()
-        preempted = False
-        for req in [r for r in self.running if not r.is_prefilling]:
-            if req.status is not RequestStatus.RUNNING:
-                continue  # preempted by an earlier request of this loop
-            if self._reserve_or_preempt(req, req.num_computed_tokens + 1, scheduled):
-                batch.add_decode(req)
-                scheduled.add(req.req_id)
-            else:
-                preempted = True
+    def _running_prefills(self, batch: Batch, scheduled: set[str]) -> tuple[int, bool]:
+        """Prompt chunks of running requests within the token budget the batch's decodes leave; returns the
+        budget left and whether a request had to be preempted for KV."""
         budget = self.prefill_budget([self.requests[rid] for rid in batch.decode])
+        preempted = False
         for req in [r for r in self.running if r.is_prefilling]:
             if budget <= 0:
                 break
@@ -98,6 +90,22 @@ class SarathiScheduler(Scheduler):
                 budget -= n
             else:
                 preempted = True
+        return budget, preempted
+
+    def plan(self, now: float) -> Batch:
+        batch = Batch()
+        scheduled: set[str] = set()
+        preempted = False
+        for req in [r for r in self.running if not r.is_prefilling]:
+            if req.status is not RequestStatus.RUNNING:
+                continue  # preempted by an earlier request of this loop
+            if self._reserve_or_preempt(req, req.num_computed_tokens + 1, scheduled):
+                batch.add_decode(req)
+                scheduled.add(req.req_id)
+            else:
+                preempted = True
+        budget, cut = self._running_prefills(batch, scheduled)
+        preempted = preempted or cut
         if preempted:
             return batch
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:

@@ -140,19 +140,8 @@ class ScorpioScheduler(SarathiScheduler):
         decodes = [r for r in self.running if not r.is_prefilling]
         queue = self._guard_ttft(now, decodes)
         preempted = not self._add_decodes(batch, self._credited(decodes), scheduled)
-        budget = self.prefill_budget([self.requests[rid] for rid in batch.decode])
-        for req in [r for r in self.running if r.is_prefilling]:
-            if budget <= 0:
-                break
-            if req.status is not RequestStatus.RUNNING:
-                continue
-            n = min(req.num_uncomputed_tokens, budget)
-            if self._reserve_or_preempt(req, req.num_computed_tokens + n, scheduled):
-                batch.add_prefill(req, n)
-                scheduled.add(req.req_id)
-                budget -= n
-            else:
-                preempted = True
+        budget, cut = self._running_prefills(batch, scheduled)
+        preempted = preempted or cut
         for req in queue:
             if preempted or budget <= 0 or len(self.running) >= self.config.max_num_seqs:
                 break
