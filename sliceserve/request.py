@@ -176,3 +176,9 @@ class Request:
     @property
     def ttft_s(self) -> float | None:
         return self.token_times_s[0] - self.arrival_s if self.token_times_s else None
+
+    @property
+    def ttft_deadline_s(self) -> float | None:
+        """When the first token is due (arrival + TTFT bound); None without a TTFT bound. The one definition:
+        policies, admission and metrics compare against this rather than re-adding the bound themselves."""
+        return None if self.slo.ttft_s is None else self.arrival_s + self.slo.ttft_s
