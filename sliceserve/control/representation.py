@@ -20,7 +20,7 @@ import gc
 from dataclasses import dataclass
 
 from sliceserve.model.quant.int8_loader import fp32_bytes, is_int8, load_int8, release_freed_heap, tensor_index
-from sliceserve.control.monitor import Monitor
+from sliceserve.resources import Monitor
 
 ACTIVATION_RESERVE_BYTES = 96 << 20
 # Peak resident memory while the fp32 loader runs, per byte of fp32 weights: the file's mapped pages and the

@@ -12,7 +12,7 @@ from prometheus_client import Counter, Gauge
 
 from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.controller import Controller, ControllerConfig
-from sliceserve.control.monitor import Monitor
+from sliceserve.resources import Monitor
 
 
 class _FanOut:

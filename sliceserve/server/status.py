@@ -2,7 +2,7 @@
 active policy settings and controller decisions, as one JSON object.
 
 The router reads `app.state.serving` (ServingState) and, when registered, `app.state.controller`
-(sliceserve.control.controller.Controller), `app.state.monitor` (sliceserve.control.monitor.Monitor) and
+(sliceserve.control.controller.Controller), `app.state.monitor` (sliceserve.resources.Monitor) and
 `app.state.latency_tracker`. Every part is optional: a server without a controller reports `controller:
 null` rather than failing.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request as HTTPRequest
 
-from sliceserve.control.monitor import Monitor
+from sliceserve.resources import Monitor
 from sliceserve.server.dashboard.view import activity_status
 
 router = APIRouter()

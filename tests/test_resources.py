@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sliceserve.control.monitor import (JtopProbe, Monitor, NVMLProbe, ProcMeminfoProbe, PsutilProbe,
+from sliceserve.resources import (JtopProbe, Monitor, NVMLProbe, ProcMeminfoProbe, PsutilProbe,
                                         ResourceSample, TorchCUDAProbe)
 
 GiB = 2**30
