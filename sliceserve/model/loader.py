@@ -111,7 +111,7 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
         raise ValueError(f"{model_dir}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
     net = None
     if memory_limit_bytes is not None and dev.type == "cpu":   # fp32 won't fit: stream weights into int8
-        from sliceserve.control.representation import load_within_limit
+        from sliceserve.model.quant.memory_target import load_within_limit
 
         net = load_within_limit(arch, model_dir, memory_limit_bytes, kv_cache_memory_bytes)
     if net is None:
@@ -122,7 +122,7 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
         release_freed_heap()   # the fp32 copies of the quantised weights, back to the OS
     representation = INT8_DYNAMIC if is_int8(net) else rep.name
     if memory_limit_bytes is not None:   # `memory <= LIMIT`: weights' form and KV budget from measurement
-        from sliceserve.control.representation import fit_memory_target
+        from sliceserve.model.quant.memory_target import fit_memory_target
 
         net, plan = fit_memory_target(net, dev, memory_limit_bytes, kv_cache_memory_bytes)
         representation, kv_cache_memory_bytes = plan.representation, plan.kv_cache_bytes

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sliceserve.control.representation import ACTIVATION_RESERVE_BYTES, fit_memory_target  # noqa: E402
+from sliceserve.model.quant.memory_target import ACTIVATION_RESERVE_BYTES, fit_memory_target  # noqa: E402
 
 MiB = 2**20
 
@@ -53,9 +53,9 @@ def test_streamed_int8_equals_quantising_after_load(tiny_llama_dir, monkeypatch)
     the loaded fp32 model (with the same int8 tied embedding table), without holding all fp32 weights."""
     import copy
 
-    from sliceserve.control import representation
-    from sliceserve.control.int8_loader import Int8Head, _tie_int8
-    from sliceserve.control.representation import _quantize_cpu
+    from sliceserve.model.quant import memory_target
+    from sliceserve.model.quant.int8_loader import Int8Head, _tie_int8
+    from sliceserve.model.quant.memory_target import _quantize_cpu
     from sliceserve.engine.llm import LLM
     from sliceserve.model.loader import load_model
     from sliceserve.request import SamplingParams
@@ -69,7 +69,7 @@ def test_streamed_int8_equals_quantising_after_load(tiny_llama_dir, monkeypatch)
     # Scripted resident memory: 390 MiB before loading (fp32 would not fit under 500 MiB next to a KV cache and
     # the activation reserve, so the weights are streamed as int8), 300 MiB once they are loaded.
     readings = iter([390 * MiB])
-    monkeypatch.setattr(representation, "process_resident_bytes", lambda: next(readings, 300 * MiB))
+    monkeypatch.setattr(memory_target, "process_resident_bytes", lambda: next(readings, 300 * MiB))
     streamed = load_model(str(tiny_llama_dir), num_threads=1, memory_limit_bytes=500 * MiB, max_model_len=256)
     assert streamed.representation == "int8-dynamic"
     ours, theirs = _int8_linears(streamed.runner.model), _int8_linears(reference)
@@ -95,7 +95,7 @@ def test_streamed_int8_equals_quantising_after_load(tiny_llama_dir, monkeypatch)
 
 
 def test_streaming_skipped_when_fp32_fits(tiny_llama_dir):
-    from sliceserve.control.representation import load_within_limit
+    from sliceserve.model.quant.memory_target import load_within_limit
     from sliceserve.model.arch import parse_arch
     from sliceserve.model.weights import read_config
 
