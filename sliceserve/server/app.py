@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sliceserve.control.serving import attach_control
+from sliceserve.server.control import attach_control
 from sliceserve.server.dashboard import attach_dashboard
 from sliceserve.server.embeddings import router as embeddings_router
 from sliceserve.server.endpoints import vllm_router

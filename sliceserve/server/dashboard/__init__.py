@@ -10,7 +10,7 @@ from sliceserve.server.dashboard.activity import ActivityRecorder
 def attach_dashboard(app: Any, state: Any) -> ActivityRecorder:
     """Record activity on `state`'s engine and serve the page. Call after the controller is attached (its
     observer chain is extended, not replaced)."""
-    from sliceserve.control.serving import _FanOut
+    from sliceserve.server.control import _FanOut
     from sliceserve.server.dashboard.router import router
 
     engine = state.engine

@@ -12,7 +12,9 @@ from prometheus_client import Counter, Gauge
 
 from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.controller import Controller, ControllerConfig
+from sliceserve.engine.async_engine import Rejection
 from sliceserve.resources import Monitor
+from sliceserve.server.status import router
 
 
 class _FanOut:
@@ -60,9 +62,6 @@ def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
                    server_constraints: ConstraintSet | None = None) -> Controller:
     """Register the status router, a resource monitor and the feedback controller on `app`. A power target
     in `server_constraints` is read through the monitor (a no-op on devices without a power probe)."""
-    from sliceserve.engine.async_engine import Rejection
-    from sliceserve.server.status import router
-
     engine = state.engine
     registry = state.metrics.registry
     misses = Counter("sliceserve:slo_predicted_miss", "Control cycles in which a class was predicted to miss "
