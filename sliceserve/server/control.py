@@ -14,27 +14,8 @@ from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.controller import Controller, ControllerConfig
 from sliceserve.engine.async_engine import Rejection
 from sliceserve.resources import Monitor
+from sliceserve.server.observers import FanOut
 from sliceserve.server.status import router
-
-
-class _FanOut:
-    """Several engine observers behind the one slot AsyncEngine has."""
-
-    def __init__(self, *observers: Any) -> None:
-        self.observers = [o for o in observers if o is not None]
-
-    def on_step(self, step, scheduler) -> None:
-        for o in self.observers:
-            o.on_step(step, scheduler)
-
-    def on_finish(self, req) -> None:
-        for o in self.observers:
-            o.on_finish(req)
-
-    def on_state(self, scheduler) -> None:
-        for o in self.observers:
-            if hasattr(o, "on_state"):
-                o.on_state(scheduler)
 
 
 class _ControllerObserver:
@@ -83,7 +64,7 @@ def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
     controller = Controller(engine.core.scheduler, config or ControllerConfig(), class_constraints=class_constraints,
                             server_constraints=server_constraints, power_reader=power,
                             on_predicted_miss=lambda cls: misses.labels(cls).inc())
-    engine.observer = _FanOut(engine.observer, _ControllerObserver(controller, gauges))
+    engine.observer = FanOut(engine.observer, _ControllerObserver(controller, gauges))
     inner = engine.admit
 
     def admit(sched, req, now):
