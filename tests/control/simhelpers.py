@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.control.controller import Controller, ControllerConfig
-from sliceserve.control.engine import ControlledEngineCore
+from sliceserve.engine.controlled import ControlledEngineCore
 from sliceserve.core.latency import load_profile
 from sliceserve.core.policies import make_scheduler
 from sliceserve.engine.core import EngineCore

@@ -9,7 +9,7 @@ import pytest
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.control.controller import Controller, ControllerConfig
-from sliceserve.control.engine import ControlledEngineCore
+from sliceserve.engine.controlled import ControlledEngineCore
 from sliceserve.core.latency import load_profile
 from sliceserve.core.policies import make_scheduler
 from sliceserve.sim import SimulatedExecutor, Simulator
