@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.scheduler import Scheduler
-from sliceserve.engine.executor import Executor
+from sliceserve.executor_api import Executor
 from sliceserve.request import Request
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import IterationSample, LatencyModel
 from sliceserve.core.outputs import SchedulerOutput
-from sliceserve.engine.executor import Executor
+from sliceserve.executor_api import Executor
 from sliceserve.request import Request, SamplingParams
 
 
