@@ -82,7 +82,8 @@ def run_policy(loaded: Any, policy: str, workload: Workload, latency: LatencyMod
 
 def warm_up(loaded: Any) -> None:
     """A few untimed iterations, so the first policy does not pay for one-time setup (allocations, caches)."""
-    from sliceserve.model.profiler import ProfileGrid, measure, profiling_executor
+    from sliceserve.executor_api import profiling_executor
+    from sliceserve.model.profiler import ProfileGrid, measure
 
     measure(profiling_executor(loaded), ProfileGrid((1, 2), (16, 32), (16,), repeats=1, warmup=1), num_kv_blocks=loaded.num_kv_blocks,
             block_size=loaded.block_size, max_model_len=loaded.max_model_len, progress=False)

@@ -1,30 +1,12 @@
 """`--backend torch|llamacpp`: one function that loads a model for either executor.
 
-Both return a `LoadedModel`, so everything downstream (build_engine, LLM, bench, server, profile) is
-backend-blind. Neither backend is imported until chosen: torch and llama_cpp are optional extras.
+Both return a `LoadedModel` (sliceserve/executor_api.py, the seam), so everything downstream (build_engine, LLM,
+bench, server, profile) is backend-blind. Neither backend is imported until chosen: torch and llama_cpp are
+optional extras.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for EngineCore: its executor, tokenizer and the KV geometry handed to the scheduler."""
-    runner: Any                  # the Executor: model.runner.ModelRunner or llamacpp.executor.LlamaCppExecutor
-    tokenizer: object
-    eos_token_ids: list[int]
-    num_kv_blocks: int
-    block_size: int
-    max_model_len: int
-    model_name: str
-    device: str
-    dtype: str
-    representation: str = ""     # weights' form: fp32, bf16, fp16 or int8-dynamic (model/quant/representation.py)
-    backend: str = "torch"
-    max_num_seqs: int | None = None       # sequences the executor was opened for (None: no limit of its own)
-    enable_prefix_caching: bool = True    # False: the executor holds only KV it computed itself
+from sliceserve.executor_api import LoadedModel
 
 BACKENDS = ("torch", "llamacpp")
 
@@ -32,7 +14,7 @@ BACKENDS = ("torch", "llamacpp")
 def load_backend(backend: str = "torch", model: str | None = None, *, device: str = "cpu", dtype: str | None = None,
                  kv_cache_memory_bytes: int | None = None, block_size: int = 16, max_model_len: int | None = None,
                  num_threads: int | None = None, seed: int = 0, memory_limit_bytes: int | None = None,
-                 max_num_seqs: int | None = None, cuda_graphs: bool = True) -> Any:
+                 max_num_seqs: int | None = None, cuda_graphs: bool = True) -> LoadedModel:
     """`cuda_graphs`: torch on CUDA only, decode steps as CUDA graphs (sliceserve.model.cuda_graphs)."""
     if backend == "torch":
         from sliceserve.model.loader import CUDA_GRAPH_MAX_BATCH, load_model
@@ -57,18 +39,3 @@ def load_backend(backend: str = "torch", model: str | None = None, *, device: st
                          max_model_len=max_model_len, num_threads=num_threads, seed=seed,
                          max_num_seqs=max_num_seqs or SchedulerConfig.max_num_seqs)
 
-
-def check_scheduler_fits(loaded: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """Scheduler settings adjusted to what the executor supports: a llama.cpp context has a fixed number of
-    sequence ids, and holds no KV it did not compute itself (no prefix cache sharing)."""
-    limit = loaded.max_num_seqs
-    wanted = settings.get("max_num_seqs")
-    if limit is not None:
-        if wanted is None:
-            settings = {**settings, "max_num_seqs": limit}
-        elif wanted > limit:
-            raise ValueError(f"max_num_seqs {wanted} exceeds the {limit} sequences the model was opened with "
-                             f"(load it with max_num_seqs >= {wanted})")
-    if not loaded.enable_prefix_caching and settings.get("enable_prefix_caching"):
-        settings = {**settings, "enable_prefix_caching": False}
-    return settings

@@ -15,6 +15,7 @@ from sliceserve.core.latency import LatencyModel, load_profile
 from sliceserve.core.policies import make_scheduler
 from sliceserve.engine.core import EngineCore
 from sliceserve.engine.wallclock import WallClockDriver
+from sliceserve.executor_api import check_scheduler_fits
 from sliceserve.request import Request, SamplingParams
 from sliceserve.slo import BUILTIN_CLASSES, SLO
 
@@ -74,8 +75,6 @@ def request_timings(req: Request) -> RequestTimings:
 
 def build_engine(loaded: Any, policy: str, latency: LatencyModel, **scheduler_settings: Any) -> EngineCore:
     """An EngineCore running `policy` on a loaded model; the KV geometry comes from the model."""
-    from sliceserve.engine.backend import check_scheduler_fits
-
     scheduler_settings = check_scheduler_fits(loaded, scheduler_settings)
     config = SchedulerConfig(policy=policy).with_overrides(
         num_kv_blocks=loaded.num_kv_blocks, block_size=loaded.block_size, max_model_len=loaded.max_model_len,
@@ -116,7 +115,7 @@ class LLM:
                  num_threads: int | None = None, backend: str = "torch", cuda_graphs: bool = True,
                  **scheduler_settings: Any) -> None:
         """`model`: a local HF directory or GGUF file (None = the embedded SmolLM2), or an already loaded
-        model (sliceserve.engine.backend.LoadedModel), so several engines can share one copy of the weights.
+        model (sliceserve.executor_api.LoadedModel), so several engines can share one copy of the weights.
         `profile`: a latency profile JSON (from `sliceserve profile`) or a built-in name; without it the
         engine measures a quick estimate at start-up. `backend`: torch (sliceserve.model) or llamacpp
         (sliceserve.llamacpp, a GGUF file). `cuda_graphs`: torch on CUDA, decode steps as CUDA graphs.

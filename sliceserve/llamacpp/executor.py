@@ -61,12 +61,6 @@ class LlamaCppExecutor:
     def close(self) -> None:
         self.native.close()
 
-    def for_profiling(self):
-        """This executor as the profiler drives it (synthetic contexts filled first): profiling.py."""
-        from sliceserve.llamacpp.profiling import SyntheticContextExecutor
-
-        return SyntheticContextExecutor(self)
-
     # --- helpers ---------------------------------------------------------------------------------------
     def _check(self, feed: tuple[Request, int, int], errors: dict[str, str]) -> bool:
         """Record an error (and drop the feed) for a request this iteration cannot run; True if dropped."""

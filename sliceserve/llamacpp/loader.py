@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from sliceserve.engine.backend import LoadedModel
+from sliceserve.executor_api import LoadedModel
 from sliceserve.llamacpp.executor import LlamaCppExecutor
 from sliceserve.llamacpp.native import ContextShape, NativeContext
+from sliceserve.llamacpp.profiling import SyntheticContextExecutor
 
 # Cells per sequence without max_model_len or a KV budget: edge-mix prompts + outputs reach ~2.5k tokens at
 # the tail, 2048 holds nearly all. llama.cpp allocates every stream up front (23 KiB per cell for SmolLM2-135M:
@@ -99,4 +100,5 @@ def load_llamacpp(model: str | None = None, *, kv_cache_memory_bytes: int | None
         num_kv_blocks=n_ctx // block_size, block_size=block_size,
         max_model_len=min(max_model_len or per_seq, per_seq, native.n_ctx_train), model_name=path.stem,
         device="cpu", dtype="gguf", backend="llamacpp", max_num_seqs=max_num_seqs,
-        enable_prefix_caching=False)   # llama.cpp holds only what it computed (executor.py)
+        enable_prefix_caching=False,   # llama.cpp holds only what it computed (executor.py)
+        profiling_view=SyntheticContextExecutor)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from sliceserve.engine.backend import LoadedModel
+from sliceserve.executor_api import LoadedModel
 from sliceserve.model.arch import parse_arch
 from sliceserve.model.cuda_graphs import default_buckets
 from sliceserve.model.llama import LlamaForCausalLM
@@ -142,7 +142,7 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
                        num_kv_blocks=num_blocks, block_size=block_size,
                        max_model_len=model_len,
                        model_name=name, device=str(dev), dtype=str(torch_dtype).removeprefix("torch."),
-                       representation=representation)
+                       representation=representation, profiling_view=ModelRunner.for_profiling)
 
 
 def _build(arch, model_dir: Path, dtype: torch.dtype, dev: torch.device) -> LlamaForCausalLM:

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import IterationSample, LatencyModel
 from sliceserve.core.outputs import SchedulerOutput
-from sliceserve.executor_api import Executor
+from sliceserve.executor_api import Executor, profiling_executor
 from sliceserve.request import Request, SamplingParams
 
 
@@ -216,13 +216,6 @@ def padded_lengths(loaded) -> list[int] | None:
     if static is None or not getattr(static, "graphs", None):
         return None
     return list(static.buckets.context_lens)
-
-
-def profiling_executor(loaded) -> Executor:
-    """The executor to time: a backend whose cache holds only what it computed (llama.cpp) offers a view that
-    fills a synthetic request's claimed context untimed first (`for_profiling`)."""
-    view = getattr(loaded.runner, "for_profiling", None)
-    return view() if view is not None else loaded.runner
 
 
 def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool = True,

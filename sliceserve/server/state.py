@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServingState:
     settings: ServerSettings
-    loaded: Any                      # sliceserve.engine.backend.LoadedModel
+    loaded: Any                      # sliceserve.executor_api.LoadedModel
     engine: AsyncEngine
     metrics: ServerMetrics
     model_name: str
