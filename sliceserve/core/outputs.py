@@ -1,4 +1,4 @@
-"""The contract between the scheduler and an executor: two plain dataclasses.
+"""The contract between the scheduler and an executor: two plain dataclasses, and the step that joins them.
 
 The scheduler alone changes request state. An executor reads a SchedulerOutput (and the requests it names,
 read-only) and returns a ModelOutput.
@@ -73,3 +73,14 @@ class ModelOutput:
     logprobs: dict[str, tuple] = field(default_factory=dict)
     # req_id -> {prompt position: entry} computed this iteration, for requests that asked prompt_logprobs.
     prompt_logprobs: dict[str, dict[int, tuple]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StepResult:
+    """One engine iteration as its observers see it (metrics, controller, dashboard): what was scheduled,
+    what the executor returned, when it ran, and the requests it finished."""
+    sched: SchedulerOutput
+    output: ModelOutput
+    start_s: float
+    end_s: float
+    finished: list[Request] = field(default_factory=list)

@@ -3,23 +3,13 @@ offline LLM) and on the simulator's virtual clock."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
-from sliceserve.core.outputs import ModelOutput, SchedulerOutput
+from sliceserve.core.outputs import ModelOutput, SchedulerOutput, StepResult
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.executor_api import Executor
 from sliceserve.request import Request
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class StepResult:
-    sched: SchedulerOutput
-    output: ModelOutput
-    start_s: float
-    end_s: float
-    finished: list[Request] = field(default_factory=list)
 
 
 class EngineCore:

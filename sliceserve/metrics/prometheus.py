@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sliceserve.core.outputs import StepResult
 from sliceserve.core.scheduler import Scheduler
-from sliceserve.engine.core import StepResult
 from sliceserve.metrics.latency_audit import LatencyAudit
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request

@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from sliceserve.core.outputs import StepResult
 from sliceserve.core.scheduler import Scheduler
-from sliceserve.engine.core import StepResult
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request, RequestStatus
 
