@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The import contracts first (layers, no circles: [tool.importlinter] in pyproject.toml), then the suite.
 test: $(STAMP) chromium
+	$(VENV)/bin/lint-imports --no-logo
 	$(PY) -m pytest
 
 # The dashboard's browser test drives Debian's chromium through Playwright (never `playwright install`, which
