@@ -15,6 +15,7 @@ from sliceserve.model.cuda_graphs import default_buckets
 from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.memory import kv_bytes_per_block, size_kv_blocks
 from sliceserve.model.quant.int8_loader import release_freed_heap
+from sliceserve.model.quant.memory_target import fit_memory_target, load_within_limit
 from sliceserve.model.quant.representation import INT8_DYNAMIC, apply_representation, is_int8
 from sliceserve.model.quant.representation import resolve as resolve_representation
 from sliceserve.model.runner import ModelRunner
@@ -103,29 +104,9 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
         arch.max_position_embeddings, arch.sliding_window)  # no sliding-window attention: stay inside it
     if max_model_len is not None and not 0 < max_model_len <= limit:
         raise ValueError(f"max_model_len must be in 1..{limit} for {model_dir.name}, got {max_model_len}")
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except Exception as exc:
-        raise ValueError(f"{model_dir}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
-    net = None
-    if memory_limit_bytes is not None and dev.type == "cpu":   # fp32 won't fit: stream weights into int8
-        from sliceserve.model.quant.memory_target import load_within_limit
-
-        net = load_within_limit(arch, model_dir, memory_limit_bytes, kv_cache_memory_bytes)
-    if net is None:
-        net = _build(arch, model_dir, torch_dtype, dev)
-    if rep.quantized:
-        net = apply_representation(net, rep)
-        gc.collect()
-        release_freed_heap()   # the fp32 copies of the quantised weights, back to the OS
-    representation = INT8_DYNAMIC if is_int8(net) else rep.name
-    if memory_limit_bytes is not None:   # `memory <= LIMIT`: weights' form and KV budget from measurement
-        from sliceserve.model.quant.memory_target import fit_memory_target
-
-        net, plan = fit_memory_target(net, dev, memory_limit_bytes, kv_cache_memory_bytes)
-        representation, kv_cache_memory_bytes = plan.representation, plan.kv_cache_bytes
+    tokenizer = _tokenizer(model_dir)
+    net, representation, kv_cache_memory_bytes = _weights(arch, model_dir, rep, dev, memory_limit_bytes,
+                                                          kv_cache_memory_bytes)
     per_block = kv_bytes_per_block(arch, block_size, torch_dtype)
     num_blocks = size_kv_blocks(per_block, dev, kv_cache_memory_bytes)
     graphs = cuda_graphs and dev.type == "cuda"
@@ -143,6 +124,35 @@ def load_model(model: str | None = None, *, device: str = "cpu", dtype: str | No
                        max_model_len=model_len,
                        model_name=name, device=str(dev), dtype=str(torch_dtype).removeprefix("torch."),
                        representation=representation, profiling_view=ModelRunner.for_profiling)
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as exc:
+        raise ValueError(f"{model_dir}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
+
+
+def _weights(arch, model_dir: Path, rep, dev: torch.device, memory_limit_bytes: int | None,
+             kv_cache_memory_bytes: int | None) -> tuple[LlamaForCausalLM, str, int | None]:
+    """The network in its final representation, that representation's name, and the KV budget: a memory
+    target chooses both from measured memory (model/quant/memory_target.py)."""
+    net = None
+    if memory_limit_bytes is not None and dev.type == "cpu":   # fp32 won't fit: stream weights into int8
+        net = load_within_limit(arch, model_dir, memory_limit_bytes, kv_cache_memory_bytes)
+    if net is None:
+        net = _build(arch, model_dir, rep.dtype, dev)
+    if rep.quantized:
+        net = apply_representation(net, rep)
+        gc.collect()
+        release_freed_heap()   # the fp32 copies of the quantised weights, back to the OS
+    representation = INT8_DYNAMIC if is_int8(net) else rep.name
+    if memory_limit_bytes is not None:   # `memory <= LIMIT`: weights' form and KV budget from measurement
+        net, plan = fit_memory_target(net, dev, memory_limit_bytes, kv_cache_memory_bytes)
+        representation, kv_cache_memory_bytes = plan.representation, plan.kv_cache_bytes
+    return net, representation, kv_cache_memory_bytes
 
 
 def _build(arch, model_dir: Path, dtype: torch.dtype, dev: torch.device) -> LlamaForCausalLM:
