@@ -28,57 +28,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from sliceserve.control.config import ControllerConfig
 from sliceserve.control import knobs
 from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.latency import LatencyTracker
+from sliceserve.control.inflight import inflight_risk, slower_than
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.request import Request, RequestStatus
 
 log = logging.getLogger("sliceserve.control")
-
-# A stream counts as decoding slower than its TPOT when its last this-many tokens came slower than it.
-_RECENT_TOKENS = 8
-
-
-def _slower_than(times: list[float], tpot_s: float | None) -> bool:
-    """Whether these token times (three at least) came slower than `tpot_s` apart on average."""
-    return tpot_s is not None and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > tpot_s
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    enabled: bool = True
-    every: int = 32                        # iterations per control cycle
-    calibrate: bool = True                 # False: the latency model's online calibration is switched off
-    calibration_tolerance: float = 0.05    # log a calibrate decision when a factor moved by more than 5%
-    target_attainment: float = 0.9         # a class below this (recent window) is at risk
-    min_class_samples: int = 5             # finished requests before a class's attainment is trusted
-    margin_min: float = 0.05
-    margin_max: float = 0.3
-    margin_step: float = 0.05
-    max_boost: int = 4                     # extra decode steps per cycle the controller may grant one request
-    max_shed_utility: float = 10.0         # never refuse classes with utility >= this
-    relax_after: int = 3                   # healthy cycles before a knob steps back
-    min_batch_cap: int = 1                 # power target: never cap the batch below this
-    window: int = 100                      # finished requests per class in the rolling window
-    attainment_window: int = 20            # the most recent of those that decide "at risk" (react fast)
-
-    def validate(self) -> "ControllerConfig":
-        if not isinstance(self.every, int) or self.every <= 0:
-            raise ValueError(f"controller every must be a positive number of iterations, got {self.every!r}")
-        if not 0 < self.target_attainment <= 1:
-            raise ValueError(f"controller target_attainment must be in (0, 1], got {self.target_attainment!r}")
-        if not 0 <= self.margin_min <= self.margin_max < 1:
-            raise ValueError("controller margins must satisfy 0 <= margin_min <= margin_max < 1, got "
-                             f"{self.margin_min!r}..{self.margin_max!r}")
-        for name in ("margin_step", "calibration_tolerance", "max_shed_utility"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"controller {name} must be positive, got {getattr(self, name)!r}")
-        for name in ("max_boost", "relax_after", "min_batch_cap", "window", "min_class_samples",
-                     "attainment_window"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"controller {name} must be an integer >= 0, got {getattr(self, name)!r}")
-        return self
 
 
 @dataclass
@@ -188,7 +146,7 @@ class Controller:
 
     def _assess(self, now: float) -> list[str]:
         cfg = self.config
-        inflight = self._inflight_risk(now)
+        inflight, self._tpot_late = inflight_risk(self.sched, now)
         at_risk: list[str] = []
         names = set(self.tracker.classes) | set(inflight) | set(self.class_constraints)
         for name in sorted(names):
@@ -224,30 +182,6 @@ class Controller:
                 if self.on_predicted_miss is not None:
                     self.on_predicted_miss(name)
         return at_risk
-
-    def _inflight_risk(self, now: float) -> dict[str, tuple[int, int]]:
-        """class -> (requests predicted to miss, requests with an SLO), over unfinished requests."""
-        out: dict[str, list[int]] = {}
-        self._tpot_late = set()
-        prefill = self.sched.latency.prefill_time
-        for req in self.sched.requests.values():
-            slo = req.slo
-            if slo.is_empty:
-                continue
-            tally = out.setdefault(req.slo_class, [0, 0])
-            tally[1] += 1
-            times = req.token_times_s
-            if times:
-                late = _slower_than(times, slo.tpot_s)
-                # The margin reacts to streams running slow now, not to a mean TPOT that one past stall
-                # keeps above its bound for the rest of the stream (that ratcheted the margin to its maximum
-                # in five cycles on a CPU server, then held it there).
-                if _slower_than(times[-_RECENT_TOKENS - 1:], slo.tpot_s):
-                    self._tpot_late.add(req.slo_class)
-            else:
-                late = slo.ttft_s is not None and now - req.arrival_s + prefill(req.num_uncomputed_tokens) > slo.ttft_s
-            tally[0] += int(late)
-        return {k: (v[0], v[1]) for k, v in out.items()}
 
     def _act(self, at_risk: list[str], now: float) -> None:
         cfg = self.config
@@ -298,8 +232,7 @@ class Controller:
         boosted = []
         for req in self.sched.running:
             tpot, times = req.slo.tpot_s, req.token_times_s
-            if (req.slo_class in at_risk and req.status is RequestStatus.RUNNING and tpot is not None
-                    and len(times) >= 3 and (times[-1] - times[0]) / (len(times) - 1) > tpot
+            if (req.slo_class in at_risk and req.status is RequestStatus.RUNNING and slower_than(times, tpot)
                     and knobs.boost(self.sched, req.req_id, self.config.max_boost)):
                 boosted.append(req.req_id)
         if boosted:

@@ -15,7 +15,7 @@ from sliceserve.control.controller import ControllerConfig
 
 class ControllerSettings(BaseModel):
     """`controller:` in the YAML file, SLICESERVE_CONTROLLER_<FIELD> in the environment. Defaults and
-    meanings are ControllerConfig's (sliceserve/control/controller.py)."""
+    meanings are ControllerConfig's (sliceserve/control/config.py)."""
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     every: int = Field(default=32, gt=0)                      # iterations per control cycle

@@ -8,6 +8,7 @@ import pytest
 
 from sliceserve.control.constraints import parse_constraints
 from sliceserve.control.controller import Controller, ControllerConfig
+from sliceserve.control.inflight import inflight_risk
 from sliceserve.control.latency import percentile
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.slo import SLO
@@ -158,16 +159,15 @@ def test_margin_signal_is_recent_decode_pace_not_a_past_stall():
     from sliceserve.request import Request, SamplingParams
 
     sched = make_scheduler("slice", SchedulerConfig(policy="slice"), load_profile("paper-4060ti"))
-    ctl = Controller(sched, ControllerConfig())
     req = Request("rt", [1] * 8, SamplingParams(max_tokens=64), 0.0, slo=SLO(ttft_s=0.5, tpot_s=0.05),
                   slo_class="realtime", utility=100.0)
     sched.requests[req.req_id] = req
     # A 2 s stall after the first token, then 20 tokens at 40 ms: mean TPOT 0.13 s > 0.05 s, pace fine now.
     req.output_token_ids = [0] * 22
     req.token_times_s = [0.1, 2.1] + [2.1 + 0.04 * i for i in range(1, 21)]
-    ctl._inflight_risk(now=3.0)
-    assert "realtime" not in ctl._tpot_late
+    _, tpot_late = inflight_risk(sched, now=3.0)
+    assert "realtime" not in tpot_late
     # The same stream decoding at 80 ms a token now: late.
     req.token_times_s = req.token_times_s[:-8] + [req.token_times_s[-9] + 0.08 * i for i in range(1, 9)]
-    ctl._inflight_risk(now=3.5)
-    assert "realtime" in ctl._tpot_late
+    _, tpot_late = inflight_risk(sched, now=3.5)
+    assert "realtime" in tpot_late
