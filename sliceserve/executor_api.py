@@ -2,8 +2,9 @@
 
 A backend (torch: `model/`, llama.cpp: `llamacpp/`, the simulator: `sim/`) implements `Executor`; a backend
 that loads real weights returns them as a `LoadedModel` (its executor, tokenizer, KV geometry and what it
-can and cannot do). The engine, the offline `LLM`, the bench, the server and the profiler read only this
-module's names, so none of them imports a backend to use one, and no backend imports the engine.
+can and cannot do). The engine, the offline `LLM`, the bench, the server and the profiler run a model through
+this module's names only: no backend imports the engine, and the engine picks a backend in one place
+(`engine/backend.py:load_backend`).
 
 This module sits just above `core/` (it speaks `SchedulerOutput` / `ModelOutput`) and below the engine and
 every backend (docs/ARCHITECTURE.md, "Layers"). It imports no torch and no backend.
