@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from sliceserve.control.controller import Controller
 from sliceserve.engine.core import EngineCore, StepResult
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.request import FinishReason, Request
 
 
 class ControlledEngineCore(EngineCore):
@@ -18,8 +19,7 @@ class ControlledEngineCore(EngineCore):
     def add_request(self, req: Request, now: float) -> bool:
         error = self.controller.admission_error(req)
         if error is not None:
-            req.status, req.finish_reason, req.error, req.finished_s = (
-                RequestStatus.FINISHED, FinishReason.REJECTED, error, now)
+            Scheduler.end_unadmitted(req, FinishReason.REJECTED, now, error)
             self.controller.observe_finished(req)   # a shed request is a miss of its class: count it
             return False
         return super().add_request(req, now)

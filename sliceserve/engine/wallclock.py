@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from sliceserve.core.latency import IterationSample
+from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.request import FinishReason, Request
 
 
 @dataclass(slots=True)
@@ -82,8 +83,7 @@ class WallClockDriver:
         now = self._clock() - t0
         self._abort_all(now, f"still unfinished at the time limit ({max_time_s} s)")
         for req in reversed(pending):  # arrivals the limit cut off before they were even added
-            req.status, req.finish_reason, req.finished_s = RequestStatus.FINISHED, FinishReason.ABORT, now
-            req.error = f"arrived after the time limit ({max_time_s} s)"
+            Scheduler.end_unadmitted(req, FinishReason.ABORT, now, f"arrived after the time limit ({max_time_s} s)")
             self._notify_finished([req])
         # One empty step hands the last `finished` ids to the executor so it frees their state now,
         # not whenever this engine is next used.

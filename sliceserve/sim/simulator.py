@@ -7,8 +7,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.request import FinishReason, Request
 
 
 @dataclass(slots=True)
@@ -68,5 +69,4 @@ class Simulator:
             self.core.scheduler.abort(req_id, now, FinishReason.ABORT, error=why)
         for req in self._arrivals:  # arrivals the limit cut off before they were even added
             if not req.status.is_finished:
-                req.status, req.finish_reason, req.finished_s, req.error = (
-                    RequestStatus.FINISHED, FinishReason.ABORT, now, why)
+                Scheduler.end_unadmitted(req, FinishReason.ABORT, now, why)
