@@ -74,10 +74,11 @@ class WallClockDriver:
                 if not pending:  # nothing runs and nothing will arrive: fail loudly, lose nothing
                     self._abort_all(now, "scheduler could not make progress")
                     break
-            if pending:
-                wait = pending[-1].arrival_s - (self._clock() - t0)
+            if pending:   # idle until the next arrival (or the limit): a fresh read, the pass is over
+                elapsed = self._clock() - t0
+                wait = pending[-1].arrival_s - elapsed
                 if max_time_s is not None:
-                    wait = min(wait, max_time_s - (self._clock() - t0))
+                    wait = min(wait, max_time_s - elapsed)
                 if wait > 0:
                     self._sleep(wait)
         now = self._clock() - t0
