@@ -6,6 +6,9 @@ tokens; they never touch tokens or timings.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.batch import Batch
 from sliceserve.core.kv_cache import KVBlockAllocator
@@ -91,6 +94,17 @@ class Scheduler:
         arrived, or a remote server's outcome recorded by a client (`bench --url`). Drivers call this rather
         than set `status` themselves: only this module changes a request's status."""
         req.status, req.finish_reason, req.finished_s, req.error = RequestStatus.FINISHED, reason, now, error
+
+    @contextmanager
+    def waiting_without(self, req: Request) -> Iterator[None]:
+        """The waiting queue as if `req` had left it, restored on exit: an admission check for a request
+        that would take its place (the server's displacement of a less valuable one)."""
+        at = self.waiting.index(req)
+        del self.waiting[at]
+        try:
+            yield
+        finally:
+            self.waiting.insert(at, req)
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)

@@ -185,12 +185,8 @@ class AsyncEngine:
         if not victims:
             return full
         victim = min(victims, key=lambda r: (r.utility, -r.arrival_s))   # the newest of the least valuable
-        at = sched.waiting.index(victim)
-        del sched.waiting[at]          # ask the admit hook as if its place were free (this thread only)
-        try:
+        with sched.waiting_without(victim):   # ask the admit hook as if its place were free
             verdict = self.admit(sched, req, now)
-        finally:
-            sched.waiting.insert(at, victim)
         if verdict is None:
             done = sched.abort(victim.req_id, now, FinishReason.REJECTED,
                                error=f"displaced from the full waiting queue by a request of higher utility "
