@@ -6,11 +6,11 @@ the same way for every policy.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from sliceserve.config import SchedulerConfig
-from sliceserve.core.latency import load_profile
+from sliceserve.core.latency import LatencyModel, load_profile
 from sliceserve.core.policies import make_scheduler
 from sliceserve.engine.core import EngineCore
 from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
@@ -26,22 +26,28 @@ class SimSettings:
     seed: int = 0                           # seeds the device noise
     max_time_s: float | None = None         # unfinished requests are aborted here (count as missed)
     include_requests: bool = True           # per-request records in the result
+    # `profile` parsed once per run (given, or loaded here), never per policy x rate: every simulation takes
+    # fresh copies of it, so this one is never changed by a run.
+    latency: LatencyModel | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.latency is None:
+            object.__setattr__(self, "latency", load_profile(self.profile))
 
     def describe(self) -> dict:
-        profile = load_profile(self.profile)
         scheduler = asdict(self.config)
         del scheduler["policy"]  # each result names its own policy
         return {
-            "profile": self.profile, "profile_model": profile.to_dict(), "noise": self.noise, "seed": self.seed,
-            "max_time_s": self.max_time_s, "scheduler": scheduler,
+            "profile": self.profile, "profile_model": self.latency.to_dict(), "noise": self.noise,
+            "seed": self.seed, "max_time_s": self.max_time_s, "scheduler": scheduler,
         }
 
 
 def run_policy(policy: str, workload: Workload, settings: SimSettings) -> dict:
     """{"summary": {...}, "per_class": {CLASS: {...}}, ["requests": [...]]} for one policy."""
     config = replace(settings.config, policy=policy).validate()
-    scheduler = make_scheduler(policy, config, load_profile(settings.profile))
-    executor = SimulatedExecutor(load_profile(settings.profile), settings.noise, settings.seed)
+    scheduler = make_scheduler(policy, config, settings.latency.copy())
+    executor = SimulatedExecutor(settings.latency.copy(), settings.noise, settings.seed)
     sim = Simulator(EngineCore(scheduler, executor), max_time_s=settings.max_time_s)
     sim.add_arrivals(to_requests(workload.specs, workload.classes))
     result = sim.run()

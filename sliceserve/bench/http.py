@@ -25,8 +25,9 @@ import numpy as np
 from sliceserve.bench.device_scale import DeviceScale, device_scale, latency_scale
 from sliceserve.bench.local import synthetic_requests
 from sliceserve.core.latency import BUILTIN_PROFILES, load_profile
+from sliceserve.core.scheduler import Scheduler
 from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.request import FinishReason, Request
 
 _GOODPUT_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2el": "e2e_s"}
 
@@ -84,7 +85,7 @@ def _body(req: Request, model: str) -> dict[str, Any]:
 
 
 def _end(req: Request, reason: FinishReason, now: float, error: str | None = None) -> None:
-    req.status, req.finish_reason, req.finished_s, req.error = RequestStatus.FINISHED, reason, now, error
+    Scheduler.end_unadmitted(req, reason, now, error)   # the server's outcome, recorded on the client's copy
 
 
 def _fill_tokens(req: Request, chunk_times: list[float], n: int) -> None:

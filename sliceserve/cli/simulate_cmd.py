@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.plot or args.report) and rates is None:
         raise ValueError("--plot and --report need --sweep-rate START:STOP:STEP")
     config = build_config(args)
-    load_profile(args.profile)  # fail early on an unknown profile
+    latency = load_profile(args.profile)  # parsed once per run (and an unknown profile fails early)
     make_workload = _workload_factory(args, seed, duration, slo_scale, ttft_scale, burstiness)
     probe = make_workload(rates[0] if rates else rate)
     # The lowest rate spans the longest time. The limit is generous: an overloaded policy drains, yet a
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     last_arrival = probe.specs[-1].arrival_s if probe.specs else 0.0
     max_time = max(duration or 0.0, last_arrival) * 20 + 600
     settings = SimSettings(config, args.profile, noise, seed, max_time,
-                           include_requests=rates is None and not args.no_requests)
+                           include_requests=rates is None and not args.no_requests, latency=latency)
     classes = sorted(probe.classes)
     focus = focus_class(probe.classes)
     config_out = {

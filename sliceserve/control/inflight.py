@@ -38,6 +38,7 @@ def inflight_risk(sched: Scheduler, now: float) -> tuple[dict[str, tuple[int, in
             if slower_than(times[-RECENT_TOKENS - 1:], slo.tpot_s):
                 tpot_late.add(req.slo_class)
         else:
-            late = slo.ttft_s is not None and now - req.arrival_s + prefill(req.num_uncomputed_tokens) > slo.ttft_s
+            due = req.ttft_deadline_s
+            late = due is not None and now + prefill(req.num_uncomputed_tokens) > due
         tally[0] += int(late)
     return {k: (v[0], v[1]) for k, v in out.items()}, tpot_late

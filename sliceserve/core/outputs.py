@@ -5,11 +5,32 @@ read-only) and returns a ModelOutput.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from sliceserve.core.latency import IterationSample
 from sliceserve.request import Request
+
+
+class BlockTables(Mapping[str, list[int]]):
+    """Read-only view of the block tables of the scheduled requests (no per-iteration copy)."""
+
+    __slots__ = ("_tables", "_scheduled")
+
+    def __init__(self, tables: dict[str, list[int]], scheduled: Mapping[str, Request]) -> None:
+        self._tables = tables
+        self._scheduled = scheduled
+
+    def __getitem__(self, req_id: str) -> list[int]:
+        if req_id not in self._scheduled:
+            raise KeyError(req_id)
+        return self._tables.get(req_id, [])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scheduled)
+
+    def __len__(self) -> int:
+        return len(self._scheduled)
 
 
 @dataclass(slots=True)

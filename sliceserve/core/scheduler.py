@@ -6,57 +6,16 @@ tokens; they never touch tokens or timings.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sliceserve.config import SchedulerConfig
+from sliceserve.core.batch import Batch
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import IterationSample, LatencyModel
-from sliceserve.core.outputs import ModelOutput, SchedulerOutput
+from sliceserve.core.outputs import BlockTables, ModelOutput, SchedulerOutput
 from sliceserve.core.prefix_cache import PrefixCachingAllocator
 from sliceserve.request import FinishReason, Request, RequestStatus
-
-
-@dataclass(slots=True)
-class Batch:
-    """What a policy's `plan` returns: prompt/recompute chunks and decodes for one iteration."""
-
-    prefill: dict[str, int] = field(default_factory=dict)
-    decode: list[str] = field(default_factory=list)
-    num_tokens: int = 0
-
-    def add_prefill(self, req: Request, n: int) -> None:
-        self.prefill[req.req_id] = n
-        self.num_tokens += n
-
-    def add_decode(self, req: Request) -> None:
-        self.decode.append(req.req_id)
-        self.num_tokens += 1
-
-    @property
-    def num_seqs(self) -> int:
-        return len(self.prefill) + len(self.decode)
-
-
-class BlockTables(Mapping[str, list[int]]):
-    """Read-only view of the block tables of the scheduled requests (no per-iteration copy)."""
-
-    __slots__ = ("_tables", "_scheduled")
-
-    def __init__(self, tables: dict[str, list[int]], scheduled: Mapping[str, Request]) -> None:
-        self._tables = tables
-        self._scheduled = scheduled
-
-    def __getitem__(self, req_id: str) -> list[int]:
-        if req_id not in self._scheduled:
-            raise KeyError(req_id)
-        return self._tables.get(req_id, [])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._scheduled)
-
-    def __len__(self) -> int:
-        return len(self._scheduled)
 
 
 # Prefix of the error of every request a policy refuses from inside plan() (`Scheduler.reject`): the
@@ -109,8 +68,7 @@ class Scheduler:
             raise ValueError(f"duplicate request id {req.req_id!r}")
         error = self.admission_error(req)
         if error is not None:
-            req.status, req.finish_reason, req.error, req.finished_s = (
-                RequestStatus.FINISHED, FinishReason.REJECTED, error, now)
+            self.end_unadmitted(req, FinishReason.REJECTED, now, error)
             return False
         req.status = RequestStatus.WAITING
         self.requests[req.req_id] = req
@@ -129,6 +87,24 @@ class Scheduler:
         req.error = error
         self.on_finish(req, now)  # policies drop their per-request state on every kind of end
         return req
+
+    @staticmethod
+    def end_unadmitted(req: Request, reason: FinishReason, now: float, error: str | None = None) -> None:
+        """End a request that no scheduler holds: refused before admission, cut off by a time limit before it
+        arrived, or a remote server's outcome recorded by a client (`bench --url`). Drivers call this rather
+        than set `status` themselves: only this module changes a request's status."""
+        req.status, req.finish_reason, req.finished_s, req.error = RequestStatus.FINISHED, reason, now, error
+
+    @contextmanager
+    def waiting_without(self, req: Request) -> Iterator[None]:
+        """The waiting queue as if `req` had left it, restored on exit: an admission check for a request
+        that would take its place (the server's displacement of a less valuable one)."""
+        at = self.waiting.index(req)
+        del self.waiting[at]
+        try:
+            yield
+        finally:
+            self.waiting.insert(at, req)
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)

@@ -15,12 +15,15 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
+from sliceserve.engine.hooks import AdmitFn, EngineObserver, Rejection
+from sliceserve.engine.streams import RequestStream, StreamEvent
 from sliceserve.request import FinishReason, Request
+
+__all__ = ["AdmitFn", "AsyncEngine", "EngineObserver", "Rejection", "RequestStream", "StreamEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -28,57 +31,6 @@ log = logging.getLogger(__name__)
 # gives up on them (a policy bug or an impossible request): they end with an error instead of hanging.
 _STALL_LIMIT_S = 5.0
 _IDLE_POLL_S = 0.002
-
-
-@dataclass(slots=True)
-class Rejection:
-    """Why a request was not admitted. `kind`: invalid (never feasible), overloaded (not now), queue_full."""
-
-    kind: str
-    message: str
-    retry_after_s: float | None = None
-
-
-@dataclass(slots=True)
-class StreamEvent:
-    new_token_ids: list[int]
-    finished: bool = False
-    finish_reason: FinishReason | None = None
-    error: str | None = None
-    retry_after_s: float | None = None    # a refusal's hint (queue timeout): when to try again
-
-
-class EngineObserver(Protocol):
-    def on_step(self, step: StepResult, scheduler: Scheduler) -> None: ...
-    def on_finish(self, req: Request) -> None: ...
-
-
-AdmitFn = Callable[[Scheduler, Request, float], Rejection | None]
-
-
-@dataclass(slots=True)
-class RequestStream:
-    """Async iterator over one request's events; the last one has `finished=True`."""
-
-    request: Request
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    num_sent: int = 0          # tokens already forwarded (engine thread only)
-    done: bool = False
-
-    def __aiter__(self) -> "RequestStream":
-        return self
-
-    async def __anext__(self) -> StreamEvent:
-        if self.done:
-            raise StopAsyncIteration
-        event = await self.queue.get()
-        # Coalesce what piled up while the consumer was busy: fewer, larger SSE chunks under load.
-        while not event.finished and not self.queue.empty():
-            more = self.queue.get_nowait()
-            event = StreamEvent(event.new_token_ids + more.new_token_ids, more.finished,
-                                more.finish_reason, more.error, more.retry_after_s)
-        self.done = event.finished
-        return event
 
 
 class AsyncEngine:
@@ -151,37 +103,12 @@ class AsyncEngine:
     def _run(self) -> None:
         stalled_since: float | None = None
         try:
-            while True:
-                with self._cv:
-                    while not (self._adds or self._aborts or self._abort_all or self._stopping
-                               or self.core.has_unfinished()):
-                        self.last_beat_s = self.clock()
-                        self._cv.wait(0.5)
-                    if self._stopping:
-                        break
-                    adds, aborts, abort_all = list(self._adds), list(self._aborts), self._abort_all
-                    self._adds.clear()
-                    self._aborts.clear()
-                    self._abort_all = None
-                self._apply_aborts(aborts)
-                self._apply_adds(adds)
-                if abort_all is not None:
-                    self._end_all(abort_all)
-                self.last_beat_s = self.clock()
-                if self.max_queue_time_s is not None:
-                    self._expire_waiting(self.clock())
-                self._report_state()   # gauges follow adds, aborts and expiries, not only model steps
-                if not self.core.has_unfinished():
-                    continue
-                step = self.core.step(self.clock())
-                self._dispatch(step)
-                if self.observer is not None:
-                    self.observer.on_step(step, self.core.scheduler)
-                if step.sched.is_empty:
-                    stalled_since = self._check_stall(stalled_since)
-                    time.sleep(_IDLE_POLL_S)   # nothing runnable now (e.g. a policy waiting): don't spin
-                else:
-                    stalled_since = None
+            while (commands := self._take_commands()) is not None:
+                # The pass's one clock read: admission, aborts, expiry, the step and the stall check all
+                # see this `now` (a step's tokens are stamped now + the model's measured seconds).
+                now = self.clock()
+                self.last_beat_s = now
+                stalled_since = self._pass(now, *commands, stalled_since)
         except BaseException as exc:  # noqa: BLE001 - the loop must never die silently
             log.exception("engine loop crashed")
             self.fatal = exc
@@ -189,21 +116,56 @@ class AsyncEngine:
             self._fail_everything("server is shutting down" if self.fatal is None else f"engine crashed: {self.fatal}")
             self._report_state()
 
+    def _take_commands(self) -> tuple[list, list[str], str | None] | None:
+        """Wait until there is something to do; the commands queued since the last pass (None: stop)."""
+        with self._cv:
+            while not (self._adds or self._aborts or self._abort_all or self._stopping
+                       or self.core.has_unfinished()):
+                self.last_beat_s = self.clock()   # idle, not a pass: readiness still sees a live loop
+                self._cv.wait(0.5)
+            if self._stopping:
+                return None
+            commands = list(self._adds), list(self._aborts), self._abort_all
+            self._adds.clear()
+            self._aborts.clear()
+            self._abort_all = None
+        return commands
+
+    def _pass(self, now: float, adds: list, aborts: list[str], abort_all: str | None,
+              stalled_since: float | None) -> float | None:
+        """One pass at time `now`: commands, queue expiry, then one step. Returns when the scheduler began
+        to find nothing runnable while requests wait (None: it is not stalled)."""
+        self._apply_aborts(aborts, now)
+        self._apply_adds(adds, now)
+        if abort_all is not None:
+            self._end_all(abort_all, now)
+        if self.max_queue_time_s is not None:
+            self._expire_waiting(now)
+        self._report_state()   # gauges follow adds, aborts and expiries, not only model steps
+        if not self.core.has_unfinished():
+            return stalled_since
+        step = self.core.step(now)
+        self._dispatch(step)
+        if self.observer is not None:
+            self.observer.on_step(step, self.core.scheduler)
+        if not step.sched.is_empty:
+            return None
+        time.sleep(_IDLE_POLL_S)   # nothing runnable now (e.g. a policy waiting): don't spin
+        return self._check_stall(stalled_since, now)
+
     def _report_state(self) -> None:
         on_state = getattr(self.observer, "on_state", None)
         if on_state is not None:
             on_state(self.core.scheduler)
 
-    def _apply_aborts(self, req_ids: list[str]) -> None:
-        now = self.clock()
+    def _apply_aborts(self, req_ids: list[str], now: float) -> None:
         for rid in req_ids:
             req = self.core.scheduler.abort(rid, now)
             if req is not None:
                 self._finish_stream(req)
 
-    def _apply_adds(self, adds: list[tuple[Request, asyncio.Future, RequestStream]]) -> None:
+    def _apply_adds(self, adds: list[tuple[Request, asyncio.Future, RequestStream]], now: float) -> None:
         for req, fut, stream in adds:
-            now = self.clock()
             verdict = self.admit(self.core.scheduler, req, now) if self.admit is not None else None
             if verdict is not None and verdict.kind == "queue_full":
                 verdict = self._displace(req, now, verdict)
@@ -223,12 +185,8 @@ class AsyncEngine:
         if not victims:
             return full
         victim = min(victims, key=lambda r: (r.utility, -r.arrival_s))   # the newest of the least valuable
-        at = sched.waiting.index(victim)
-        del sched.waiting[at]          # ask the admit hook as if its place were free (this thread only)
-        try:
+        with sched.waiting_without(victim):   # ask the admit hook as if its place were free
             verdict = self.admit(sched, req, now)
-        finally:
-            sched.waiting.insert(at, victim)
         if verdict is None:
             done = sched.abort(victim.req_id, now, FinishReason.REJECTED,
                                error=f"displaced from the full waiting queue by a request of higher utility "
@@ -287,8 +245,7 @@ class AsyncEngine:
             if req is not None:
                 self._finish_stream(req, hint)
 
-    def _check_stall(self, since: float | None) -> float | None:
-        now = self.clock()
+    def _check_stall(self, since: float | None, now: float) -> float | None:
         sched = self.core.scheduler
         if sched.running:           # someone holds KV: the policy is pacing, not stuck
             return None
@@ -302,8 +259,7 @@ class AsyncEngine:
             return None
         return since
 
-    def _end_all(self, why: str) -> None:
-        now = self.clock()
+    def _end_all(self, why: str, now: float) -> None:
         for rid in list(self.core.scheduler.requests):
             req = self.core.scheduler.abort(rid, now, FinishReason.ERROR, error=why)
             if req is not None:
@@ -316,4 +272,4 @@ class AsyncEngine:
             self._stopping = True
         for _, fut, _ in adds:
             self._resolve(fut, Rejection("unavailable", why))
-        self._end_all(why)
+        self._end_all(why, self.clock())

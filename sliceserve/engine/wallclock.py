@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from sliceserve.core.latency import IterationSample
+from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.request import FinishReason, Request
 
 
 @dataclass(slots=True)
@@ -73,17 +74,17 @@ class WallClockDriver:
                 if not pending:  # nothing runs and nothing will arrive: fail loudly, lose nothing
                     self._abort_all(now, "scheduler could not make progress")
                     break
-            if pending:
-                wait = pending[-1].arrival_s - (self._clock() - t0)
+            if pending:   # idle until the next arrival (or the limit): a fresh read, the pass is over
+                elapsed = self._clock() - t0
+                wait = pending[-1].arrival_s - elapsed
                 if max_time_s is not None:
-                    wait = min(wait, max_time_s - (self._clock() - t0))
+                    wait = min(wait, max_time_s - elapsed)
                 if wait > 0:
                     self._sleep(wait)
         now = self._clock() - t0
         self._abort_all(now, f"still unfinished at the time limit ({max_time_s} s)")
         for req in reversed(pending):  # arrivals the limit cut off before they were even added
-            req.status, req.finish_reason, req.finished_s = RequestStatus.FINISHED, FinishReason.ABORT, now
-            req.error = f"arrived after the time limit ({max_time_s} s)"
+            Scheduler.end_unadmitted(req, FinishReason.ABORT, now, f"arrived after the time limit ({max_time_s} s)")
             self._notify_finished([req])
         # One empty step hands the last `finished` ids to the executor so it frees their state now,
         # not whenever this engine is next used.

@@ -138,5 +138,6 @@ def violation_risk(scheduler: Scheduler, now: float) -> float:
         if r.token_times_s:
             at_risk += r.slo.tpot_s is not None and step > r.slo.tpot_s
         else:
-            at_risk += r.slo.ttft_s is not None and now - r.arrival_s > r.slo.ttft_s
+            due = r.ttft_deadline_s
+            at_risk += due is not None and now > due
     return at_risk / len(reqs)

@@ -1,5 +1,8 @@
 """A tiny event loop on a virtual clock (after vidur): arrivals and timed actions sit in a heap; between
-them the engine steps back to back, each step advancing the clock by its modelled duration."""
+them the engine steps back to back, each step advancing the clock by its modelled duration.
+
+Like the server's `AsyncEngine` it takes an admission hook and an observer (`engine/hooks.py`), called the
+same way, so what the server plugs in (the feedback controller: `attach_control`) runs here on virtual time."""
 from __future__ import annotations
 
 import heapq
@@ -7,8 +10,10 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sliceserve.engine.core import EngineCore
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.engine.core import EngineCore, StepResult
+from sliceserve.engine.hooks import AdmitFn, EngineObserver
+from sliceserve.request import FinishReason, Request
 
 
 @dataclass(slots=True)
@@ -29,6 +34,10 @@ class Simulator:
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self._arrivals: list[Request] = []
+        # As on AsyncEngine: asked before the scheduler sees an arrival (a Rejection ends it REJECTED), and
+        # told of every admitted request's end and every step.
+        self.admit: AdmitFn | None = None
+        self.observer: EngineObserver | None = None
 
     def at(self, time_s: float, action: Callable[[float], None]) -> None:
         """Run `action(now)` at virtual time `time_s` (e.g. inject a slowdown, abort a request)."""
@@ -37,7 +46,19 @@ class Simulator:
     def add_arrivals(self, requests: list[Request]) -> None:
         for req in requests:
             self._arrivals.append(req)
-            self.at(req.arrival_s, lambda now, r=req: self.core.add_request(r, now))
+            self.at(req.arrival_s, lambda now, r=req: self._arrive(r, now))
+
+    def _arrive(self, req: Request, now: float) -> None:
+        verdict = self.admit(self.core.scheduler, req, now) if self.admit is not None else None
+        if verdict is not None:   # the server answers it with an HTTP error; here it ends refused
+            Scheduler.end_unadmitted(req, FinishReason.REJECTED, now, verdict.message)
+            return
+        self.core.add_request(req, now)
+
+    def _observe(self, step: StepResult) -> None:
+        for req in step.finished:
+            self.observer.on_finish(req)
+        self.observer.on_step(step, self.core.scheduler)
 
     def run(self) -> SimResult:
         core, events = self.core, self._events
@@ -50,6 +71,8 @@ class Simulator:
                 break
             if core.has_unfinished():
                 step = core.step(now)
+                if self.observer is not None:
+                    self._observe(step)
                 if not step.sched.is_empty:
                     now = step.end_s
                     continue
@@ -65,8 +88,9 @@ class Simulator:
 
     def _abort_all(self, now: float, why: str) -> None:
         for req_id in list(self.core.scheduler.requests):
-            self.core.scheduler.abort(req_id, now, FinishReason.ABORT, error=why)
+            req = self.core.scheduler.abort(req_id, now, FinishReason.ABORT, error=why)
+            if req is not None and self.observer is not None:
+                self.observer.on_finish(req)
         for req in self._arrivals:  # arrivals the limit cut off before they were even added
             if not req.status.is_finished:
-                req.status, req.finish_reason, req.finished_s, req.error = (
-                    RequestStatus.FINISHED, FinishReason.ABORT, now, why)
+                Scheduler.end_unadmitted(req, FinishReason.ABORT, now, why)

@@ -1,9 +1,17 @@
-"""Shared simulation set-up for the controller tests and benchmark figures (seeded, virtual time)."""
+"""Shared simulation set-up for the controller tests and benchmark figures (seeded, virtual time).
+
+The controller joins the simulator exactly as it joins the server: through the server's own wiring
+(`attach_control`: an engine observer and an admission hook), here on the simulator's hooks."""
 from __future__ import annotations
+
+from types import SimpleNamespace
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.control.controller import Controller, ControllerConfig
-from sliceserve.engine.controlled import ControlledEngineCore
+from sliceserve.server.control import attach_control
 from sliceserve.core.latency import load_profile
 from sliceserve.core.policies import make_scheduler
 from sliceserve.engine.core import EngineCore
@@ -25,21 +33,26 @@ RT_MIX = mix(("realtime", 0.3, SLO(0.5, 0.05), 100.0, "uniform:32:128", "uniform
              ("nrt", 0.7, SLO(2.0, 0.25), 1.0, "uniform:128:256", "uniform:64:128"))
 
 
+def attach_controller(sim: Simulator, config: ControllerConfig, class_constraints=None,
+                      registry: CollectorRegistry | None = None) -> Controller:
+    """Wire a controller into `sim` with the code the server runs (`create_app` -> `attach_control`); its
+    Prometheus series go to `registry`."""
+    registry = registry if registry is not None else CollectorRegistry()
+    state = SimpleNamespace(engine=sim, metrics=SimpleNamespace(registry=registry))
+    return attach_control(FastAPI(), state, config, class_constraints=class_constraints)
+
+
 def simulate(workload_mix, rate: float, duration_s: float, seed: int, policy: str = "slice",
              controller: ControllerConfig | None = None, slowdown_at: float | None = None,
-             slowdown: float = 1.3, class_constraints=None, noise: float = 0.05, scheduler: dict | None = None):
+             slowdown: float = 1.3, class_constraints=None, noise: float = 0.05, scheduler: dict | None = None,
+             registry: CollectorRegistry | None = None):
     wl = generate("test", rate, duration_s, seed, mix=workload_mix)
     reqs = to_requests(wl.specs, wl.classes)
     lat = load_profile("paper-4060ti")
     sched = make_scheduler(policy, SchedulerConfig(policy=policy, **(scheduler or {})), lat.copy())
     ex = SimulatedExecutor(lat.copy(), noise=noise, seed=seed)
-    ctl = None
-    if controller is None:
-        core = EngineCore(sched, ex)
-    else:
-        ctl = Controller(sched, controller, class_constraints=class_constraints)
-        core = ControlledEngineCore(sched, ex, ctl)
-    sim = Simulator(core, max_time_s=duration_s * 3)
+    sim = Simulator(EngineCore(sched, ex), max_time_s=duration_s * 3)
+    ctl = None if controller is None else attach_controller(sim, controller, class_constraints, registry)
     sim.add_arrivals(reqs)
     if slowdown_at is not None:
         sim.at(slowdown_at, lambda now: setattr(ex, "slowdown", slowdown))

@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 
 from sliceserve.config import SchedulerConfig
-from sliceserve.control.controller import Controller, ControllerConfig
-from sliceserve.engine.controlled import ControlledEngineCore
+from sliceserve.control.controller import ControllerConfig
 from sliceserve.core.latency import load_profile
 from sliceserve.core.policies import make_scheduler
+from sliceserve.engine.core import EngineCore
 from sliceserve.sim import SimulatedExecutor, Simulator
 from sliceserve.workload.presets import generate
 from sliceserve.workload.spec import to_requests
-from tests.control.simhelpers import RT_MIX
+from tests.control.simhelpers import RT_MIX, attach_controller
 
 SLOW_AT = 30.0
 
@@ -27,8 +27,8 @@ def test_decode_slows_2x_prefill_estimate_unmoved(policy, rate):
     profile = load_profile("paper-4060ti")
     sched = make_scheduler(policy, SchedulerConfig(policy=policy), profile.copy())
     ex = SimulatedExecutor(profile.copy(), noise=0.05, seed=3)
-    ctl = Controller(sched, ControllerConfig())
-    sim = Simulator(ControlledEngineCore(sched, ex, ctl), max_time_s=360)
+    sim = Simulator(EngineCore(sched, ex), max_time_s=360)
+    ctl = attach_controller(sim, ControllerConfig())
     sim.add_arrivals(to_requests(wl.specs, wl.classes))
     slow = profile.copy()
     slow.decode_table_s = [2 * t for t in slow.decode_table_s]   # decode 2x slower, prefill as before

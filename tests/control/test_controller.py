@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sliceserve.control.constraints import parse_constraints
 from sliceserve.control.controller import Controller, ControllerConfig
 from sliceserve.control.inflight import inflight_risk
 from sliceserve.control.latency import percentile
 from sliceserve.metrics.request_metrics import request_metrics
+from sliceserve.request import FinishReason
 from sliceserve.slo import SLO
 from tests.control.simhelpers import RT_MIX, attainment, mix, recovery_cycles, simulate
 
@@ -65,24 +67,17 @@ def test_switched_off_controller_changes_nothing(slowdown_runs):
 
 
 def test_predicted_miss_logs_structured_warning_and_counts(caplog):
-    misses: list[str] = []
-    wl = RT_MIX
+    registry = CollectorRegistry()
     with caplog.at_level(logging.WARNING, logger="sliceserve.control"):
-        from tests.control import simhelpers
-
-        orig = simhelpers.Controller
-
-        class Counting(orig):
-            def __init__(self, *a, **k):
-                super().__init__(*a, on_predicted_miss=misses.append, **k)
-        simhelpers.Controller = Counting
-        try:
-            _, ctl = simulate(wl, 1.0, 100, 1, slowdown_at=20.0, controller=ControllerConfig())
-        finally:
-            simhelpers.Controller = orig
+        _, ctl = simulate(RT_MIX, 1.0, 100, 1, slowdown_at=20.0, controller=ControllerConfig(), registry=registry)
     warnings = [r.getMessage() for r in caplog.records if "slo_at_risk" in r.getMessage()]
     assert warnings and '"event": "slo_at_risk"' in warnings[0] and '"slo_class"' in warnings[0]
-    assert len(misses) == len(warnings) == sum(s.predicted_misses for s in ctl.classes.values())
+    # The server's counter (the wiring attach_control installs) counts each warning once, per class.
+    counted = {name: registry.get_sample_value("sliceserve:slo_predicted_miss_total", {"slo_class": name}) or 0
+               for name in ctl.classes}
+    assert sum(counted.values()) == len(warnings) == sum(s.predicted_misses for s in ctl.classes.values())
+    assert counted == {name: s.predicted_misses for name, s in ctl.classes.items()}
+    assert registry.get_sample_value("sliceserve:controller_shed_below_utility") == ctl.shed_below
     status = ctl.status()
     assert status["enabled"] and status["cycles"] == ctl.num_cycles and status["decisions"]
 
@@ -125,6 +120,10 @@ def test_p99_ttft_target_vs_mean_target():
     assert percentile(rows["vllm+controller"], 99) < percentile(rows["vllm"], 99)
     assert ctl.num_shed > 0 and any("p99 ttft" in d.get("reason", "") or d["kind"] == "admission"
                                     for d in ctl.decisions)
+    # Shed through the server's admission hook: each ends refused with the controller's reason, never admitted.
+    shed = [r for r in fcfs_ctl.requests if r.error and r.error.startswith("shed by the SLO controller")]
+    assert len(shed) == ctl.num_shed
+    assert all(r.finish_reason is FinishReason.REJECTED and r.first_scheduled_s is None for r in shed)
 
 
 def test_power_target_caps_batch_while_power_is_above_it_and_is_a_noop_without_readings():

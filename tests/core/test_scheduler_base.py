@@ -95,3 +95,15 @@ def test_latency_model_sees_the_context_each_decode_attended(monkeypatch):
     (sample,) = seen
     assert sample.num_decode == 2 and sample.prefill_tokens == 0
     assert sample.decode_ctx == (10 + 20) / 2
+
+
+def test_waiting_without_sets_a_request_aside_and_restores_its_place():
+    s = scheduler("vllm")
+    reqs = [make_request(rid, 8, 2) for rid in "abc"]
+    for r in reqs:
+        assert s.add_request(r, 0.0)
+    with pytest.raises(RuntimeError):
+        with s.waiting_without(reqs[1]):
+            assert [r.req_id for r in s.waiting] == ["a", "c"]
+            raise RuntimeError("the admit hook failed")
+    assert s.waiting == reqs and reqs[1].req_id in s.requests
