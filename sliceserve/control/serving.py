@@ -10,9 +10,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.controller import Controller, ControllerConfig
 from sliceserve.control.monitor import Monitor
+from sliceserve.slo import ConstraintSet
 
 
 class _FanOut:
