@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sliceserve.server.protocol_ext import ChatOnlyFields, CompletionOnlyFields, ProcessingFields
 from sliceserve.slo import SLO, parse_slo
@@ -44,6 +44,7 @@ class SLOBody(BaseModel):
     tpot_ms: float | None = Field(default=None, gt=0)
     e2e_ms: float | None = Field(default=None, gt=0)
     expr: str | None = None
+    _expr_slo: SLO = PrivateAttr(default_factory=SLO)     # what `expr` sets, read once
 
     @model_validator(mode="before")
     @classmethod
@@ -60,16 +61,18 @@ class SLOBody(BaseModel):
     @model_validator(mode="after")
     def _once(self) -> "SLOBody":
         if self.expr is not None:
-            for c in parse_slo(self.expr):
+            spec = parse_slo(self.expr, scope="request")
+            for c in spec:
                 if getattr(self, f"{c.metric}_ms") is not None:
                     raise ValueError(f"{c.metric} is given twice: {c.metric}_ms and {c.text!r} in expr; keep one")
+            self._expr_slo = spec.request_slo()
         return self
 
     def bounds(self) -> SLO:
         """The bounds in seconds; None where the body sets none."""
         ms = lambda v: None if v is None else v / 1e3  # noqa: E731
         own = SLO(ms(self.ttft_ms), ms(self.tpot_ms), ms(self.e2e_ms))
-        return own if self.expr is None else own.merged(parse_slo(self.expr).request_slo())
+        return own.merged(self._expr_slo)
 
     @field_validator("ttft_ms", "tpot_ms", "e2e_ms")
     @classmethod

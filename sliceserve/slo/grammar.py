@@ -20,7 +20,7 @@ from sliceserve.slo.bounds import SLO
 from sliceserve.slo.terms import METRICS, SCOPES, Constraint, Scope
 from sliceserve.slo.units import NUMBER
 
-_HEAD = re.compile(r"(?:(?P<stat>[pP]\S*|mean|MEAN|Mean)\s+)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<rest>.*)", re.S)
+_HEAD = re.compile(r"(?:(?P<stat>[pP]\S*|(?i:mean))\s+)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<rest>.*)", re.S)
 _REST = re.compile(rf"(?P<op><=|>=|<|>)\s*(?P<value>{NUMBER})\s*(?P<unit>[A-Za-z/]*)")
 _PCT = re.compile(rf"[pP](?P<pct>{NUMBER})")
 _SPLIT = re.compile(r"\s*(?:,|;|\band\b)\s*")

@@ -95,9 +95,9 @@ class Constraint:
         if self.scopes == ("server",):
             return head + f"{self.metric} is a resource of the whole server, not of one {scope}; " + _TO_SERVER
         if scope == "server":
-            return head + "the server-wide SLO takes resource targets (memory, power); put latency and throughput " \
-                          "targets on a class, e.g. " + f"slo_classes: {{realtime: {{slo: '{name}'}}}} or " \
-                          f"--class-slo 'realtime={name}'"
+            return (head + "the server-wide SLO takes resource targets (memory, power); put latency and throughput "
+                    f"targets on a class, e.g. slo_classes: {{realtime: {{slo: '{name}'}}}} or --class-slo "
+                    f"'realtime={name}'")
         what = "a percentile or mean" if self.is_statistic else "throughput"
         return head + f"{what} is measured over a class's recent requests, not one request's bound; " + _TO_CLASS
 
