@@ -18,12 +18,12 @@ def child(limit_text: str, tokens: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from sliceserve.control.constraints import parse_constraints
     from sliceserve.engine.llm import LLM
     from sliceserve.model.loader import load_model
     from sliceserve.request import SamplingParams
+    from sliceserve.slo import parse_size
 
-    limit = parse_constraints(f"memory <= {limit_text}", scope="server").get("memory").bound
+    limit = parse_size(limit_text)
     try:
         loaded = load_model(None, num_threads=1, memory_limit_bytes=int(limit), max_model_len=1024)
     except ValueError as exc:

@@ -28,24 +28,25 @@ from sliceserve.core.latency import BUILTIN_PROFILES, load_profile
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.metrics import makespan_s, request_metrics, summarize, summarize_by_class
 from sliceserve.request import FinishReason, Request
+from sliceserve.slo import parse_slo
 
 _GOODPUT_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2el": "e2e_s"}
 
 
 def parse_goodput(items: list[str] | None) -> dict[str, float]:
-    """['ttft:500', 'tpot:50'] -> {'ttft': 0.5, 'tpot': 0.05} (seconds)."""
+    """['ttft:500', 'tpot:50'] -> {'ttft': 0.5, 'tpot': 0.05} (seconds). vLLM's spelling, read as the SLO
+    grammar's per-request term (`ttft:500` is `ttft <= 500ms`)."""
     out: dict[str, float] = {}
     for item in items or []:
         key, _, value = item.partition(":")
         if key not in _GOODPUT_KEYS:
             raise ValueError(f"--goodput {item!r}: metric must be one of {', '.join(_GOODPUT_KEYS)} (e.g. ttft:500)")
+        metric = _GOODPUT_KEYS[key].removesuffix("_s")
         try:
-            ms = float(value)
-        except ValueError:
-            raise ValueError(f"--goodput {item!r}: the bound must be milliseconds, e.g. {key}:500") from None
-        if not ms > 0:
-            raise ValueError(f"--goodput {item!r}: the bound must be positive")
-        out[key] = ms / 1e3
+            (term,) = parse_slo(f"{metric} <= {value.strip()}ms", scope="request")
+        except ValueError as exc:
+            raise ValueError(f"--goodput {item!r}: write {key}:MS, a positive number of milliseconds ({exc})") from None
+        out[key] = term.bound
     return out
 
 

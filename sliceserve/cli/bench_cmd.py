@@ -39,7 +39,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="wall seconds per policy after which unfinished requests are aborted and count as "
                              "missed (default: 4 x duration + 30)")
     parser.add_argument("--slo", action="append", default=[], metavar="[CLASS=]EXPR",
-                        help="override SLO bounds after the scaling, e.g. realtime=tpot<=400ms; repeatable")
+                        help="override per-request SLO bounds after the scaling (SLO text, request scope), "
+                             "e.g. realtime=tpot<=400ms; repeatable")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="scheduler batch limit (sequences)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="scheduler token budget per step")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -41,9 +41,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--memory-limit", metavar="SIZE",
         help="keep the process under SIZE (e.g. 700MB, 1GiB): bounds the KV cache, and on CPU loads the weights "
              "as int8 when fp32 would not fit")
-    add("--server-slo", metavar="EXPR", help="resource targets of the server, e.g. 'memory <= 2GB, power <= 15W'")
+    add("--server-slo", metavar="EXPR", help="SLO text, server scope (resource targets), e.g. 'memory <= 2GB, power <= 15W'")
     add("--class-slo", action="append", metavar="CLASS=EXPR",
-        help="SLO expression of a class, e.g. 'realtime=p99 ttft <= 500ms, tpot <= 80ms' (repeatable; "
+        help="SLO text of a class (class scope), e.g. 'realtime=p99 ttft <= 500ms, tpot <= 80ms' (repeatable; "
              "creates the class if it does not exist)")
     add("--no-controller", dest="controller_enabled", action="store_const", const=False, default=None,
         help="switch the SLO feedback controller off")

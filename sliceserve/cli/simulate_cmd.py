@@ -30,7 +30,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     a("--slo-scale", default="1", help="multiply every SLO bound (TTFT, TPOT, E2E); > 1 for a slower device")
     a("--ttft-scale", default=None, help="multiply the TTFT bounds by this instead (default: --slo-scale)")
     a("--slo", action="append", default=[], metavar="[CLASS=]EXPR",
-      help="override SLO bounds after --slo-scale, e.g. realtime=tpot<=40ms or ttft<=2s (all classes); repeatable")
+      help="override per-request SLO bounds after --slo-scale (SLO text, request scope), e.g. realtime=tpot<=40ms "
+           "or 'ttft <= 2s, e2e <= 30s' (all classes); repeatable")
     a("--noise", default="0", help="sigma of a lognormal factor on each simulated iteration time")
     a("--max-num-seqs", default=None)
     a("--num-kv-blocks", default=None)

@@ -1,1 +1,1 @@
-"""Resource monitor, latency tracking, SLO constraints and the closed-loop feedback controller."""
+"""Resource monitor, latency tracking and the closed-loop feedback controller (SLO constraints: sliceserve.slo)."""

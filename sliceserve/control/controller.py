@@ -30,11 +30,11 @@ from typing import Callable
 
 from sliceserve.control.config import ControllerConfig
 from sliceserve.control import knobs
-from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.latency import LatencyTracker
 from sliceserve.control.inflight import inflight_risk, slower_than
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.request import Request, RequestStatus
+from sliceserve.slo import ConstraintSet
 
 log = logging.getLogger("sliceserve.control")
 
@@ -168,9 +168,10 @@ class Controller:
                     if measured is not None and measured < c.bound:
                         reasons.append(f"{c.text}: measured {measured:.1f} tok/s")
                     continue
-                if c.percentile is None:
+                if not c.is_statistic:
                     continue
-                measured = self.tracker.percentile(name, c.metric, c.percentile)
+                measured = (self.tracker.mean(name, c.metric) if c.mean
+                            else self.tracker.percentile(name, c.metric, c.percentile))
                 if measured is not None and measured > c.bound:
                     reasons.append(f"{c.text}: measured {measured * 1e3:.0f} ms")
             st.at_risk, st.why = bool(reasons), "; ".join(reasons)

@@ -10,12 +10,12 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from sliceserve.control.constraints import ConstraintSet
 from sliceserve.control.controller import Controller, ControllerConfig
 from sliceserve.engine.async_engine import Rejection
 from sliceserve.resources import Monitor
 from sliceserve.server.observers import FanOut
 from sliceserve.server.status import router
+from sliceserve.slo import ConstraintSet
 
 
 class _ControllerObserver:

@@ -98,7 +98,7 @@ FIELDS: tuple[Field, ...] = (
     Field("guided_grammar", BOTH, True, "vLLM (older name); Lark or GBNF", 'start: "ok"'),
     Field("prompt_logprobs", COMPLETIONS, True, "vLLM: logprobs of every prompt token", 1),
     # sliceserve's own
-    Field("slo", BOTH, True, "sliceserve: {ttft_ms, tpot_ms, e2e_ms}", {"e2e_ms": 600000}),
+    Field("slo", BOTH, True, "sliceserve: {ttft_ms, tpot_ms, e2e_ms} or SLO text (request scope)", "e2e <= 600s"),
     Field("slo_class", BOTH, True, "sliceserve: a configured class", "batch"),
     Field("utility", BOTH, True, "sliceserve", 2.0),
     Field("priority", BOTH, True, "vLLM-style, lower first", 0),

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sliceserve.server.protocol_ext import ChatOnlyFields, CompletionOnlyFields, ProcessingFields
+from sliceserve.slo import SLO, parse_slo
 
 
 class APIError(Exception):
@@ -36,10 +37,42 @@ def validation_error(exc: ValidationError) -> APIError:
 
 
 class SLOBody(BaseModel):
+    """A request's own bounds: `{"ttft_ms": 200, "tpot_ms": 50}`, or SLO text in the one grammar
+    (sliceserve.slo.parse_slo, request scope): `"ttft <= 200ms, tpot <= 50ms"` = `{"expr": "..."}`."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     ttft_ms: float | None = Field(default=None, gt=0)
     tpot_ms: float | None = Field(default=None, gt=0)
     e2e_ms: float | None = Field(default=None, gt=0)
+    expr: str | None = None
+    _expr_slo: SLO = PrivateAttr(default_factory=SLO)     # what `expr` sets, read once
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, data: Any) -> Any:
+        return {"expr": data} if isinstance(data, str) else data
+
+    @field_validator("expr")
+    @classmethod
+    def _expr(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_slo(value, scope="request")      # a class target or a resource here is a 400 naming why
+        return value
+
+    @model_validator(mode="after")
+    def _once(self) -> "SLOBody":
+        if self.expr is not None:
+            spec = parse_slo(self.expr, scope="request")
+            for c in spec:
+                if getattr(self, f"{c.metric}_ms") is not None:
+                    raise ValueError(f"{c.metric} is given twice: {c.metric}_ms and {c.text!r} in expr; keep one")
+            self._expr_slo = spec.request_slo()
+        return self
+
+    def bounds(self) -> SLO:
+        """The bounds in seconds; None where the body sets none."""
+        ms = lambda v: None if v is None else v / 1e3  # noqa: E731
+        own = SLO(ms(self.ttft_ms), ms(self.tpot_ms), ms(self.e2e_ms))
+        return own.merged(self._expr_slo)
 
     @field_validator("ttft_ms", "tpot_ms", "e2e_ms")
     @classmethod

@@ -14,12 +14,13 @@ from typing import Any, Mapping
 from sliceserve.request import Request, SamplingParams
 from sliceserve.server.protocol import APIError, ChatRequest, CompletionRequest
 from sliceserve.server.state import ServingState
-from sliceserve.slo import SLO
+from sliceserve.slo import SLO, parse_slo
 
 log = logging.getLogger(__name__)
 _MAX_N = 128     # choices per request (prompts x n): each is a scheduled request
 HEADER_TTFT = "x-slo-ttft-ms"
 HEADER_TPOT = "x-slo-tpot-ms"
+HEADER_SLO = "x-slo"          # SLO text in the one grammar (sliceserve.slo.parse_slo), request scope
 
 
 def check_model(state: ServingState, model: str | None) -> None:
@@ -76,6 +77,23 @@ def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
     return value / 1e3
 
 
+def header_slo(headers: Mapping[str, str]) -> SLO:
+    """The bounds the SLO headers set: x-slo-ttft-ms / x-slo-tpot-ms (milliseconds) and x-slo (text)."""
+    slo = SLO(ttft_s=_header_ms(headers, HEADER_TTFT), tpot_s=_header_ms(headers, HEADER_TPOT))
+    raw = headers.get(HEADER_SLO)
+    if raw is None:
+        return slo
+    try:
+        text = parse_slo(raw, scope="request").request_slo()
+    except ValueError as exc:
+        raise APIError(400, f"header {HEADER_SLO}: {exc}", param=HEADER_SLO) from None
+    for metric in ("ttft", "tpot"):
+        if getattr(slo, f"{metric}_s") is not None and getattr(text, f"{metric}_s") is not None:
+            raise APIError(400, f"{metric} is given twice: header x-slo-{metric}-ms and header {HEADER_SLO}; keep one",
+                           param=HEADER_SLO)
+    return slo.merged(text)
+
+
 def resolve_slo(state: ServingState, body: CompletionRequest | ChatRequest,
                 headers: Mapping[str, str]) -> tuple[str, SLO, float]:
     """(class name, SLO, utility). Precedence per bound: body `slo` > headers > the class's default."""
@@ -87,10 +105,9 @@ def resolve_slo(state: ServingState, body: CompletionRequest | ChatRequest,
             raise APIError(400, f"unknown slo_class {name!r}; known: {', '.join(state.classes)}",
                            param="slo_class", code="unknown_slo_class")
         slo, utility = cls.slo, cls.utility
-    slo = slo.merged(SLO(ttft_s=_header_ms(headers, HEADER_TTFT), tpot_s=_header_ms(headers, HEADER_TPOT)))
+    slo = slo.merged(header_slo(headers))
     if body.slo is not None:
-        ms = lambda v: None if v is None else v / 1e3  # noqa: E731
-        slo = slo.merged(SLO(ms(body.slo.ttft_ms), ms(body.slo.tpot_ms), ms(body.slo.e2e_ms)))
+        slo = slo.merged(body.slo.bounds())
     if body.utility is not None:
         utility = body.utility
     if name is None and not slo.is_empty:

@@ -12,10 +12,9 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sliceserve.control.constraints import Constraint, ConstraintSet
 from sliceserve.server.settings_control import (ControllerSettings, apply_class_slo_flags, deep_merge,
                                                 parse_class_slo, parse_memory, parse_server_slo)
-from sliceserve.slo import BUILTIN_CLASSES, SLO, SLOClass
+from sliceserve.slo import BUILTIN_CLASSES, SLO, ConstraintSet, SLOClass
 
 ENV_PREFIX = "SLICESERVE_"
 _MAPPINGS = ("slo_classes", "scheduler", "controller")   # given as JSON in the environment
@@ -27,7 +26,7 @@ class SLOClassSettings(BaseModel):
     tpot_ms: float | None = Field(default=None, gt=0)
     e2e_ms: float | None = Field(default=None, gt=0)
     utility: float = Field(default=1.0, gt=0)
-    # An SLO expression (sliceserve/control/constraints.py): per-request terms ("tpot <= 80ms") add to the
+    # An SLO expression (sliceserve.slo.parse_slo, class scope): per-request terms ("tpot <= 80ms") add to the
     # bounds above, percentile / throughput terms ("p99 ttft <= 500ms") are targets the controller watches.
     slo: str | None = None
 
@@ -35,7 +34,7 @@ class SLOClassSettings(BaseModel):
     def _expression(self) -> "SLOClassSettings":
         if self.slo is not None:
             for c in parse_class_slo(self.slo):
-                if c.percentile is None and c.is_latency and getattr(self, f"{c.metric}_ms") is not None:
+                if c.is_request_bound and getattr(self, f"{c.metric}_ms") is not None:
                     raise ValueError(f"{c.metric} is set twice: {c.metric}_ms and {c.text!r} in slo; keep one")
         return self
 
@@ -48,14 +47,11 @@ class SLOClassSettings(BaseModel):
         return SLOClass(name, slo, self.utility)
 
     def targets(self, scale: float = 1.0, ttft_scale: float | None = None) -> ConstraintSet:
-        """The terms the controller enforces (percentile latency, throughput); latency bounds scaled (TTFT
-        bounds by `ttft_scale` when given)."""
+        """The terms the controller enforces (latency percentiles and means, throughput); latency bounds
+        scaled (TTFT bounds by `ttft_scale` when given)."""
         if self.slo is None:
             return ConstraintSet("class")
-        factor = lambda c: ttft_scale if c.metric == "ttft" and ttft_scale is not None else scale  # noqa: E731
-        keep = [Constraint(c.metric, c.bound * factor(c) if c.is_latency else c.bound, c.percentile, c.text)
-                for c in parse_class_slo(self.slo) if c.percentile is not None or c.metric == "throughput"]
-        return ConstraintSet("class", tuple(keep))
+        return parse_class_slo(self.slo).targets().scaled(scale, ttft_scale)
 
 
 def _builtin_classes() -> dict[str, SLOClassSettings]:

@@ -1,7 +1,7 @@
 """Server settings for the control package: the feedback controller's switch and bounds, SLO expressions
 for classes (`p99 ttft <= 500ms, tpot <= 80ms`) and for the whole server (`memory <= 2GB, power <= 15W`),
-and the memory limit. Parsing goes through sliceserve.control.constraints, so the server accepts exactly
-the language the controller enforces, and anything else stops the server with a message saying what to write.
+and the memory limit. Parsing goes through sliceserve.slo.parse_slo (the one SLO grammar) at the scope that
+enforces the terms, so anything else stops the server with a message saying what to write and where.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sliceserve.control.constraints import ConstraintSet, parse_constraints, parse_term
 from sliceserve.control.controller import ControllerConfig
+from sliceserve.slo import ConstraintSet, parse_size, parse_slo
 
 
 class ControllerSettings(BaseModel):
@@ -42,19 +42,13 @@ class ControllerSettings(BaseModel):
 def parse_class_slo(expr: str) -> ConstraintSet:
     """A class's SLO expression; the per-request terms become its SLO, the percentile and throughput terms
     go to the controller."""
-    return parse_constraints(expr, scope="class")
+    return parse_slo(expr, scope="class")
 
 
 def parse_server_slo(expr: str) -> ConstraintSet:
     """The whole server's SLO: resource targets only. Latency and throughput targets belong to a class
-    (one server serves classes with different bounds), so they are refused here with that advice."""
-    cs = parse_constraints(expr, scope="server")
-    for c in cs:
-        if c.metric not in ("memory", "power"):
-            raise ValueError(f"server_slo term {c.text!r}: the server-wide SLO takes resource targets (memory, "
-                             "power); put latency and throughput targets on a class, e.g. "
-                             f"slo_classes: {{realtime: {{slo: '{c.text}'}}}} or --class-slo 'realtime={c.text}'")
-    return cs
+    (one server serves classes with different bounds), so the server scope refuses them with that advice."""
+    return parse_slo(expr, scope="server")
 
 
 def parse_memory(value: Any) -> int:
@@ -69,7 +63,7 @@ def parse_memory(value: Any) -> int:
     if text.isdigit():
         return parse_memory(int(text))
     try:
-        return int(parse_term(f"memory <= {text}", scope="server").bound)
+        return int(parse_size(text))
     except ValueError:
         raise ValueError(f"memory_limit {text!r}: write a size like 700MB, 1GiB or a number of bytes") from None
 

@@ -92,8 +92,9 @@ def choose_classes(names: list[str], weights: list[float], n: int, rng: np.rando
 
 
 def with_slo_overrides(mix: tuple[ClassMix, ...], overrides: list[str]) -> tuple[ClassMix, ...]:
-    """Apply `[CLASS=]EXPR` overrides (e.g. `realtime=tpot<=40ms`, or `ttft<=2s` for every class): the bounds
-    EXPR names replace the class's, the others stay."""
+    """Apply `[CLASS=]EXPR` overrides (e.g. `realtime=tpot<=40ms`, or `ttft<=2s` for every class; EXPR in the
+    grammar of sliceserve.slo.parse_slo, request scope): the bounds EXPR names replace the class's, the
+    others stay."""
     known = [m.name for m in mix]
     out = list(mix)
     for text in overrides:
@@ -101,7 +102,8 @@ def with_slo_overrides(mix: tuple[ClassMix, ...], overrides: list[str]) -> tuple
         target, expr = (m.group(1), m.group(2)) if m else (None, text)
         if target is not None and target not in known:
             raise ValueError(f"unknown SLO class {target!r} in --slo {text!r}; known: {', '.join(known)}")
-        slo = parse_slo(expr)
+        # The simulator and bench carry per-request bounds only (no controller): request scope.
+        slo = parse_slo(expr, scope="request").request_slo()
         out = [ClassMix(SLOClass(c.name, c.slo_class.slo.merged(slo), c.slo_class.utility), c.weight, c.prompt, c.output)
                if target in (None, c.name) else c for c in out]
     return tuple(out)

@@ -116,6 +116,8 @@ def test_trace_replay(tmp_path: Path, capsys) -> None:
     (["--workload", "no-such-preset"], "unknown workload preset 'no-such-preset'"),
     (["--slo", "tpot<=-5ms"], "tpot"),
     (["--slo", "speed<=5ms"], "unknown SLO metric"),
+    (["--slo", "realtime=p99 ttft <= 1s"], "cannot be enforced in scope 'request'"),
+    (["--slo", "memory <= 1GB"], "resource of the whole server"),
     (["--request-rate", "fast"], "--request-rate"),
     (["--sweep-rate", "5:1:1"], "rate range"),
     (["--set", "max_num_seqs=0"], "max_num_seqs"),

@@ -7,13 +7,12 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sliceserve.control.constraints import parse_constraints
 from sliceserve.control.controller import Controller, ControllerConfig
 from sliceserve.control.inflight import inflight_risk
 from sliceserve.control.latency import percentile
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason
-from sliceserve.slo import SLO
+from sliceserve.slo import SLO, parse_slo
 from tests.control.simhelpers import RT_MIX, attainment, mix, recovery_cycles, simulate
 
 SLOW_AT = 60.0
@@ -103,7 +102,7 @@ def test_p99_ttft_target_vs_mean_target():
     """FCFS (vllm) meets a *mean* TTFT of 500 ms but not p99 <= 500 ms; SLICE meets the p99 at the same load.
     The controller on FCFS sees the p99 target missed, sheds batch arrivals and lowers the tail, but cannot
     reach it: the remaining misses wait behind batch prefills already admitted (FCFS order is not a knob)."""
-    target = parse_constraints("p99 ttft <= 500ms")
+    target = parse_slo("p99 ttft <= 500ms")
     kw = dict(workload_mix=TTFT_MIX, rate=1.0, duration_s=300, seed=1)
     fcfs, _ = simulate(policy="vllm", **kw)
     fcfs_ctl, ctl = simulate(policy="vllm", controller=ControllerConfig(every=8, relax_after=20),
@@ -133,7 +132,7 @@ def test_power_target_caps_batch_while_power_is_above_it_and_is_a_noop_without_r
 
     watts = [20.0]
     sched = make_scheduler("vllm", SchedulerConfig(policy="vllm", max_num_seqs=16), load_profile("paper-4060ti"))
-    ctl = Controller(sched, ControllerConfig(), server_constraints=parse_constraints("power <= 15W", "server"),
+    ctl = Controller(sched, ControllerConfig(), server_constraints=parse_slo("power <= 15W", "server"),
                      power_reader=lambda: watts[0])
     ctl.cycle(1.0)
     ctl.cycle(2.0)
@@ -143,7 +142,7 @@ def test_power_target_caps_batch_while_power_is_above_it_and_is_a_noop_without_r
     assert sched.config.max_num_seqs == 5
     assert [d["kind"] for d in ctl.decisions] == ["batch_cap"] * 3
     blind = make_scheduler("vllm", SchedulerConfig(policy="vllm"), load_profile("paper-4060ti"))
-    no_reading = Controller(blind, server_constraints=parse_constraints("power <= 15W", "server"),
+    no_reading = Controller(blind, server_constraints=parse_slo("power <= 15W", "server"),
                             power_reader=lambda: None)
     no_reading.cycle(1.0)
     assert blind.config.max_num_seqs == 16 and not no_reading.decisions

@@ -113,3 +113,11 @@ def test_hints_follow_the_servers_precedence_body_over_headers_over_class():
     assert chat.prompt_tokens == 20 + 4 and chat.max_tokens == 256
     junk = hint_from_request(b"{not json", {"x-slo-tpot-ms": "bad"})   # the replica answers it with a 400
     assert (junk.slo, junk.slo_class, junk.utility, junk.prompt_tokens) == (SLO(), None, None, 1)
+
+
+def test_hint_reads_slo_text_from_body_and_header_as_the_server_does():
+    body = json.dumps({"prompt": "x" * 40, "slo": "tpot <= 300ms, e2e <= 9s"}).encode()
+    hint = hint_from_request(body, {"x-slo": "ttft <= 900ms, tpot <= 100ms"})
+    assert hint.slo == SLO(ttft_s=0.9, tpot_s=0.3, e2e_s=9.0)            # body over header, per bound
+    odd = hint_from_request(json.dumps({"prompt": "x", "slo": "p99 ttft <= 1s"}).encode(), {"x-slo": "soon"})
+    assert odd.slo == SLO()                      # no request-scope bound: the replica answers the 400

@@ -123,6 +123,10 @@ def test_slo_overrides_for_one_class_or_all() -> None:
         with_slo_overrides(mix, ["tpot<=0ms"])
     with pytest.raises(ValueError, match="unknown SLO class"):
         with_slo_overrides(mix, ["gold=tpot<=1s"])
+    # The one grammar: spaces, `;`/`and` separators; class targets have no place in a workload's request bounds.
+    assert with_slo_overrides(mix, ["realtime = ttft <= 2s and tpot < 30ms"])[0].slo_class.slo == SLO(2.0, 0.03, 30.0)
+    with pytest.raises(ValueError, match="scope 'request'"):
+        with_slo_overrides(mix, ["realtime=p99 tpot<=1s"])
 
 
 def test_mix_weights_parsing() -> None:

@@ -12,8 +12,8 @@ import math
 from typing import Any, Mapping
 
 from sliceserve.integrations.ray.routing import RequestHint
-from sliceserve.server.requests import HEADER_TPOT, HEADER_TTFT
-from sliceserve.slo import SLO
+from sliceserve.server.requests import HEADER_SLO, HEADER_TPOT, HEADER_TTFT
+from sliceserve.slo import SLO, parse_slo
 
 _CHARS_PER_TOKEN = 4.0
 _CHAT_DEFAULT_MAX_TOKENS = 256   # the server's default_max_tokens default (server/settings.py)
@@ -25,6 +25,14 @@ def _positive(value: Any, scale: float = 1e-3) -> float | None:
     except (TypeError, ValueError):
         return None
     return v * scale if math.isfinite(v) and v > 0 else None
+
+
+def _text_slo(text: Any) -> SLO:
+    """Request-scope SLO text (the one grammar); anything unreadable is no hint (the replica answers 400)."""
+    try:
+        return parse_slo(text, scope="request").request_slo() if isinstance(text, str) else SLO()
+    except ValueError:
+        return SLO()
 
 
 def _text_tokens(text: str) -> int:
@@ -62,10 +70,13 @@ def hint_from_request(body: bytes, headers: Mapping[str, str]) -> RequestHint:
     if not isinstance(data, dict):
         data = {}
     slo = SLO(ttft_s=_positive(headers.get(HEADER_TTFT)), tpot_s=_positive(headers.get(HEADER_TPOT)))
+    slo = slo.merged(_text_slo(headers.get(HEADER_SLO)))
     body_slo = data.get("slo")
+    if isinstance(body_slo, str):
+        body_slo = {"expr": body_slo}
     if isinstance(body_slo, dict):
         slo = slo.merged(SLO(_positive(body_slo.get("ttft_ms")), _positive(body_slo.get("tpot_ms")),
-                             _positive(body_slo.get("e2e_ms"))))
+                             _positive(body_slo.get("e2e_ms"))).merged(_text_slo(body_slo.get("expr"))))
     slo_class = data.get("slo_class") if isinstance(data.get("slo_class"), str) else None
     utility = _positive(data.get("utility"), scale=1.0)
     max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")

@@ -84,7 +84,7 @@ def _common(state: ServingState, body: ChatBody | GenerateBody) -> dict[str, Any
     body.refuse_unsupported()
     options = sampling_fields(body.options)
     out = {k: options[k] for k in ("temperature", "top_k", "top_p", "seed", "stop") if k in options}
-    out.update(model=state.model_name, slo=body.slo.model_dump() if body.slo else None, slo_class=body.slo_class,
+    out.update(model=state.model_name, slo=body.slo.model_dump(exclude_none=True) if body.slo else None, slo_class=body.slo_class,
                utility=body.utility, priority=body.priority)
     return {**out, "_options": options}
 

@@ -1,11 +1,10 @@
-"""Service-level objectives: per-request bounds, named classes, and the expression parser.
+"""Per-request latency bounds (`SLO`) and named classes of requests (`SLOClass`).
 
-Times are float seconds inside; expressions and HTTP fields use ms/s units and are converted once here.
+Times are float seconds; SLO text is read by sliceserve.slo.grammar, HTTP's millisecond fields by the server.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 
 # A latency equal to its bound meets it. Timestamps are sums of float iteration times, so "equal" can
@@ -14,8 +13,6 @@ from dataclasses import dataclass, replace
 FLOAT_SLACK_S = 1e-9
 
 _METRICS = ("ttft", "tpot", "e2e")
-_UNITS = {"ms": 1e-3, "s": 1.0, "us": 1e-6}
-_TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,44 +85,3 @@ BUILTIN_CLASSES: dict[str, SLOClass] = {
         SLOClass("embedding", SLO(ttft_s=2.0), utility=0.5),
     )
 }
-
-
-def parse_duration(text: str) -> float:
-    """'200ms' / '1.5s' / '300us' -> seconds. A bare number is rejected: the unit must be stated."""
-    m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m:
-        raise ValueError(f"cannot read a duration from {text!r}; write e.g. 200ms or 1.5s")
-    return _to_seconds(float(m.group(1)), m.group(2), text)
-
-
-def _to_seconds(value: float, unit: str, context: str) -> float:
-    if unit not in _UNITS:
-        raise ValueError(f"unknown time unit {unit!r} in {context!r}; use ms, s or us")
-    seconds = value * _UNITS[unit]
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"bound in {context!r} must be positive")
-    return seconds
-
-
-def parse_slo(expr: str) -> SLO:
-    """Parse 'ttft<=200ms,tpot<=50ms,e2e<=5s' into an SLO.
-
-    Rejects unknown metrics, non-positive bounds, missing or unknown units and duplicate keys.
-    """
-    if not expr or not expr.strip():
-        raise ValueError("empty SLO expression; write e.g. ttft<=200ms,tpot<=50ms")
-    bounds: dict[str, float] = {}
-    for term in expr.split(","):
-        m = _TERM.match(term)
-        if not m:
-            raise ValueError(f"cannot parse SLO term {term.strip()!r}; write METRIC<=VALUE UNIT, e.g. tpot<=50ms")
-        metric, _, value, unit = m.groups()
-        metric = metric.lower()
-        if metric not in _METRICS:
-            raise ValueError(f"unknown SLO metric {metric!r} in {term.strip()!r}; known: {', '.join(_METRICS)}")
-        if metric in bounds:
-            raise ValueError(f"SLO metric {metric!r} given twice in {expr!r}")
-        if not unit:
-            raise ValueError(f"SLO term {term.strip()!r} has no unit; write e.g. {metric}<={value}ms")
-        bounds[metric] = _to_seconds(float(value), unit, term.strip())
-    return SLO(ttft_s=bounds.get("ttft"), tpot_s=bounds.get("tpot"), e2e_s=bounds.get("e2e"))
