@@ -53,7 +53,8 @@ from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.request import Request, RequestStatus
 
 # Enum members as module constants: `RequestStatus.WAITING` costs ~0.5 us per lookup on Python 3.11 (the
@@ -62,7 +63,7 @@ _WAITING, _RUNNING, _PAUSED = RequestStatus.WAITING, RequestStatus.RUNNING, Requ
 
 
 @register("fastserve")
-class FastServeScheduler(Scheduler):
+class FastServeScheduler(Policy):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         q0 = config.fastserve_q0_s if config.fastserve_q0_s is not None else latency.decode_time(1, 0.0)

@@ -84,14 +84,16 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Knob, Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.core.slice.feedback import SliceFeedback, rate_for
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
-from sliceserve.request import FinishReason, Request, RequestStatus
+from sliceserve.request import Request, RequestStatus
 from sliceserve.slo import FLOAT_SLACK_S
 
 
@@ -121,7 +123,14 @@ def _ttft_lost(req: Request, now: float) -> bool:
 
 
 @register("slice")
-class SliceScheduler(Scheduler):
+class SliceScheduler(Policy):
+    orders_by_utility = True
+    knobs = Policy.knobs + (
+        Knob("margin", 0.0, 1.0, "share of the cycle P the selection leaves spare (`slice_margin`)", high_open=True),
+        Knob("rate_boost", 0, math.inf, "extra decode steps per cycle granted one request", integer=True,
+             per_request=True),
+    )
+
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         cfg = self.config
@@ -161,12 +170,24 @@ class SliceScheduler(Scheduler):
         self._cached.pop(req.req_id, None)
         self.feedback.forget(req.req_id)
 
-    def abort(self, req_id: str, now: float, reason: FinishReason = FinishReason.ABORT,
-              error: str | None = None) -> Request | None:
-        req = super().abort(req_id, now, reason, error)
-        if req is not None:
-            self.on_finish(req, now)
-        return req
+    # --- knobs (read at the next rebuild, which setting one asks for) ----------------------------------
+    def _read_knob(self, name: str, req_id: str | None) -> float:
+        if name == "margin":
+            return self.params.margin
+        if name == "rate_boost":
+            return self.feedback.boost.get(req_id or "", 0)
+        return super()._read_knob(name, req_id)
+
+    def _apply_knob(self, name: str, value: float, req_id: str | None) -> None:
+        if name == "margin":
+            self.params = replace(self.params, margin=value)
+            self.cap_s = self.params.period_s * (1.0 - value)
+        elif name == "rate_boost":
+            self.feedback.boost[req_id or ""] = int(value)
+        else:
+            super()._apply_knob(name, value, req_id)
+            self.params = replace(self.params, max_num_seqs=self.config.max_num_seqs)
+        self._dirty = True
 
     def observe_iteration(self, sched, result, now: float) -> None:  # type: ignore[override]
         super().observe_iteration(sched, result, now)

@@ -53,7 +53,8 @@ import numpy as np
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.core.sliding.chunker import choose_chunks
 from sliceserve.core.sliding.constructor import construct
 from sliceserve.core.sliding.predictor import BatchFeatures, BatchLatencyPredictor
@@ -63,7 +64,7 @@ from sliceserve.request import Request, RequestStatus
 
 
 @register("sliding")
-class SlidingScheduler(Scheduler):
+class SlidingScheduler(Policy):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         c = self.config
