@@ -103,7 +103,7 @@ def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, la
         if spare <= 0:
             return False
         wait += (prefill - absorb_s) / spare * cap
-    return now + wait <= req.arrival_s + req.slo.ttft_s
+    return now + wait <= req.ttft_deadline_s
 
 
 def _bank_wait_s(deficit_s: float, mask: DecodeMask, cap: float) -> float:
@@ -133,7 +133,7 @@ def _can_bank(c: Candidate, now: float, deficit_s: float, prefill_s: float, mask
     wait = _bank_wait_s(deficit_s, mask, cap)
     # The prompt's last chunk yields its first token in the same iteration, beside the members' decodes.
     step = latency.decode_time(max(mask.counts, default=0))
-    return wait <= cap and now + wait + prefill_s + step <= c.req.arrival_s + ttft
+    return wait <= cap and now + wait + prefill_s + step <= c.req.ttft_deadline_s
 
 
 def select(candidates: list[Candidate], params: SelectionParams, latency: LatencyModel, now: float,

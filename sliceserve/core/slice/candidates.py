@@ -1,0 +1,89 @@
+"""SLICE phase 1 input: a request as the selection sees it (`Candidate`), built from its SLO, its progress
+and the feedback's rate (why each part: the docstrings of core/policies/slice.py and of this package)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.latency import LatencyModel
+from sliceserve.core.slice.feedback import SliceFeedback, rate_for
+from sliceserve.core.slice.selection import Candidate, demand
+from sliceserve.request import Request, RequestStatus
+from sliceserve.slo import FLOAT_SLACK_S
+
+
+def ttft_lost(req: Request, now: float) -> bool:
+    """Whether `req` can no longer meet its TTFT: no token yet and the bound has passed, or its first token
+    already came after the bound."""
+    ttft = req.slo.ttft_s
+    if ttft is None:
+        return False
+    if req.token_times_s:
+        return req.token_times_s[0] - req.arrival_s > ttft + FLOAT_SLACK_S
+    return now > req.ttft_deadline_s
+
+
+@dataclass(slots=True)
+class CandidateBuilder:
+    """Turns requests into candidates for one SLICE scheduler (its cycle and feedback; the config and the
+    cycle's usable part are passed in, since the controller's knobs change them)."""
+
+    latency: LatencyModel
+    feedback: SliceFeedback
+    period_s: float
+    blocks_for: Callable[[int], int]    # the KV allocator's tokens -> blocks
+
+    def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> Candidate:
+        base, rate, feasible = self._rate(req, now, cfg, cap_s)
+        slo, lat = req.slo, self.latency
+        # A fixed deadline per request (not one that moves once the first token is out), so equal-density
+        # ties keep favouring the request that arrived first: a running one is not displaced by its twin.
+        bounds = [b for b in (slo.ttft_s, slo.e2e_s) if b is not None]
+        if not bounds and slo.tpot_s is not None:
+            bounds = [slo.tpot_s * req.max_tokens]
+        uncomputed = req.num_uncomputed_tokens
+        needs_prefill = uncomputed > 1 or req.status is RequestStatus.WAITING
+        slack = math.inf
+        if not needs_prefill and slo.tpot_s is not None and req.num_output_tokens > 0:
+            # Assume every later token comes one TPOT apart: what is left is time it can lend once.
+            slack = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now \
+                - slo.tpot_s * req.remaining_output_tokens
+        per_token = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
+        return Candidate(
+            req=req, rate=rate, density=req.utility / base,
+            deadline=req.arrival_s + min(bounds) if bounds else math.inf,
+            blocks=self.blocks_for(req.max_total_tokens),
+            now_blocks=self.blocks_for(req.num_tokens + 1),
+            prefill_tokens=uncomputed if needs_prefill else 0,
+            ctx=req.num_tokens + rate / 2, feasible=feasible, slack_s=slack,
+            rank=req.utility / max(1, req.remaining_output_tokens) if cfg.slice_rank == "work" else None,
+            work_s=lat.prefill_time(uncomputed if needs_prefill else 0) + per_token * req.remaining_output_tokens)
+
+    def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> tuple[int, int, bool]:
+        """(base demand, rate it is given, whether its SLO can still be met)."""
+        slo = req.slo
+        base = demand(slo.tpot_s, self.period_s, cfg.slice_min_rate)
+        feasible = True
+        if slo.tpot_s is None and slo.e2e_s is not None:
+            allowed = req.arrival_s + slo.e2e_s - now
+            feasible = allowed > 0
+            if feasible:
+                base = max(base, rate_for(max(1, req.remaining_output_tokens), allowed, cap_s))
+        rate: int | None = base
+        if cfg.slice_feedback and feasible:
+            rate = self.feedback.required_rate(req, now, base, cap_s)
+        if rate is None:
+            rate, feasible = base, False
+        if ttft_lost(req, now):
+            # Its SLO is lost whatever it gets now. A late first token left feasible would outrank (same
+            # density, earlier deadline) a younger stream that is on time and take its slot: seen at edge-mix
+            # rate 3, where a real-time request served best effort after its TTFT displaced an on-time one
+            # mid-stream.
+            feasible = False
+        if rate * self.latency.decode_time(1) > cap_s:  # cannot go that fast even alone
+            rate, feasible = max(1, math.floor(cap_s / self.latency.decode_time(1))), False
+        if not feasible and not slo.is_empty:
+            self.feedback.flag(req, "SLO can no longer be met")
+        return base, rate, feasible
