@@ -155,7 +155,7 @@ class ColumnFill:
             # A member admitted to bank slack waits for its whole prompt to fit (selection counted on that);
             # chunks would each pay the prefill's fixed cost and wait for slack again.
             whole = rid in self._banking and it.budget >= req.num_uncomputed_tokens
-            if n <= 0 or (n < req.num_uncomputed_tokens and (n < MIN_CHUNK or whole)):
+            if n <= 0 or (n < req.num_uncomputed_tokens and (n < self._min_chunk() or whole)):
                 it.member_blocked = it.member_blocked or members
                 continue
             if self._admit(req, req.num_computed_tokens + n, it.in_batch):
@@ -166,6 +166,14 @@ class ColumnFill:
                 due = self._first_token_due(req, n)
                 if now + it.step_s + lat.prefill_time(it.spent) <= due:
                     it.first_due = min(it.first_due, due)
+
+    def _min_chunk(self: SliceScheduler) -> int:
+        """MIN_CHUNK, or less where the token budget is that small: a budget below it (a config may set 8) would
+        refuse every chunk of a prompt longer than the budget, forever, and best effort waits behind a
+        blocked member (tests/slice/test_small_batch_budget.py). The budget less one decode per other slot
+        is what a chunk can always get."""
+        cfg = self.config
+        return min(MIN_CHUNK, max(1, cfg.max_num_batched_tokens - (cfg.max_num_seqs - 1)))
 
     def _mean_column_s(self: SliceScheduler) -> float:
         return self._cycle_s / max(1, len(self._columns))
