@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from operator import attrgetter
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
@@ -78,6 +79,7 @@ class SliceScheduler(ColumnFill, Policy):
         self._col = 0
         self._members: dict[str, int] = {}        # selected req_id -> base demand
         self._cached: dict[str, Candidate] = {}   # never-run waiting request -> its candidate
+        self._per_req: dict[str, tuple[Request, int, float]] = {}   # `_demand`
         self._cycle_s = 0.0                       # predicted cost of one pass over the mask
         self._prefilling: list[str] = []          # rows with prompt/recompute left, rank order
         self._banking: set[str] = set()           # members whose prompt waits, whole, for banked slack
@@ -95,6 +97,7 @@ class SliceScheduler(ColumnFill, Policy):
     def on_finish(self, req: Request, now: float) -> None:
         self._dirty = True
         self._cached.pop(req.req_id, None)
+        self._per_req.pop(req.req_id, None)
         self.feedback.forget(req.req_id)
 
     # --- knobs (read at the next rebuild, which setting one asks for) ----------------------------------
@@ -153,11 +156,12 @@ class SliceScheduler(ColumnFill, Policy):
         self.num_rebuilds += 1
         if self.config.slice_reject_lost:
             self._reject_lost(now)
+        self.candidates.begin(self.config)
         cands = [self._candidate(r, now) for r in self.running]
         cands += [self._waiting_candidate(r, now) if r.num_computed_tokens == 0 and not r.output_token_ids
                   and not (self.config.slice_feedback and r.req_id in self.feedback.boost)
                   else self._candidate(r, now) for r in self.waiting]
-        cands.sort(key=lambda c: c.sort_key)
+        cands.sort(key=attrgetter("sort_key"))
         self._adopt(select(cands, self.params, self.latency, now))
 
     def _adopt(self, sel: Selection) -> None:
@@ -212,10 +216,13 @@ class SliceScheduler(ColumnFill, Policy):
 
     def _check_lag(self) -> None:
         """At the end of each full cycle: selected requests behind their TPOT get a boost (-> rebuild)."""
+        get, check_lag, per_req = self.requests.get, self.feedback.check_lag, self._per_req
         for rid in self._members:
-            req = self.requests.get(rid)
-            if req is not None and self.feedback.check_lag(
-                    req, demand(req.slo.tpot_s, self.period_s, self.config.slice_min_rate)):
+            req = get(rid)
+            if req is None:
+                continue
+            e = per_req.get(rid)
+            if check_lag(req, e[1] if e is not None and e[0] is req else self._demand(req)[1]):
                 self._dirty = True
         self.num_violation_risks = self.feedback.num_risks
 
@@ -243,9 +250,17 @@ class SliceScheduler(ColumnFill, Policy):
             self._col, self._wrapped = 0, True
         return col
 
+    def _demand(self, req: Request) -> tuple[Request, int, float]:
+        """(req, base demand, utility density): fixed for a request's life (its SLO, its utility and P do not
+        change), so computed once; plan() asks for every member in every iteration (issue 21: decision cost)."""
+        e = self._per_req.get(req.req_id)
+        if e is None or e[0] is not req:
+            base = demand(req.slo.tpot_s, self.period_s, self.config.slice_min_rate)
+            e = self._per_req[req.req_id] = (req, base, req.utility / base)
+        return e
+
     def _density(self, req: Request) -> float:
-        cfg = self.config
-        return req.utility / demand(req.slo.tpot_s, self.period_s, cfg.slice_min_rate)
+        return self._demand(req)[2]
 
     def _admit(self, req: Request, tokens: int, in_batch: set[str]) -> bool:
         """Reserve KV for `tokens` (evicting paused, then best-effort requests, lowest density first) and

@@ -3,7 +3,7 @@ and the feedback's rate (why each part: the docstrings of core/policies/slice.py
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from sliceserve.config import SchedulerConfig
@@ -34,10 +34,28 @@ class CandidateBuilder:
     feedback: SliceFeedback
     period_s: float
     blocks_for: Callable[[int], int]    # the KV allocator's tokens -> blocks
+    # Latency-model figures of the current rebuild (`begin`): the model moves between rebuilds (calibration),
+    # never during one, and a rebuild under overload builds a thousand candidates (issue 21: decision cost).
+    _step1_s: float = 0.0
+    _per_token_s: float = 0.0
+    _prefill_s: dict[int, float] = field(default_factory=dict)
+
+    def begin(self, cfg: SchedulerConfig) -> None:
+        """Start a rebuild: read the latency model's figures the candidates share."""
+        lat = self.latency
+        self._step1_s = lat.decode_time(1)
+        self._per_token_s = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
+        self._prefill_s = {}
+
+    def _prefill_time(self, tokens: int) -> float:
+        t = self._prefill_s.get(tokens)
+        if t is None:
+            t = self._prefill_s[tokens] = self.latency.prefill_time(tokens)
+        return t
 
     def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> Candidate:
         base, rate, feasible = self._rate(req, now, cfg, cap_s)
-        slo, lat = req.slo, self.latency
+        slo = req.slo
         # A fixed deadline per request (not one that moves once the first token is out), so equal-density
         # ties keep favouring the request that arrived first: a running one is not displaced by its twin.
         bounds = [b for b in (slo.ttft_s, slo.e2e_s) if b is not None]
@@ -50,7 +68,6 @@ class CandidateBuilder:
             # Assume every later token comes one TPOT apart: what is left is time it can lend once.
             slack = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now \
                 - slo.tpot_s * req.remaining_output_tokens
-        per_token = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
         return Candidate(
             req=req, rate=rate, density=req.utility / base,
             deadline=req.arrival_s + min(bounds) if bounds else math.inf,
@@ -59,7 +76,7 @@ class CandidateBuilder:
             prefill_tokens=uncomputed if needs_prefill else 0,
             ctx=req.num_tokens + rate / 2, feasible=feasible, slack_s=slack,
             rank=req.utility / max(1, req.remaining_output_tokens) if cfg.slice_rank == "work" else None,
-            work_s=lat.prefill_time(uncomputed if needs_prefill else 0) + per_token * req.remaining_output_tokens)
+            work_s=self._prefill_time(uncomputed if needs_prefill else 0) + self._per_token_s * req.remaining_output_tokens)
 
     def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> tuple[int, int, bool]:
         """(base demand, rate it is given, whether its SLO can still be met)."""
@@ -82,8 +99,8 @@ class CandidateBuilder:
             # rate 3, where a real-time request served best effort after its TTFT displaced an on-time one
             # mid-stream.
             feasible = False
-        if rate * self.latency.decode_time(1) > cap_s:  # cannot go that fast even alone
-            rate, feasible = max(1, math.floor(cap_s / self.latency.decode_time(1))), False
+        if rate * self._step1_s > cap_s:  # cannot go that fast even alone
+            rate, feasible = max(1, math.floor(cap_s / self._step1_s)), False
         if not feasible and not slo.is_empty:
             self.feedback.flag(req, "SLO can no longer be met")
         return base, rate, feasible

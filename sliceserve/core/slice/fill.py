@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from sliceserve.core.scheduler import Batch
@@ -39,6 +40,7 @@ class Iteration:
     lines: list[tuple[float, float]] = field(default_factory=list)   # (density, slack) of members to protect
     others: list[Request] = field(default_factory=list)              # the column's best-effort rows
     k: int = 0                    # decodes in the batch
+    ctx_tokens: int = 0           # tokens in context of the members decoding (phase 1)
     extra: float = math.inf       # time the iteration may take beyond the members' own decode step
     step_s: float = 0.0           # the members' decode step, context included
     spent: int = 0                # prefill tokens taken
@@ -56,9 +58,9 @@ class ColumnFill:
         it = self._decode_members(col, now, sit_out)
         self._protect_absent(it, now)
         lat = self.latency
-        limit = min((slack for _, slack in it.lines), default=math.inf)
+        limit = min(map(itemgetter(1), it.lines), default=math.inf)
         it.extra = limit - lat.decode_time(it.k) if limit < math.inf else math.inf
-        ctx = sum(self.requests[r].num_computed_tokens for r in it.batch.decode) / it.k if it.k else 0.0
+        ctx = it.ctx_tokens / it.k if it.k else 0.0
         it.step_s = lat.decode_time(it.k, ctx)
         self._prefill_pass(it, now, members=True)
         if it.member_blocked:
@@ -82,21 +84,30 @@ class ColumnFill:
         # and only when such a member is in the column (a loop over the members: keeps plan() cheap).
         may_yield = self._bank_s > 0 and sit_out
         top_short = functools.cache(lambda: self._top_short(now))
+        # Locals: this loop runs for every member in every iteration (issue 21: decision cost).
+        requests, members, top_members, per_req = self.requests, self._members, self._top_members, self._per_req
+        density, member_slack, admit = self._density, self._member_slack, self._admit
+        batch, in_batch, lines, others = it.batch, it.in_batch, it.lines, it.others
+        budget, ctx_tokens = it.budget, 0
         for rid in col:
-            req = self.requests.get(rid)
-            if req is None or req.num_uncomputed_tokens != 1 or it.budget <= 0:
+            req = requests.get(rid)
+            # `num_uncomputed_tokens != 1`, inlined (two property calls per member per iteration).
+            if req is None or budget <= 0 or \
+                    len(req.prompt_token_ids) + len(req.output_token_ids) - req.num_computed_tokens != 1:
                 continue
-            if rid not in self._members:
-                it.others.append(req)
-            elif self._sits_out(req, now, waiting, mean_col) or (
-                    may_yield and rid not in self._top_members and self._member_slack(req, now) > mean_col
-                    and top_short()):
+            if rid not in members:
+                others.append(req)
+            elif (waiting != -math.inf and self._sits_out(req, now, waiting, mean_col)) or (
+                    may_yield and rid not in top_members and member_slack(req, now) > mean_col and top_short()):
                 continue
-            elif self._admit(req, req.num_computed_tokens + 1, it.in_batch):
-                it.batch.add_decode(req)
-                it.in_batch.add(rid)
-                it.budget -= 1
-                it.lines.append((self._density(req), self._member_slack(req, now)))
+            elif admit(req, req.num_computed_tokens + 1, in_batch):
+                batch.add_decode(req)
+                in_batch.add(rid)
+                budget -= 1
+                ctx_tokens += req.num_computed_tokens
+                e = per_req.get(rid)
+                lines.append((e[2] if e is not None and e[0] is req else density(req), member_slack(req, now)))
+        it.budget, it.ctx_tokens = budget, ctx_tokens
         it.k = len(it.batch.decode)
         return it
 
