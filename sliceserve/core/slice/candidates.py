@@ -39,6 +39,7 @@ class CandidateBuilder:
     _step1_s: float = 0.0
     _per_token_s: float = 0.0
     _prefill_s: dict[int, float] = field(default_factory=dict)
+    _demands: dict[float | None, int] = field(default_factory=dict)   # tpot -> base demand, this rebuild
 
     def begin(self, cfg: SchedulerConfig) -> None:
         """Start a rebuild: read the latency model's figures the candidates share."""
@@ -46,6 +47,7 @@ class CandidateBuilder:
         self._step1_s = lat.decode_time(1)
         self._per_token_s = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
         self._prefill_s = {}
+        self._demands = {}
 
     def _prefill_time(self, tokens: int) -> float:
         t = self._prefill_s.get(tokens)
@@ -54,34 +56,32 @@ class CandidateBuilder:
         return t
 
     def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> Candidate:
+        # Request properties read once each: a rebuild under overload builds a thousand candidates.
         base, rate, feasible = self._rate(req, now, cfg, cap_s)
         slo = req.slo
-        # A fixed deadline per request (not one that moves once the first token is out), so equal-density
-        # ties keep favouring the request that arrived first: a running one is not displaced by its twin.
-        bounds = [b for b in (slo.ttft_s, slo.e2e_s) if b is not None]
-        if not bounds and slo.tpot_s is not None:
-            bounds = [slo.tpot_s * req.max_tokens]
-        uncomputed = req.num_uncomputed_tokens
+        tpot, max_tokens = slo.tpot_s, req.sampling_params.max_tokens
+        n_prompt, n_out = len(req.prompt_token_ids), len(req.output_token_ids)
+        n_tokens, remaining = n_prompt + n_out, max_tokens - n_out
+        uncomputed = n_tokens - req.num_computed_tokens
         needs_prefill = uncomputed > 1 or req.status is RequestStatus.WAITING
         slack = math.inf
-        if not needs_prefill and slo.tpot_s is not None and req.num_output_tokens > 0:
+        if not needs_prefill and tpot is not None and n_out > 0:
             # Assume every later token comes one TPOT apart: what is left is time it can lend once.
-            slack = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now \
-                - slo.tpot_s * req.remaining_output_tokens
+            slack = req.token_times_s[0] + tpot * (max_tokens - 1) - now - tpot * remaining
         return Candidate(
-            req=req, rate=rate, density=req.utility / base,
-            deadline=req.arrival_s + min(bounds) if bounds else math.inf,
-            blocks=self.blocks_for(req.max_total_tokens),
-            now_blocks=self.blocks_for(req.num_tokens + 1),
+            req=req, rate=rate, density=req.utility / base, deadline=_deadline(req, tpot, max_tokens),
+            blocks=self.blocks_for(n_prompt + max_tokens), now_blocks=self.blocks_for(n_tokens + 1),
             prefill_tokens=uncomputed if needs_prefill else 0,
-            ctx=req.num_tokens + rate / 2, feasible=feasible, slack_s=slack,
-            rank=req.utility / max(1, req.remaining_output_tokens) if cfg.slice_rank == "work" else None,
-            work_s=self._prefill_time(uncomputed if needs_prefill else 0) + self._per_token_s * req.remaining_output_tokens)
+            ctx=n_tokens + rate / 2, feasible=feasible, slack_s=slack,
+            rank=req.utility / max(1, remaining) if cfg.slice_rank == "work" else None,
+            work_s=self._prefill_time(uncomputed if needs_prefill else 0) + self._per_token_s * remaining)
 
     def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> tuple[int, int, bool]:
         """(base demand, rate it is given, whether its SLO can still be met)."""
         slo = req.slo
-        base = demand(slo.tpot_s, self.period_s, cfg.slice_min_rate)
+        base = self._demands.get(slo.tpot_s)
+        if base is None:
+            base = self._demands[slo.tpot_s] = demand(slo.tpot_s, self.period_s, cfg.slice_min_rate)
         feasible = True
         if slo.tpot_s is None and slo.e2e_s is not None:
             allowed = req.arrival_s + slo.e2e_s - now
@@ -104,3 +104,15 @@ class CandidateBuilder:
         if not feasible and not slo.is_empty:
             self.feedback.flag(req, "SLO can no longer be met")
         return base, rate, feasible
+
+
+def _deadline(req: Request, tpot: float | None, max_tokens: int) -> float:
+    """Arrival + the tightest of its TTFT and e2e bounds (tpot x max_tokens with neither), else inf. A fixed
+    deadline per request (not one that moves once the first token is out), so equal-density ties keep
+    favouring the request that arrived first: a running one is not displaced by its twin."""
+    ttft, e2e = req.slo.ttft_s, req.slo.e2e_s
+    if ttft is not None:
+        return req.arrival_s + (e2e if e2e is not None and e2e < ttft else ttft)   # min(), first on ties
+    if e2e is not None:
+        return req.arrival_s + e2e
+    return req.arrival_s + tpot * max_tokens if tpot is not None else math.inf
