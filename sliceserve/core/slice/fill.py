@@ -26,6 +26,7 @@ from sliceserve.request import Request, RequestStatus
 if TYPE_CHECKING:
     from sliceserve.core.policies.slice import SliceScheduler
 
+_RUNNING = RequestStatus.RUNNING
 # Smallest prompt chunk worth an iteration's fixed prefill cost (unless it finishes the prompt).
 MIN_CHUNK = 16
 
@@ -86,7 +87,7 @@ class ColumnFill:
         top_short = functools.cache(lambda: self._top_short(now))
         # Locals: this loop runs for every member in every iteration (issue 21: decision cost).
         requests, members, top_members, per_req = self.requests, self._members, self._top_members, self._per_req
-        density, member_slack, admit = self._density, self._member_slack, self._admit
+        density, member_slack, admit, reserve = self._density, self._member_slack, self._admit, self.reserve
         batch, in_batch, lines, others = it.batch, it.in_batch, it.lines, it.others
         budget, ctx_tokens = it.budget, 0
         for rid in col:
@@ -100,7 +101,9 @@ class ColumnFill:
             elif (waiting != -math.inf and self._sits_out(req, now, waiting, mean_col)) or (
                     may_yield and rid not in top_members and member_slack(req, now) > mean_col and top_short()):
                 continue
-            elif admit(req, req.num_computed_tokens + 1, in_batch):
+            # A running member whose KV already suffices (the common case) needs no eviction or status change.
+            elif (req.status is _RUNNING and reserve(req, req.num_computed_tokens + 1)) or \
+                    admit(req, req.num_computed_tokens + 1, in_batch):
                 batch.add_decode(req)
                 in_batch.add(rid)
                 budget -= 1

@@ -188,14 +188,17 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
         min_slack = slack
         sel.selected.append(c)
     sel.member_prefill_s = sel.prefill_cost_s
+    if len(mask.rows) < params.max_num_seqs:   # else every slot is taken: no best effort, no need to sort
+        _backfill(sel, _backfill_order(rest, params), params, latency, cap, pending, blocks)
+    return sel
+
+
+def _backfill_order(rest: list[Candidate], params: SelectionParams) -> list[Candidate]:
     if params.backfill_order == "srpt":
         # SLICE.md leaves the best-effort order open: shortest remaining work first cuts mean completion
         # time (the classic SRPT result) without touching the selected set.
         rest.sort(key=lambda c: (c.work_s, c.req.arrival_s))
-    if params.max_backfill is not None:
-        rest = rest[:params.max_backfill]
-    _backfill(sel, rest, params, latency, cap, pending, blocks)
-    return sel
+    return rest[:params.max_backfill] if params.max_backfill is not None else rest
 
 
 def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, latency: LatencyModel,
