@@ -12,30 +12,34 @@ from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
 
 
-def _has(sched: Scheduler, name: str) -> bool:
-    return isinstance(sched, Policy) and sched.knob(name) is not None
+def _with(sched: Scheduler, name: str) -> Policy | None:
+    """`sched` if it is a policy that declares knob `name`, else None."""
+    return sched if isinstance(sched, Policy) and sched.knob(name) is not None else None
 
 
 def get_margin(sched: Scheduler) -> float | None:
-    return sched.get_knob("margin") if isinstance(sched, Policy) and _has(sched, "margin") else None
+    policy = _with(sched, "margin")
+    return policy.get_knob("margin") if policy is not None else None
 
 
 def set_margin(sched: Scheduler, margin: float) -> bool:
     """Set the policy's cycle margin; False when it has no such knob (ValueError outside its bounds)."""
-    if not isinstance(sched, Policy) or not _has(sched, "margin"):
+    policy = _with(sched, "margin")
+    if policy is None:
         return False
-    sched.set_knob("margin", margin)
+    policy.set_knob("margin", margin)
     return True
 
 
 def boost(sched: Scheduler, req_id: str, max_boost: int) -> bool:
     """One more decode step per cycle for `req_id` (at most `max_boost` in total); True if it changed."""
-    if not isinstance(sched, Policy) or not _has(sched, "rate_boost"):
+    policy = _with(sched, "rate_boost")
+    if policy is None:
         return False
-    current = sched.get_knob("rate_boost", req_id)
+    current = policy.get_knob("rate_boost", req_id)
     if current >= max_boost:
         return False
-    sched.set_knob("rate_boost", current + 1, req_id)
+    policy.set_knob("rate_boost", current + 1, req_id)
     return True
 
 
@@ -44,8 +48,9 @@ def get_batch_cap(sched: Scheduler) -> int:
 
 
 def set_batch_cap(sched: Scheduler, max_num_seqs: int) -> None:
-    """Cap the number of sequences per iteration (the power knob)."""
-    if isinstance(sched, Policy):
-        sched.set_knob("max_num_seqs", max_num_seqs)
+    """Cap the number of sequences per iteration (the power knob; every policy declares it)."""
+    policy = _with(sched, "max_num_seqs")
+    if policy is not None:
+        policy.set_knob("max_num_seqs", max_num_seqs)
     else:
         sched.config = sched.config.with_overrides(max_num_seqs=max_num_seqs)
