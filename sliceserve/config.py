@@ -34,7 +34,7 @@ class SchedulerConfig:
     fastserve_num_queues: int = 6
     fastserve_starvation_s: float = 3.0
 
-    # SLICE (arXiv 2510.18544, SLICE.md); why each default, in core/policies/slice.py's docstring.
+    # SLICE (arXiv 2510.18544, SLICE.md); why each default, in core/slice/__init__.py's docstring.
     slice_period_s: float | None = None  # cycle P; None: 1 s, or 2 x p(256) where prefill is slower (slice.py)
     slice_margin: float = 0.0           # cycle test: T(S) <= P * (1 - margin)
     slice_layout: str = "spread"        # spread | prefix

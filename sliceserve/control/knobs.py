@@ -1,48 +1,45 @@
-"""The scheduler knobs the controller may turn, each behind a small function that knows which policies have it.
+"""The scheduler knobs the controller turns, as the policy declares them (`Policy.knobs`,
+sliceserve.core.policies.interface): no policy is known here by name or by its attributes.
 
-Policies own their state; these helpers change only what a policy already re-reads on its next plan:
-- SLICE margin: `cap_s` and `params.margin` (a rebuild is requested so the selection uses them).
-- Per-request rate boosts: SLICE's `feedback.boost` (extra decode steps per cycle, read at the next rebuild).
-- Batch cap (power target): the scheduler's `config.max_num_seqs` (and SLICE's selection limit).
-A knob a policy lacks is reported as unsupported (None) rather than faked.
+- Cycle margin ("margin"): SLICE's share of the cycle left spare.
+- Per-request rate boost ("rate_boost"): extra decode steps per cycle for a lagging request.
+- Batch cap ("max_num_seqs", every policy): sequences per iteration (the power knob).
+A knob a policy lacks is reported as unsupported (None / False) rather than faked.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
-
+from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
 
 
-def has_slice_knobs(sched: Scheduler) -> bool:
-    return hasattr(sched, "cap_s") and hasattr(sched, "params") and hasattr(sched, "feedback")
+def _with(sched: Scheduler, name: str) -> Policy | None:
+    """`sched` if it is a policy that declares knob `name`, else None."""
+    return sched if isinstance(sched, Policy) and sched.knob(name) is not None else None
 
 
 def get_margin(sched: Scheduler) -> float | None:
-    return sched.params.margin if has_slice_knobs(sched) else None
+    policy = _with(sched, "margin")
+    return policy.get_knob("margin") if policy is not None else None
 
 
-def set_margin(sched: Any, margin: float) -> bool:
-    """Set SLICE's cycle headroom; False when the policy has no such knob."""
-    if not has_slice_knobs(sched):
+def set_margin(sched: Scheduler, margin: float) -> bool:
+    """Set the policy's cycle margin; False when it has no such knob (ValueError outside its bounds)."""
+    policy = _with(sched, "margin")
+    if policy is None:
         return False
-    if not 0 <= margin < 1:
-        raise ValueError(f"SLICE margin must be in [0, 1), got {margin!r}")
-    sched.params = replace(sched.params, margin=margin)
-    sched.cap_s = sched.params.period_s * (1.0 - margin)
-    sched._dirty = True   # SLICE rebuilds its selection lazily when dirty
+    policy.set_knob("margin", margin)
     return True
 
 
-def boost(sched: Any, req_id: str, max_boost: int) -> bool:
+def boost(sched: Scheduler, req_id: str, max_boost: int) -> bool:
     """One more decode step per cycle for `req_id` (at most `max_boost` in total); True if it changed."""
-    if not has_slice_knobs(sched):
+    policy = _with(sched, "rate_boost")
+    if policy is None:
         return False
-    current = sched.feedback.boost.get(req_id, 0)
+    current = policy.get_knob("rate_boost", req_id)
     if current >= max_boost:
         return False
-    sched.feedback.boost[req_id] = current + 1
-    sched._dirty = True
+    policy.set_knob("rate_boost", current + 1, req_id)
     return True
 
 
@@ -50,10 +47,10 @@ def get_batch_cap(sched: Scheduler) -> int:
     return sched.config.max_num_seqs
 
 
-def set_batch_cap(sched: Any, max_num_seqs: int) -> None:
-    """Cap the number of sequences per iteration (the power knob). The config stays frozen: a new one
-    replaces it, validated like any other."""
-    sched.config = sched.config.with_overrides(max_num_seqs=max_num_seqs)
-    if has_slice_knobs(sched):
-        sched.params = replace(sched.params, max_num_seqs=max_num_seqs)
-        sched._dirty = True
+def set_batch_cap(sched: Scheduler, max_num_seqs: int) -> None:
+    """Cap the number of sequences per iteration (the power knob; every policy declares it)."""
+    policy = _with(sched, "max_num_seqs")
+    if policy is not None:
+        policy.set_knob("max_num_seqs", max_num_seqs)
+    else:
+        sched.config = sched.config.with_overrides(max_num_seqs=max_num_seqs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.async_engine import Rejection
 from sliceserve.request import Request
@@ -49,15 +50,16 @@ class LoadEstimate:
     why: str = ""      # the TTFT prediction's parts, for the refusal message
 
 
-# Policies that serve by utility (SLICE selects by utility density and leaves the rest best effort): a
-# request only queues behind, and shares decode steps with, work of at least its own utility. For the others
-# (FCFS and friends) everything admitted is ahead of it.
-UTILITY_ORDERED = frozenset({"slice"})
+# A policy that serves by utility (it declares `orders_by_utility`, core/policies/interface.py): a request
+# only queues behind, and shares decode steps with, work of at least its own utility. For the others (FCFS
+# and friends) everything admitted is ahead of it.
+def _orders_by_utility(sched: Scheduler) -> bool:
+    return isinstance(sched, Policy) and sched.orders_by_utility
 
 
 def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     lat = sched.latency
-    ahead = (lambda r: r.utility >= req.utility) if sched.name in UTILITY_ORDERED else (lambda r: True)  # noqa: E731
+    ahead = (lambda r: r.utility >= req.utility) if _orders_by_utility(sched) else (lambda r: True)  # noqa: E731
     queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting if ahead(r))
     running = [r for r in sched.running if ahead(r)]
     k = len(running) + 1

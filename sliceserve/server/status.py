@@ -22,7 +22,7 @@ router = APIRouter()
 def _policy_settings(sched: Any) -> dict:
     cfg = sched.config
     out = asdict(cfg) if is_dataclass(cfg) else {}
-    prefix = sched.policy_prefix if hasattr(sched, "policy_prefix") else f"{sched.name}_"
+    prefix = f"{sched.name}_"   # each policy's own settings are named after it (SchedulerConfig)
     # The shared limits plus the active policy's own fields; other policies' fields are noise here.
     keep = ("policy", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size", "num_kv_blocks",
             "max_waiting", "enable_prefix_caching")

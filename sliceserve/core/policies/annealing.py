@@ -40,12 +40,13 @@ from sliceserve.config import SchedulerConfig
 from sliceserve.core.annealing import AnnealParams, AnnealResult, Job, OutputLengthEstimator, SearchProblem, anneal
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.request import Request, RequestStatus
 
 
 @register("annealing")
-class AnnealingScheduler(Scheduler):
+class AnnealingScheduler(Policy):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         cfg = self.config

@@ -29,31 +29,23 @@ starts high and sinks as it consumes service, so short jobs finish ahead of long
 - Starvation guard: a request that has not run for `config.fastserve_starvation_s` (paper: 3 s) returns
   to the top level, at its tail, and its waiting clock restarts.
 
-Cost under overload (thousands waiting): no step is O(waiting). Each level keeps its KV holders and its
-waiting requests apart, both ordered by entry (`Level`); waiting requests are also bucketed by the KV
-blocks their whole sequence needs, so `plan` visits only the waiting requests that can fit into the free
-KV (the others would fail to allocate and be passed over anyway). The starvation guard reads requests in
-order of their last run and stops at the first one that is not starving; a request at the top level with
-nothing used is not tracked at all (promoting it would only restart a clock that nothing reads before it
-runs again). Decisions are the same as a full scan and sort every iteration: tests/core/test_fastserve.py
-checks that step by step against such an oracle. Measured (edge-mix, rate 12/s, 300 s, seed 1, 2 shared
-vCPUs under the same load): 78 s of CPU before, 5.4 s after, identical results.
+Cost under overload (thousands waiting): no step is O(waiting); how, in `sliceserve.core.fastserve.levels`.
 
 Counters for observation and tests: `num_demotions`, `num_starvation_promotions`.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import chain
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.fastserve.levels import (
-    HOLDER, NO_ENTRY, Level, MLFQState, arrival_no_of)
+    HOLDER, NO_ENTRY, Level, MLFQState, arrival_no_of, check_index, evict_for, victims_below)
 from sliceserve.core.kv_cache import KVBlockAllocator
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.request import Request, RequestStatus
 
 # Enum members as module constants: `RequestStatus.WAITING` costs ~0.5 us per lookup on Python 3.11 (the
@@ -62,7 +54,7 @@ _WAITING, _RUNNING, _PAUSED = RequestStatus.WAITING, RequestStatus.RUNNING, Requ
 
 
 @register("fastserve")
-class FastServeScheduler(Scheduler):
+class FastServeScheduler(Policy):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         q0 = config.fastserve_q0_s if config.fastserve_q0_s is not None else latency.decode_time(1, 0.0)
@@ -195,9 +187,24 @@ class FastServeScheduler(Scheduler):
         if self.check_invariants:
             self._check_index()
         batch = Batch()
-        prefill, decode = batch.prefill, batch.decode
         chosen: set[str] = set()
         batch_reqs: list[Request] = []
+        batch.num_tokens = self.config.max_num_batched_tokens - self._walk(batch, chosen, batch_reqs)
+        # Only the last batch's requests can be running: nothing else starts or resumes them.
+        for req in self._last_batch:
+            if req.status is _RUNNING and req.req_id not in chosen:
+                self.pause(req)
+        self._last_batch = batch_reqs
+        if self.check_invariants:
+            assert all(r.status is not RequestStatus.RUNNING or r.req_id in chosen for r in self.running)
+        if self._moved:
+            self._reindex(self._moved)
+        return batch
+
+    def _walk(self, batch: Batch, chosen: set[str], batch_reqs: list[Request]) -> int:
+        """Take requests level by level, highest first, into `batch` until it is full; returns the token
+        budget left."""
+        prefill, decode = batch.prefill, batch.decode
         budget = self.config.max_num_batched_tokens
         max_seqs = self.config.max_num_seqs
         by_seq, moved, allocate = self._by_seq, self._moved, self.kv.allocate
@@ -242,17 +249,7 @@ class FastServeScheduler(Scheduler):
                 budget_now[0] = budget
             if full:
                 break
-        batch.num_tokens = self.config.max_num_batched_tokens - budget
-        # Only the last batch's requests can be running: nothing else starts or resumes them.
-        for req in self._last_batch:
-            if req.status is _RUNNING and req.req_id not in chosen:
-                self.pause(req)
-        self._last_batch = batch_reqs
-        if self.check_invariants:
-            assert all(r.status is not RequestStatus.RUNNING or r.req_id in chosen for r in self.running)
-        if moved:
-            self._reindex(moved)
-        return batch
+        return budget
 
     def _merged(self, level: Level, budget_now: list[int]) -> Iterator[MLFQState]:
         """`level`'s holders and its waiting entries that could fit the free KV, in entry order."""
@@ -294,55 +291,17 @@ class FastServeScheduler(Scheduler):
     def _evict_for(self, st: MLFQState, num_tokens: int, chosen: set[str]) -> bool:
         """Let KV holder `st.req` grow to `num_tokens` by preempting lower-priority holders outside the
         batch by recompute, lowest first. False, with nothing preempted, when that is not enough."""
-        kv, req = self.kv, st.req
-        need = kv.blocks_needed(req.req_id, num_tokens)
-        gap = need - kv.num_free_blocks
-        candidates = self._victims(st, chosen)
-        victims: list[MLFQState] = []
-        for victim in candidates:  # only as many as could cover the gap
-            victims.append(victim)
-            gap -= kv.num_blocks_held(victim.req.req_id)
-            if gap <= 0:
-                break
-        if gap > 0:
-            return False
-        # Shared prefix blocks free nothing when dropped: go on past the counted ones while still short.
-        for victim in chain(victims, candidates):
-            self.preempt_recompute(victim.req, front=False)
-            self._moved.append(victim)
-            if need <= kv.num_free_blocks:
-                break
-        return kv.allocate(req.req_id, num_tokens)
+        return evict_for(self.kv, st.req.req_id, num_tokens, victims_below(self._levels, self._by_seq, st, chosen),
+                         self._preempt)
 
-    def _victims(self, st: MLFQState, chosen: set[str]) -> Iterator[MLFQState]:
-        """KV holders of lower priority than `st` outside the batch, lowest first: the holders indexed at
-        the start of this plan less those preempted since (requests started since are in the batch)."""
-        levels, by_seq, waiting = self._levels, self._by_seq, _WAITING
-        for p in range(len(levels) - 1, st.level - 1, -1):
-            hold = levels[p].hold
-            for i in range(len(hold) - 1, -1, -1):
-                seq = hold[i]
-                if seq <= st.seq and p == st.level:
-                    break
-                victim = by_seq[seq]
-                if victim.req.status is not waiting and victim.req.req_id not in chosen:
-                    yield victim
+    def _preempt(self, victim: MLFQState) -> None:
+        self.preempt_recompute(victim.req, front=False)
+        self._moved.append(victim)
 
     def _check_index(self) -> None:
         """Internal invariants of the queue index (on when `check_invariants`, as tests run)."""
-        assert self._by_seq.keys() == {st.seq for st in self._state.values()}
         assert self._ran.keys() == {rid for rid, st in self._state.items() if st.level > 0 or st.used_s > 0}
         if self._ran_sorted:
             times = [st.last_run_s for st in self._ran.values()]
             assert times == sorted(times), "last-run order broken"
-        for p, level in enumerate(self._levels):
-            assert level.hold == sorted(level.hold) and level.wait == sorted(level.wait)
-            assert sorted(level.hold + level.wait) == sorted(s for s, st in self._by_seq.items() if st.level == p)
-            assert level.sizes == sorted(level.buckets)
-            assert sorted(s for b in level.buckets.values() for s in b) == level.wait
-            for seq in level.hold:
-                assert self._by_seq[seq].req.status is not RequestStatus.WAITING
-            for blocks, bucket in level.buckets.items():
-                for seq in bucket:
-                    st = self._by_seq[seq]
-                    assert st.blocks == blocks == self._waiting_blocks(st.req), "waiting index out of step"
+        check_index(self._levels, self._by_seq, list(self._state.values()), self._waiting_blocks)

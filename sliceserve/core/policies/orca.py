@@ -21,11 +21,12 @@ walks the request pool in arrival order and is reproduced here:
 from __future__ import annotations
 
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 
 
 @register("orca")
-class OrcaScheduler(Scheduler):
+class OrcaScheduler(Policy):
     def plan(self, now: float) -> Batch:
         batch = Batch()
         for req in self.running:

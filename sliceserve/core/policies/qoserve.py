@@ -85,7 +85,7 @@ class QoServeScheduler(SarathiScheduler):
             tokens = ahead_tokens + req.num_uncomputed_tokens
             first_s = now + ahead_s + own_s + step_s * math.ceil(tokens / chunk)
             ttft = req.slo.ttft_s
-            if ttft is not None and not req.output_token_ids and first_s > req.arrival_s + ttft + FLOAT_SLACK_S:
+            if ttft is not None and not req.output_token_ids and first_s > req.ttft_deadline_s + FLOAT_SLACK_S:
                 self.relegated.add(req.req_id)
                 self.num_violation_risks += 1
                 continue

@@ -32,12 +32,13 @@ Choices where the paper is silent, all config fields:
 from __future__ import annotations
 
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.request import Request, RequestStatus
 
 
 @register("sarathi")
-class SarathiScheduler(Scheduler):
+class SarathiScheduler(Policy):
     def prefill_budget(self, decodes: list[Request]) -> int:
         """Prefill tokens allowed alongside `decodes` this iteration (see the module docstring)."""
         cap = max(0, self.config.max_num_batched_tokens - len(decodes))

@@ -53,8 +53,9 @@ import numpy as np
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
-from sliceserve.core.sliding.chunker import choose_chunks
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
+from sliceserve.core.sliding.chunker import PromptRanges, choose_chunks
 from sliceserve.core.sliding.constructor import construct
 from sliceserve.core.sliding.predictor import BatchFeatures, BatchLatencyPredictor
 from sliceserve.core.sliding.sorter import next_deadline_s, rank, remaining_work
@@ -63,7 +64,7 @@ from sliceserve.request import Request, RequestStatus
 
 
 @register("sliding")
-class SlidingScheduler(Scheduler):
+class SlidingScheduler(Policy):
     def __init__(self, config: SchedulerConfig, latency: LatencyModel) -> None:
         super().__init__(config, latency)
         c = self.config
@@ -231,26 +232,7 @@ class SlidingScheduler(Scheduler):
         k, dsum = len(live), float(sum(r.num_computed_tokens for r in live))
         pending = sum(r.num_uncomputed_tokens for r in queue)
 
-        memo: dict[tuple[int, int], tuple[list[tuple[int, int]], list[Request]]] = {}
-
-        def split(start: int, stop: int) -> tuple[list[tuple[int, int]], list[Request]]:
-            """Chunks (cached, n) for token range [start, stop) of the queue's concatenated prompts, and the
-            requests whose prefill that range completes."""
-            if (start, stop) in memo:
-                return memo[(start, stop)]
-            chunks, done, pos = [], [], 0
-            for r in queue:
-                rem = r.num_uncomputed_tokens
-                lo, hi = max(start, pos), min(stop, pos + rem)
-                if hi > lo:
-                    chunks.append((r.num_computed_tokens + lo - pos, hi - lo))
-                    if hi == pos + rem:
-                        done.append(r)
-                pos += rem
-                if pos >= stop:
-                    break
-            memo[(start, stop)] = (chunks, done)
-            return chunks, done
+        split = PromptRanges(queue)
 
         def t1(c1: int) -> float:
             return self._time(k, dsum, split(0, c1)[0])

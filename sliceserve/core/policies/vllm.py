@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 from sliceserve.core.policies import register
-from sliceserve.core.scheduler import Batch, Scheduler
+from sliceserve.core.policies.interface import Policy
+from sliceserve.core.scheduler import Batch
 from sliceserve.request import Request
 
 
 @register("vllm")
-class VLLMScheduler(Scheduler):
+class VLLMScheduler(Policy):
     def _waiting_head(self) -> Request:
         if self.config.vllm_mode == "priority":
             return min(self.waiting, key=lambda r: (r.priority, r.arrival_s))

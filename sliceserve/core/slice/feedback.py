@@ -65,7 +65,9 @@ class SliceFeedback:
         """Raise `req`'s boost if its recent TPOT is above its SLO; True if it changed."""
         tpot = req.slo.tpot_s
         times = req.token_times_s
-        w = min(self.window, len(times) - 1)
+        w = len(times) - 1
+        if self.window < w:   # min(), spelled out: called for every member at every cycle's end
+            w = self.window
         # FLOAT_SLACK_S: 8 steps of exactly 50 ms can sum a few ulps over 0.4 s.
         if tpot is None or w < 2 or (times[-1] - times[-1 - w]) / w <= tpot + FLOAT_SLACK_S:
             return False

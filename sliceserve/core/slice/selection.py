@@ -14,6 +14,8 @@ from sliceserve.core.latency import LatencyModel
 from sliceserve.core.slice.mask import DecodeMask
 from sliceserve.request import Request
 
+# Decode steps per cycle a best-effort row starts at; the backfill then grows rates while the cycle fits.
+_BACKFILL_RATE = 1
 
 @dataclass(slots=True)
 class Candidate:
@@ -54,7 +56,6 @@ class SelectionParams:
     max_num_seqs: int
     num_kv_blocks: int
     chunk_tokens: int        # max_num_batched_tokens
-    backfill_rate: int = 1
     backfill_order: str = "srpt"   # srpt (shortest remaining work first) | rank (utility density)
     max_backfill: int | None = None   # best-effort candidates examined per rebuild (None = all)
 
@@ -102,7 +103,7 @@ def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, la
         if spare <= 0:
             return False
         wait += (prefill - absorb_s) / spare * cap
-    return now + wait <= req.arrival_s + req.slo.ttft_s
+    return now + wait <= req.ttft_deadline_s
 
 
 def _bank_wait_s(deficit_s: float, mask: DecodeMask, cap: float) -> float:
@@ -132,7 +133,7 @@ def _can_bank(c: Candidate, now: float, deficit_s: float, prefill_s: float, mask
     wait = _bank_wait_s(deficit_s, mask, cap)
     # The prompt's last chunk yields its first token in the same iteration, beside the members' decodes.
     step = latency.decode_time(max(mask.counts, default=0))
-    return wait <= cap and now + wait + prefill_s + step <= c.req.arrival_s + ttft
+    return wait <= cap and now + wait + prefill_s + step <= c.req.ttft_deadline_s
 
 
 def select(candidates: list[Candidate], params: SelectionParams, latency: LatencyModel, now: float,
@@ -187,14 +188,17 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
         min_slack = slack
         sel.selected.append(c)
     sel.member_prefill_s = sel.prefill_cost_s
+    if len(mask.rows) < params.max_num_seqs:   # else every slot is taken: no best effort, no need to sort
+        _backfill(sel, _backfill_order(rest, params), params, latency, cap, pending, blocks)
+    return sel
+
+
+def _backfill_order(rest: list[Candidate], params: SelectionParams) -> list[Candidate]:
     if params.backfill_order == "srpt":
         # SLICE.md leaves the best-effort order open: shortest remaining work first cuts mean completion
         # time (the classic SRPT result) without touching the selected set.
         rest.sort(key=lambda c: (c.work_s, c.req.arrival_s))
-    if params.max_backfill is not None:
-        rest = rest[:params.max_backfill]
-    _backfill(sel, rest, params, latency, cap, pending, blocks)
-    return sel
+    return rest[:params.max_backfill] if params.max_backfill is not None else rest
 
 
 def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, latency: LatencyModel,
@@ -204,24 +208,24 @@ def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, la
     set's columns. Members' pending prefill is not charged here: at run time it goes before best effort
     (the policy's per-iteration guard), so best effort only ever gets what members leave."""
     mask = sel.mask
-    max_cols = max(mask.num_columns, params.backfill_rate)
+    max_cols = max(mask.num_columns, _BACKFILL_RATE)
     be_prefill = 0.0
     floor: float | None = None    # cost of the cheapest possible row (rate 1, no context, no prefill)
     for c in rest:
         if len(mask.rows) >= params.max_num_seqs:
             break
         if floor is None:
-            floor = mask.added_cost(params.backfill_rate)[0]
+            floor = mask.added_cost(_BACKFILL_RATE)[0]
         if mask.cost() + floor + be_prefill > cap:
             break  # not even the cheapest row fits: the rest cannot either (keeps overload rebuilds cheap)
         # Best effort needs only what it holds plus its next step; it is evicted first when memory is short.
         if blocks + c.now_blocks > params.num_kv_blocks:
             continue
-        delta, pos = mask.added_cost(params.backfill_rate, c.ctx)
+        delta, pos = mask.added_cost(_BACKFILL_RATE, c.ctx)
         prefill = latency.prefill_time(pending + c.prefill_tokens) - latency.prefill_time(pending)
         if mask.cost() + delta + be_prefill + prefill > cap:
             continue
-        mask.add(c.req.req_id, params.backfill_rate, c.ctx, pos)
+        mask.add(c.req.req_id, _BACKFILL_RATE, c.ctx, pos)
         floor = None
         be_prefill += prefill
         pending += c.prefill_tokens
@@ -232,7 +236,7 @@ def _backfill(sel: Selection, rest: list[Candidate], params: SelectionParams, la
         # first request in backfill order that fits the KV runs anyway rather than leaving the device idle.
         for c in rest:
             if blocks + c.now_blocks <= params.num_kv_blocks:
-                mask.add(c.req.req_id, params.backfill_rate, c.ctx)
+                mask.add(c.req.req_id, _BACKFILL_RATE, c.ctx)
                 be_prefill += latency.prefill_time(c.prefill_tokens)
                 sel.best_effort.append(c)
                 break

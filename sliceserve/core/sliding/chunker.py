@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from sliceserve.request import Request
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkChoice:
@@ -93,3 +95,30 @@ def _largest_second(total: Callable[[int], float], limit: float, grid: list[int]
         else:
             hi = mid - 1
     return grid[lo]
+
+
+class PromptRanges:
+    """The queue's prompts laid end to end: `(start, stop)` -> the chunks (tokens already computed, n) that
+    token range [start, stop) covers, and the requests whose prefill it completes. Memoised: the chunk
+    search asks for the same ranges many times."""
+
+    def __init__(self, queue: Sequence[Request]) -> None:
+        self.queue = queue
+        self._memo: dict[tuple[int, int], tuple[list[tuple[int, int]], list[Request]]] = {}
+
+    def __call__(self, start: int, stop: int) -> tuple[list[tuple[int, int]], list[Request]]:
+        if (start, stop) in self._memo:
+            return self._memo[(start, stop)]
+        chunks, done, pos = [], [], 0
+        for r in self.queue:
+            rem = r.num_uncomputed_tokens
+            lo, hi = max(start, pos), min(stop, pos + rem)
+            if hi > lo:
+                chunks.append((r.num_computed_tokens + lo - pos, hi - lo))
+                if hi == pos + rem:
+                    done.append(r)
+            pos += rem
+            if pos >= stop:
+                break
+        self._memo[(start, stop)] = (chunks, done)
+        return chunks, done

@@ -31,7 +31,7 @@ def next_deadline_s(req: Request) -> float:
     slo = req.slo
     if not req.token_times_s:
         if slo.ttft_s is not None:
-            return req.arrival_s + slo.ttft_s
+            return req.ttft_deadline_s
     elif slo.tpot_s is not None:
         return req.token_times_s[0] + len(req.token_times_s) * slo.tpot_s
     if slo.e2e_s is not None:

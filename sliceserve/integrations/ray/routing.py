@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from typing import Hashable, Mapping, Sequence
 
 from sliceserve.core.latency import LatencyModel
+from sliceserve.core.policies import policy_class
 from sliceserve.slo import SLO, SLOClass
-
-# Policies whose queue order is by utility (the real-time class jumps the queue): see core/policies/slice.py.
-PRIORITY_POLICIES = frozenset({"slice"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +115,7 @@ def predict(load: ReplicaLoad, pending: Sequence[WorkItem], hint: RequestHint,
     classes = load.classes if classes is None else classes
     slo, utility = hint.resolve(classes)
     lat, work = load.latency, [*load.work, *pending]
-    by_priority = load.policy in PRIORITY_POLICIES
+    by_priority = policy_class(load.policy).orders_by_utility   # the policy declares it (core/policies/interface.py)
     ahead = [w for w in work if not w.running and (not by_priority or w.utility >= utility)]
     n_running = sum(1 for w in work if w.running)
     ahead_tokens = sum(w.prefill_tokens for w in ahead) + hint.prompt_tokens

@@ -1,0 +1,118 @@
+"""SLICE phase 1 input: a request as the selection sees it (`Candidate`), built from its SLO, its progress
+and the feedback's rate (why each part: the docstrings of core/policies/slice.py and of this package)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sliceserve.config import SchedulerConfig
+from sliceserve.core.latency import LatencyModel
+from sliceserve.core.slice.feedback import SliceFeedback, rate_for
+from sliceserve.core.slice.selection import Candidate, demand
+from sliceserve.request import Request, RequestStatus
+from sliceserve.slo import FLOAT_SLACK_S
+
+
+def ttft_lost(req: Request, now: float) -> bool:
+    """Whether `req` can no longer meet its TTFT: no token yet and the bound has passed, or its first token
+    already came after the bound."""
+    ttft = req.slo.ttft_s
+    if ttft is None:
+        return False
+    if req.token_times_s:
+        return req.token_times_s[0] - req.arrival_s > ttft + FLOAT_SLACK_S
+    return now > req.ttft_deadline_s
+
+
+@dataclass(slots=True)
+class CandidateBuilder:
+    """Turns requests into candidates for one SLICE scheduler (its cycle and feedback; the config and the
+    cycle's usable part are passed in, since the controller's knobs change them)."""
+
+    latency: LatencyModel
+    feedback: SliceFeedback
+    period_s: float
+    blocks_for: Callable[[int], int]    # the KV allocator's tokens -> blocks
+    # Latency-model figures of the current rebuild (`begin`): the model moves between rebuilds (calibration),
+    # never during one, and a rebuild under overload builds a thousand candidates (issue 21: decision cost).
+    _step1_s: float = 0.0
+    _per_token_s: float = 0.0
+    _prefill_s: dict[int, float] = field(default_factory=dict)
+    _demands: dict[float | None, int] = field(default_factory=dict)   # tpot -> base demand, this rebuild
+
+    def begin(self, cfg: SchedulerConfig) -> None:
+        """Start a rebuild: read the latency model's figures the candidates share."""
+        lat = self.latency
+        self._step1_s = lat.decode_time(1)
+        self._per_token_s = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
+        self._prefill_s = {}
+        self._demands = {}
+
+    def _prefill_time(self, tokens: int) -> float:
+        t = self._prefill_s.get(tokens)
+        if t is None:
+            t = self._prefill_s[tokens] = self.latency.prefill_time(tokens)
+        return t
+
+    def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> Candidate:
+        # Request properties read once each: a rebuild under overload builds a thousand candidates.
+        base, rate, feasible = self._rate(req, now, cfg, cap_s)
+        slo = req.slo
+        tpot, max_tokens = slo.tpot_s, req.sampling_params.max_tokens
+        n_prompt, n_out = len(req.prompt_token_ids), len(req.output_token_ids)
+        n_tokens, remaining = n_prompt + n_out, max_tokens - n_out
+        uncomputed = n_tokens - req.num_computed_tokens
+        needs_prefill = uncomputed > 1 or req.status is RequestStatus.WAITING
+        slack = math.inf
+        if not needs_prefill and tpot is not None and n_out > 0:
+            # Assume every later token comes one TPOT apart: what is left is time it can lend once.
+            slack = req.token_times_s[0] + tpot * (max_tokens - 1) - now - tpot * remaining
+        return Candidate(
+            req=req, rate=rate, density=req.utility / base, deadline=_deadline(req, tpot, max_tokens),
+            blocks=self.blocks_for(n_prompt + max_tokens), now_blocks=self.blocks_for(n_tokens + 1),
+            prefill_tokens=uncomputed if needs_prefill else 0,
+            ctx=n_tokens + rate / 2, feasible=feasible, slack_s=slack,
+            rank=req.utility / max(1, remaining) if cfg.slice_rank == "work" else None,
+            work_s=self._prefill_time(uncomputed if needs_prefill else 0) + self._per_token_s * remaining)
+
+    def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> tuple[int, int, bool]:
+        """(base demand, rate it is given, whether its SLO can still be met)."""
+        slo = req.slo
+        base = self._demands.get(slo.tpot_s)
+        if base is None:
+            base = self._demands[slo.tpot_s] = demand(slo.tpot_s, self.period_s, cfg.slice_min_rate)
+        feasible = True
+        if slo.tpot_s is None and slo.e2e_s is not None:
+            allowed = req.arrival_s + slo.e2e_s - now
+            feasible = allowed > 0
+            if feasible:
+                base = max(base, rate_for(max(1, req.remaining_output_tokens), allowed, cap_s))
+        rate: int | None = base
+        if cfg.slice_feedback and feasible:
+            rate = self.feedback.required_rate(req, now, base, cap_s)
+        if rate is None:
+            rate, feasible = base, False
+        if ttft_lost(req, now):
+            # Its SLO is lost whatever it gets now. A late first token left feasible would outrank (same
+            # density, earlier deadline) a younger stream that is on time and take its slot: seen at edge-mix
+            # rate 3, where a real-time request served best effort after its TTFT displaced an on-time one
+            # mid-stream.
+            feasible = False
+        if rate * self._step1_s > cap_s:  # cannot go that fast even alone
+            rate, feasible = max(1, math.floor(cap_s / self._step1_s)), False
+        if not feasible and not slo.is_empty:
+            self.feedback.flag(req, "SLO can no longer be met")
+        return base, rate, feasible
+
+
+def _deadline(req: Request, tpot: float | None, max_tokens: int) -> float:
+    """Arrival + the tightest of its TTFT and e2e bounds (tpot x max_tokens with neither), else inf. A fixed
+    deadline per request (not one that moves once the first token is out), so equal-density ties keep
+    favouring the request that arrived first: a running one is not displaced by its twin."""
+    ttft, e2e = req.slo.ttft_s, req.slo.e2e_s
+    if ttft is not None:
+        return req.arrival_s + (e2e if e2e is not None and e2e < ttft else ttft)   # min(), first on ties
+    if e2e is not None:
+        return req.arrival_s + e2e
+    return req.arrival_s + tpot * max_tokens if tpot is not None else math.inf
