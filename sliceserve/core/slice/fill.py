@@ -18,13 +18,9 @@ import functools
 import math
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING
 
 from sliceserve.core.scheduler import Batch
 from sliceserve.request import Request, RequestStatus
-
-if TYPE_CHECKING:
-    from sliceserve.core.policies.slice import SliceScheduler
 
 _RUNNING = RequestStatus.RUNNING
 # Smallest prompt chunk worth an iteration's fixed prefill cost (unless it finishes the prompt).
@@ -54,7 +50,10 @@ class Iteration:
 
 
 class ColumnFill:
-    def _fill(self: SliceScheduler, col: list[str], now: float, sit_out: bool = True) -> Batch:
+    """Mixed into `SliceScheduler` (methods use its state; `self` is not annotated with it because core.slice
+    sits below core.policies: the import, even for typing, would be a circle import-linter refuses)."""
+
+    def _fill(self, col: list[str], now: float, sit_out: bool = True) -> Batch:
         """One column: the phases of the module docstring, in order."""
         it = self._decode_members(col, now, sit_out)
         self._protect_absent(it, now)
@@ -74,7 +73,7 @@ class ColumnFill:
         self._prefilling = it.still
         return it.batch
 
-    def _decode_members(self: SliceScheduler, col: list[str], now: float, sit_out: bool) -> Iteration:
+    def _decode_members(self, col: list[str], now: float, sit_out: bool) -> Iteration:
         """Phase 1: members of the column decode; its best-effort rows are set aside for phase 4."""
         it = Iteration(budget=self.config.max_num_batched_tokens)
         mean_col = self._mean_column_s()
@@ -114,7 +113,7 @@ class ColumnFill:
         it.k = len(it.batch.decode)
         return it
 
-    def _protect_absent(self: SliceScheduler, it: Iteration, now: float) -> None:
+    def _protect_absent(self, it: Iteration, now: float) -> None:
         """Phase 2: members outside this column wait through it too (spread rows skip columns when C > their
         rate); they still need one more iteration of about the cycle's mean length after it."""
         if not ((it.k or self._prefilling) and len(it.in_batch) < len(self._members)):
@@ -125,7 +124,7 @@ class ColumnFill:
             if req is not None and rid not in it.in_batch and req.num_uncomputed_tokens == 1:
                 it.lines.append((self._density(req), self._member_slack(req, now) - mean_col))
 
-    def _best_effort_decodes(self: SliceScheduler, it: Iteration, now: float) -> None:
+    def _best_effort_decodes(self, it: Iteration, now: float) -> None:
         """Phase 4: the column's best-effort rows decode while the iteration stays within what lower-density
         work may spend (members' slack less the top-density reserve) and the prompts' first tokens."""
         lat = self.latency
@@ -143,7 +142,7 @@ class ColumnFill:
                 it.extra -= lat.decode_time(it.k + 1) - lat.decode_time(it.k)
                 it.k += 1
 
-    def _prefill_pass(self: SliceScheduler, it: Iteration, now: float, members: bool) -> None:
+    def _prefill_pass(self, it: Iteration, now: float, members: bool) -> None:
         """Phases 3 and 5: prompt chunks of the members' (or best effort's) rows still prefilling, rank order."""
         lat = self.latency
         for rid in self._prefilling:
@@ -181,7 +180,7 @@ class ColumnFill:
                 if now + it.step_s + lat.prefill_time(it.spent) <= due:
                     it.first_due = min(it.first_due, due)
 
-    def _min_chunk(self: SliceScheduler) -> int:
+    def _min_chunk(self) -> int:
         """MIN_CHUNK, or less where the token budget is that small: a budget below it (a config may set 8) would
         refuse every chunk of a prompt longer than the budget, forever, and best effort waits behind a
         blocked member (tests/slice/test_small_batch_budget.py). The budget less one decode per other slot
@@ -189,10 +188,10 @@ class ColumnFill:
         cfg = self.config
         return min(MIN_CHUNK, max(1, cfg.max_num_batched_tokens - (cfg.max_num_seqs - 1)))
 
-    def _mean_column_s(self: SliceScheduler) -> float:
+    def _mean_column_s(self) -> float:
         return self._cycle_s / max(1, len(self._columns))
 
-    def _sits_out(self: SliceScheduler, req: Request, now: float, waiting: float, mean_col: float) -> bool:
+    def _sits_out(self, req: Request, now: float, waiting: float, mean_col: float) -> bool:
         """Whether member `req` skips this column so that its time goes to the prompt of a newcomer member
         (`waiting`: the highest utility density among members whose prompt is not in; -inf when none).
         - Members of at least that density sit out only when more than two TPOTs ahead of their line.
@@ -208,14 +207,14 @@ class ColumnFill:
         ahead = mean_col if self._density(req) < waiting else 2 * req.slo.tpot_s
         return self._member_slack(req, now) > ahead
 
-    def _spendable(self: SliceScheduler, lines: list[tuple[float, float]], own: float) -> float:
+    def _spendable(self, lines: list[tuple[float, float]], own: float) -> float:
         """Slack that work of utility density `own` may spend in this iteration: the smallest slack among the
         members of at least that density (`lines`: (density, slack)), less, when `own` is below the top
         density, the reserve top-density members keep for the next newcomer of their class."""
         keep = self._bank_s if own < self._top_density else 0.0
         return min((sl - (keep if d >= self._top_density else 0.0) for d, sl in lines if d >= own), default=math.inf)
 
-    def _top_short(self: SliceScheduler, now: float) -> bool:
+    def _top_short(self, now: float) -> bool:
         """Whether a decoding top-density member holds less banked slack than the reserve."""
         for rid in self._top_members:
             req = self.requests.get(rid)
@@ -223,19 +222,19 @@ class ColumnFill:
                 return True
         return False
 
-    def _waiting_prompts(self: SliceScheduler) -> list[Request]:
+    def _waiting_prompts(self) -> list[Request]:
         """Members whose prompt (or recompute) is not in yet."""
         reqs = (self.requests.get(rid) for rid in self._prefilling if rid in self._members)
         return [r for r in reqs if r is not None and (r.num_uncomputed_tokens > 1 or r.status is RequestStatus.WAITING)]
 
-    def _first_token_due(self: SliceScheduler, req: Request, n: int) -> float:
+    def _first_token_due(self, req: Request, n: int) -> float:
         """TTFT deadline of `req` if a chunk of `n` tokens completes its prompt (its first token comes at
         the end of this iteration), else inf."""
         if req.slo.ttft_s is None or req.output_token_ids or n < req.num_uncomputed_tokens:
             return math.inf
         return req.arrival_s + req.slo.ttft_s * (1.0 - self.config.slice_headroom)
 
-    def _member_slack(self: SliceScheduler, req: Request, now: float) -> float:
+    def _member_slack(self, req: Request, now: float) -> float:
         """Seconds until `req`'s TPOT line: its next token should come no later than first token +
         n * tpot * (1 - headroom), n = tokens since the first. A token on or before its line keeps the
         mean TPOT within the SLO whatever comes later; the headroom absorbs latency-model error."""
@@ -245,7 +244,7 @@ class ColumnFill:
         line = tpot * (1.0 - self.config.slice_headroom)
         return req.token_times_s[0] + line * len(req.token_times_s) - now
 
-    def _tokens_within(self: SliceScheduler, allowance_s: float, spent: int) -> int:
+    def _tokens_within(self, allowance_s: float, spent: int) -> int:
         """Most extra prefill tokens whose cost, added to `spent` tokens', stays within `allowance_s`."""
         if allowance_s == math.inf:
             return self.config.max_num_batched_tokens
