@@ -11,6 +11,11 @@ import re
 from dataclasses import dataclass
 
 
+def _scale(value: float, factor: float) -> float:
+    """value x factor, dividing for sub-units: "350ms" is exactly 0.35 (350 * 1e-3 is 0.35000000000000003)."""
+    return value / round(1.0 / factor) if factor < 1.0 else value * factor
+
+
 @dataclass(frozen=True, slots=True)
 class Dimension:
     name: str                        # what the error messages call it: "time", "size", ...
@@ -25,18 +30,18 @@ class Dimension:
         return table[key]
 
     def to_si(self, value: float, unit: str, context: str) -> float:
-        si = value * self.factor(unit, context)
+        si = _scale(value, self.factor(unit, context))
         if not (math.isfinite(si) and si > 0):
             raise ValueError(f"bound in {context!r} must be a positive number, got {value!r}{unit}")
         return si
 
     def format(self, si: float) -> str:
         """`si` in the unit with the shortest number that reads back to exactly the same float (parsing
-        multiplies by the factor); ties go to the earlier unit of the table."""
+        scales by the factor); ties go to the earlier unit of the table."""
         exact = []
         for unit, f in self.units.items():
             number = repr(si / f).removesuffix(".0")
-            if float(number) * f == si:
+            if _scale(float(number), f) == si:
                 exact.append((len(number), number, unit))
         _, number, unit = min(exact, key=lambda e: e[0])   # min keeps the first of equals
         return f"{number} {unit}" if "/" in unit else f"{number}{unit}"

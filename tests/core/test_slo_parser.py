@@ -183,3 +183,9 @@ def test_unknown_units_are_rejected_naming_the_unit(c, unit):
 def test_unknown_metrics_are_rejected_by_name(name):
     with pytest.raises(ValueError, match=f"unknown SLO metric '{name}'"):
         parse_slo(f"{name} <= 5ms")
+
+
+@pytest.mark.parametrize("text, seconds", [("ttft <= 350ms", 0.35), ("tpot <= 80ms", 0.08), ("e2e <= 300us", 0.0003)])
+def test_sub_units_convert_to_the_nearest_float(text: str, seconds: float) -> None:
+    # "350ms" must equal a bound written as 0.35 s, not 0.35000000000000003 (a multiplication by 1e-3).
+    assert parse_slo(text).constraints[0].bound == seconds
