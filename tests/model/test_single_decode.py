@@ -1,0 +1,94 @@
+"""The lone-sequence decode pass (sliceserve.model.single_decode) computes exactly what the general pass does."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sliceserve.core.outputs import SchedulerOutput  # noqa: E402
+from sliceserve.model.attention import AttentionMetadata, DecodeGroup  # noqa: E402
+from sliceserve.model.loader import load_model  # noqa: E402
+from sliceserve.request import Request, SamplingParams  # noqa: E402
+
+REPRESENTATIONS = ["float32", "int8"]
+FIXTURES = ["tiny_llama_dir", "tiny_qwen2_dir"]   # Qwen2: q/k/v biases, an untied head
+
+
+def _loaded(request, fixture: str, dtype: str):
+    return load_model(str(request.getfixturevalue(fixture)), dtype=dtype, num_threads=1,
+                      kv_cache_memory_bytes=1 << 22)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("dtype", REPRESENTATIONS)
+def test_same_logits_and_cache_as_the_general_pass(request, fixture, dtype):
+    loaded = _loaded(request, fixture, dtype)
+    runner = loaded.runner
+    assert runner.single_decode is not None
+    torch.manual_seed(0)
+    for k, v in runner.kv_caches:   # a context of arbitrary values, starting mid-cache
+        k.normal_()
+        v.normal_()
+    start, length = 3 * loaded.block_size, 2 * loaded.block_size + 5
+    slots = torch.arange(start, start + length)[None]
+    meta = AttentionMetadata(slot_mapping=slots[0, -1:], prefills=[],
+                             decode_groups=[DecodeGroup(torch.tensor([0]), slots, None)])
+    with torch.inference_mode():
+        general = runner.model(torch.tensor([7]), torch.tensor([length - 1]), runner.kv_caches, meta,
+                               torch.tensor([0]))
+        cache_general = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
+        for k, v in runner.kv_caches:   # the new token's slot, rewritten by the pass under test
+            k.view(-1, *k.shape[2:])[start + length - 1] = 0
+            v.view(-1, *v.shape[2:])[start + length - 1] = 0
+        single = runner.single_decode.run(7, length - 1, start)
+    assert torch.equal(single, general)
+    for (k1, v1), (k2, v2) in zip(cache_general, runner.kv_caches):
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+
+
+def _greedy(runner, block_size: int, table: list[int], steps: int) -> tuple[list[int], int]:
+    """Greedy tokens of one request through runner.execute, and how many steps took the single pass."""
+    req = Request("a", [5, 9, 17, 3, 11, 2, 8], SamplingParams(max_tokens=steps + 1, ignore_eos=True), arrival_s=0.0)
+    reqs, tables = {"a": req}, {"a": table}
+    out = runner.execute(SchedulerOutput(prefill={"a": req.num_prompt_tokens}, requests=reqs, block_tables=tables))
+    req.num_computed_tokens = req.num_prompt_tokens
+    req.output_token_ids.append(out.sampled["a"])
+    taken = 0
+    single = runner.single_decode
+    real = single.run if single is not None else None
+
+    def counting(*args):
+        nonlocal taken
+        taken += 1
+        return real(*args)
+
+    if single is not None:
+        single.run = counting
+    try:
+        for _ in range(steps):
+            out = runner.execute(SchedulerOutput(decode=["a"], requests=reqs, block_tables=tables))
+            req.num_computed_tokens += 1
+            req.output_token_ids.append(out.sampled["a"])
+    finally:
+        if single is not None:
+            del single.run   # back to the class's method
+    runner.execute(SchedulerOutput(finished=["a"]))
+    return req.output_token_ids, taken
+
+
+@pytest.mark.parametrize("dtype", REPRESENTATIONS)
+def test_runner_takes_it_only_for_a_contiguous_context(request, dtype):
+    loaded = _loaded(request, "tiny_llama_dir", dtype)
+    runner, bs = loaded.runner, loaded.block_size
+    steps = 2 * bs   # crosses block boundaries
+    blocks = -(-(7 + steps + 1) // bs)
+    contiguous, taken = _greedy(runner, bs, list(range(2, 2 + blocks)), steps)
+    assert taken == steps
+    scattered, taken = _greedy(runner, bs, list(range(2 * blocks + 1, 1, -2))[:blocks], steps)
+    assert taken == bs - 7   # only while the context (7 prompt tokens, then one more a step) fits one block
+    saved, runner.single_decode = runner.single_decode, None
+    try:
+        general, _ = _greedy(runner, bs, list(range(2, 2 + blocks)), steps)
+    finally:
+        runner.single_decode = saved
+    assert contiguous == scattered == general
