@@ -157,25 +157,21 @@ class ModelRunner:
 
     def _decode_only(self, decodes: list[tuple[Request, int, int]], sched: SchedulerOutput) -> torch.Tensor | None:
         """Logits of a step with no prompt chunk through a specialised pass: the padded static-shape one (a
-        graph replay on CUDA) or, on CPU, the lone-sequence one; None when neither applies."""
+        graph replay on CUDA) or, on CPU, the lone-sequence one; None when neither applies (the general pass)."""
         if self.static_decode is not None:
             return self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
                                           [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
         if len(decodes) != 1 or self.single_decode is None:
             return None
         req, pos, _ = decodes[0]
-        start = self._contiguous_start(sched.block_tables[req.req_id], pos + 1)
-        if start is None:
-            return None
+        table = sched.block_tables[req.req_id]
+        used = table[:-(-(pos + 1) // self.block_size)]
+        if all(b2 == b1 + 1 for b1, b2 in zip(used, used[1:])):
+            context: int | torch.Tensor = used[0] * self.block_size   # consecutive blocks: read as a view
+        else:
+            context = self._slot_range(table, pos + 1)
         with torch.inference_mode():
-            return self.single_decode.run(req.token_ids(pos, pos + 1)[0], pos, start)
-
-    def _contiguous_start(self, table: list[int], length: int) -> int | None:
-        """The first cache slot of a context of `length` tokens whose blocks are consecutive; None if not."""
-        used = table[:-(-length // self.block_size)]
-        if any(b2 != b1 + 1 for b1, b2 in zip(used, used[1:])):
-            return None
-        return used[0] * self.block_size
+            return self.single_decode.run(req.token_ids(pos, pos + 1)[0], pos, context)
 
     def _add_chunk(self, batch: "_Batch", req: Request, pos: int, n: int, table: list[int]) -> None:
         """A prompt (or recompute) chunk: tokens [pos, pos + n) of `req`, rows appended to `batch`."""

@@ -4,13 +4,14 @@ Why: at batch 1 on the embedded SmolLM2-135M (30 layers, hidden 576) the int8 ma
 ~17 ms forward pass; the other half was ~40 small operator calls per layer, each costing microseconds of
 dispatch and Python (module calls, dataclass metadata, views, rotary's cat/neg, a general attention path
 that loops over prefills and decode groups). A lone decoding sequence needs none of that generality: its
-context is one contiguous run of cache slots, its new token one row. This path computes exactly what
+context is one sequence's slots, its new token one row. This path computes exactly what
 `LlamaForCausalLM.forward` computes for that case with ~20 calls per layer:
   - the per-layer weights, norms and flat cache views are looked up once, not per step;
   - an int8 projection calls fbgemm's fused dynamic kernel directly (Int8DynamicLinear's single-row path);
   - rotary as x * cos + roll(x, half) * sin', with sin' = [-sin, sin] over the two halves: the same
     products as rotate-half's cat(-x2, x1) * sin (negating a factor is exact) without the slices and neg;
-  - the context is read as a strided view of the cache (no gather), the K/V write is one index_copy_ each.
+  - a context in consecutive blocks is read as a strided view of the cache (no gather; scattered blocks are
+    gathered as the general pass gathers them), the K/V write is one index_copy_ each.
 The general path stays the reference; tests/model/test_single_decode.py holds the two to the same logits.
 """
 from __future__ import annotations
@@ -94,24 +95,32 @@ class SingleDecode:
         signed = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
         return cos[0], signed
 
-    def run(self, token: int, position: int, start_slot: int) -> torch.Tensor:
-        """fp32 logits [1, vocab] of the token at `position`, whose context (positions 0..position) sits in
-        cache slots start_slot .. start_slot + position; its K/V is written to the last of them."""
+    def run(self, token: int, position: int, context: int | torch.Tensor) -> torch.Tensor:
+        """fp32 logits [1, vocab] of the token at `position`. `context`: where positions 0..position sit in the
+        cache, either the first of that many consecutive slots (read as views) or their slots [position + 1]
+        (gathered, as the general pass does for blocks that are not consecutive). The token's K/V is written
+        to the last of them."""
         h, hk, hd = self.heads, self.kv_heads, self.head_dim
         half, n_qk, length = hd // 2, (h + hk) * hd, position + 1
         x = self.model.model.embed_tokens(torch.tensor([token]))
         cos, sin = self._rotary(position, x.dtype)
-        slot = torch.tensor([start_slot + position])
-        # The context as [1, kv heads, length, head dim] views of the cache: strides of a [slots, hk, hd] tensor.
-        shape, stride, offset = (1, hk, length, hd), (length * hk * hd, hd, hk * hd, 1), start_slot * hk * hd
+        contiguous = isinstance(context, int)
+        slot = torch.tensor([context + position]) if contiguous else context[position:]
+        # A contiguous context as [1, kv heads, length, head dim] views of a [slots, hk, hd] cache.
+        shape, stride = (1, hk, length, hd), (length * hk * hd, hd, hk * hd, 1)
+        offset = context * hk * hd if contiguous else 0
         for lay in self.layers:
             qkv = lay.qkv(lay.norm_in(x))
             qk = qkv[:, :n_qk].view(h + hk, hd)
             qk = (qk * cos).add_(qk.roll(half, -1).mul_(sin))   # not addcmul: its fused multiply-add rounds differently
             lay.flat_k.index_copy_(0, slot, qk[h:].unsqueeze(0))
             lay.flat_v.index_copy_(0, slot, qkv[:, n_qk:].view(1, hk, hd))
-            keys = lay.flat_k.as_strided(shape, stride, offset)
-            values = lay.flat_v.as_strided(shape, stride, offset)
+            if contiguous:
+                keys = lay.flat_k.as_strided(shape, stride, offset)
+                values = lay.flat_v.as_strided(shape, stride, offset)
+            else:
+                keys = lay.flat_k.index_select(0, context).view(1, length, hk, hd).transpose(1, 2)
+                values = lay.flat_v.index_select(0, context).view(1, length, hk, hd).transpose(1, 2)
             o = F.scaled_dot_product_attention(qk[:h].view(1, hk, h // hk, hd), keys, values,
                                                scale=hd ** -0.5)
             x = x + lay.o(o.view(1, h * hd))
