@@ -71,6 +71,12 @@ class SingleDecode:
         self.layers = [self._layer(layer, k, v) for layer, (k, v) in zip(model.model.layers, kv_caches)]
         self.final_norm = normer(model.model.norm)
         self.head = projector(model.lm_head)
+        # An int8 model's layers and head run in TorchScript where they can (quant/scripted_step.py): the
+        # same operators without Python's per-call costs; None: this Python pass runs them.
+        from sliceserve.model.quant.scripted_step import build
+
+        self.scripted = build(model, kv_caches)
+        self._no_context = torch.empty(0, dtype=torch.long)
 
     @staticmethod
     def supported(model: nn.Module) -> bool:
@@ -109,6 +115,9 @@ class SingleDecode:
         # A contiguous context as [1, kv heads, length, head dim] views of a [slots, hk, hd] cache.
         shape, stride = (1, hk, length, hd), (length * hk * hd, hd, hk * hd, 1)
         offset = context * hk * hd if contiguous else 0
+        if self.scripted is not None:
+            return self.scripted(x, cos, sin, slot, self._no_context if contiguous else context,
+                                 offset if contiguous else -1, length)
         for lay in self.layers:
             qkv = lay.qkv(lay.norm_in(x))
             qk = qkv[:, :n_qk].view(h + hk, hd)

@@ -47,6 +47,17 @@ def test_same_logits_and_cache_as_the_general_pass(request, fixture, dtype):
     with torch.inference_mode():   # the same context named slot by slot (the scattered-blocks form)
         gathered = runner.single_decode.run(7, length - 1, slots[0])
     assert torch.equal(gathered, general)
+    # int8 without biases runs in TorchScript (quant/scripted_step.py); its Python pass must agree as well.
+    scripted = runner.single_decode.scripted
+    assert (scripted is not None) == (dtype == "int8" and fixture == "tiny_llama_dir")
+    if scripted is not None:
+        runner.single_decode.scripted = None
+        try:
+            with torch.inference_mode():
+                python = [runner.single_decode.run(7, length - 1, c) for c in (start, slots[0])]
+        finally:
+            runner.single_decode.scripted = scripted
+        assert all(torch.equal(p, general) for p in python)
 
 
 def _greedy(runner, block_size: int, table: list[int], steps: int) -> tuple[list[int], int]:
@@ -95,3 +106,19 @@ def test_runner_takes_it_for_every_lone_decode(request, dtype):
     finally:
         runner.single_decode = saved
     assert contiguous == scattered == general
+
+
+def test_scripted_int8_down_projection(request, monkeypatch):
+    """With only layer 0's down projection kept fp32, layer 1's runs through the scripted int8 branch."""
+    import sliceserve.model.quant.representation as representation
+
+    monkeypatch.setattr(representation, "FP32_DOWN_PROJ_LAYERS", 1)
+    loaded = _loaded(request, "tiny_llama_dir", "int8")
+    runner = loaded.runner
+    assert runner.single_decode.scripted is not None
+    assert type(runner.model.model.layers[1].mlp.down_proj) is not torch.nn.Linear
+    contiguous, taken = _greedy(runner, loaded.block_size, list(range(2, 6)), 20)
+    assert taken == 20
+    runner.single_decode = None
+    general, _ = _greedy(runner, loaded.block_size, list(range(2, 6)), 20)
+    assert contiguous == general
