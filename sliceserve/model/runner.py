@@ -157,12 +157,18 @@ class ModelRunner:
 
     def _decode_only(self, decodes: list[tuple[Request, int, int]], sched: SchedulerOutput) -> torch.Tensor | None:
         """Logits of a step with no prompt chunk through a specialised pass: the padded static-shape one (a
-        graph replay on CUDA) or, on CPU, the lone-sequence one; None when neither applies (the general pass)."""
+        graph replay on CUDA) or, on CPU, the few-call decode step (single_decode.py: one sequence, or up to 16
+        on int8); None when none applies (the general pass)."""
         if self.static_decode is not None:
             return self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
                                           [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
-        if len(decodes) != 1 or self.single_decode is None:
+        if self.single_decode is None or not decodes:
             return None
+        if len(decodes) > 1:   # int8 only: the scripted step of up to FUSED_MAX_ROWS sequences
+            groups, write = self._decode_groups([(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes], 0)
+            with torch.inference_mode():
+                return self.single_decode.run_many([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
+                                                   [pos for _, pos, _ in decodes], groups, write)
         req, pos, _ = decodes[0]
         table = sched.block_tables[req.req_id]
         used = table[:-(-(pos + 1) // self.block_size)]

@@ -117,7 +117,7 @@ class SingleDecode:
         offset = context * hk * hd if contiguous else 0
         if self.scripted is not None:
             return self.scripted(x, cos, sin, slot, self._no_context if contiguous else context,
-                                 offset if contiguous else -1, length)
+                                 offset if contiguous else -1, length, [], [], [])
         for lay in self.layers:
             qkv = lay.qkv(lay.norm_in(x))
             qk = qkv[:, :n_qk].view(h + hk, hd)
@@ -137,3 +137,24 @@ class SingleDecode:
             act = F.silu(gate_up[:, :self.inter]).mul_(gate_up[:, self.inter:])
             x = x + lay.down(act)
         return self.head(self.final_norm(x)).float()
+
+    def run_many(self, tokens: list[int], positions: list[int], groups: list, write_slots: torch.Tensor
+                 ) -> torch.Tensor | None:
+        """fp32 logits [B, vocab] of a decode-only step of B sequences (rows in `tokens` order; `groups`: the
+        runner's attention groups, `write_slots` each row's new K/V slot) through the scripted int8 step; None
+        where it does not apply (no scripted step, or more rows than the fused kernel takes)."""
+        from sliceserve.model.quant.int8_linear import FUSED_MAX_ROWS
+
+        if self.scripted is None or not 1 < len(tokens) <= FUSED_MAX_ROWS:
+            return None
+        x = self.model.model.embed_tokens(torch.tensor(tokens))
+        cos, sin = self.model.rotary.cos_sin(torch.tensor(positions), x.dtype) if self.model.rotary is not None \
+            else self._rotary_table(positions, x.dtype)
+        half = self.head_dim // 2
+        signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        return self.scripted(x, cos, signed, write_slots, self._no_context, -1, 0, [g.rows for g in groups],
+                             [g.slots for g in groups], [g.mask for g in groups])
+
+    def _rotary_table(self, positions: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        self._rotary(0, dtype)   # creates the model's rotary tables
+        return self.model.rotary.cos_sin(torch.tensor(positions), dtype)

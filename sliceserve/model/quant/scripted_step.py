@@ -27,60 +27,86 @@ log = logging.getLogger(__name__)
 
 
 class _Layer(nn.Module):
-    """One decoder layer's step. Projections are fbgemm-packed int8 weights, but a down projection the
+    """One decoder layer's decode step for 1..FUSED_MAX_ROWS sequences. Projections are fbgemm-packed int8
+    weights called as Int8DynamicLinear's fused path calls them (`_FusedCall`), but a down projection the
     representation keeps in fp32 (`down_fp32`) multiplies as the general pass's `linear` does."""
 
     def __init__(self, dims: List[int], eps: float, norm_in: torch.Tensor, norm_post: torch.Tensor, qkv, o,
                  gate_up, down, down_weight: Optional[torch.Tensor], flat_k: torch.Tensor,
                  flat_v: torch.Tensor) -> None:
         super().__init__()
+        from sliceserve.model.quant.int8_linear import _FusedCall
+
         self.heads, self.kv_heads, self.head_dim, self.inter, self.hidden = dims
         self.eps = eps
         self.norm_in, self.norm_post = norm_in, norm_post
-        self.qkv, self.o, self.gate_up = qkv, o, gate_up
-        self.down = down if down is not None else qkv       # unused when down_fp32
+        self.qkv, self.o, self.gate_up = _FusedCall(qkv), _FusedCall(o), _FusedCall(gate_up)
+        self.down = _FusedCall(down if down is not None else qkv)       # unused when down_fp32
         self.down_fp32 = down_weight is not None
         self.down_weight = down_weight if down_weight is not None else torch.empty(0)
         self.flat_k, self.flat_v = flat_k, flat_v
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
-                context: torch.Tensor, offset: int, length: int) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, context: torch.Tensor, offset: int, length: int, rows: List[torch.Tensor],
+                slots: List[torch.Tensor], masks: List[Optional[torch.Tensor]]) -> torch.Tensor:
+        """q [B, heads, head_dim] -> [B, heads * head_dim]: one sequence over `context` (consecutive slots
+        from `offset` when offset >= 0, else gathered), or groups of sequences as paged_attention runs them."""
         h, hk, hd = self.heads, self.kv_heads, self.head_dim
-        n_qk = (h + hk) * hd
-        qkv = torch.ops.quantized.linear_dynamic(F.rms_norm(x, [self.hidden], self.norm_in, self.eps), self.qkv, True)
-        qk = qkv[:, :n_qk].view(h + hk, hd)
+        if len(rows) == 0:
+            if offset >= 0:
+                shape, stride = [1, hk, length, hd], [length * hk * hd, hd, hk * hd, 1]
+                keys = self.flat_k.as_strided(shape, stride, offset)
+                values = self.flat_v.as_strided(shape, stride, offset)
+            else:
+                keys = self.flat_k.index_select(0, context).view(1, length, hk, hd).transpose(1, 2)
+                values = self.flat_v.index_select(0, context).view(1, length, hk, hd).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q.view(1, hk, h // hk, hd), keys, values, scale=hd ** -0.5)
+            return o.view(1, h * hd)
+        out = torch.empty(q.shape[0], h, hd, dtype=q.dtype)
+        for i in range(len(rows)):
+            b, n = slots[i].shape[0], slots[i].shape[1]
+            qd = q.index_select(0, rows[i]).view(b, hk, h // hk, hd)
+            kd = self.flat_k.index_select(0, slots[i].reshape(-1)).view(b, n, hk, hd)
+            vd = self.flat_v.index_select(0, slots[i].reshape(-1)).view(b, n, hk, hd)
+            o = F.scaled_dot_product_attention(qd, kd.transpose(1, 2), vd.transpose(1, 2), attn_mask=masks[i],
+                                               scale=hd ** -0.5)
+            out.index_copy_(0, rows[i], o.reshape(b, h, hd))
+        return out.reshape(q.shape[0], h * hd)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
+                context: torch.Tensor, offset: int, length: int, rows: List[torch.Tensor],
+                slots: List[torch.Tensor], masks: List[Optional[torch.Tensor]]) -> torch.Tensor:
+        h, hk, hd = self.heads, self.kv_heads, self.head_dim
+        t, n_qk = x.shape[0], (h + hk) * hd
+        qkv = self.qkv(F.rms_norm(x, [self.hidden], self.norm_in, self.eps))
+        qk = qkv[:, :n_qk].view(t, h + hk, hd)
         qk = (qk * cos).add_(qk.roll(hd // 2, -1).mul_(sin))
-        self.flat_k.index_copy_(0, slot, qk[h:].unsqueeze(0))
-        self.flat_v.index_copy_(0, slot, qkv[:, n_qk:].view(1, hk, hd))
-        if offset >= 0:
-            shape, stride = [1, hk, length, hd], [length * hk * hd, hd, hk * hd, 1]
-            keys = self.flat_k.as_strided(shape, stride, offset)
-            values = self.flat_v.as_strided(shape, stride, offset)
-        else:
-            keys = self.flat_k.index_select(0, context).view(1, length, hk, hd).transpose(1, 2)
-            values = self.flat_v.index_select(0, context).view(1, length, hk, hd).transpose(1, 2)
-        o = F.scaled_dot_product_attention(qk[:h].view(1, hk, h // hk, hd), keys, values, scale=hd ** -0.5)
-        x = x + torch.ops.quantized.linear_dynamic(o.view(1, h * hd), self.o, True)
-        gate_up = torch.ops.quantized.linear_dynamic(F.rms_norm(x, [self.hidden], self.norm_post, self.eps),
-                                                     self.gate_up, True)
+        self.flat_k.index_copy_(0, slot, qk[:, h:])
+        self.flat_v.index_copy_(0, slot, qkv[:, n_qk:].view(t, hk, hd))
+        x = x + self.o(self._attend(qk[:, :h], context, offset, length, rows, slots, masks))
+        gate_up = self.gate_up(F.rms_norm(x, [self.hidden], self.norm_post, self.eps))
         act = F.silu(gate_up[:, :self.inter]).mul_(gate_up[:, self.inter:])
         if self.down_fp32:
             return x + (self.down_weight @ act.t()).t()
-        return x + torch.ops.quantized.linear_dynamic(act, self.down, True)
+        return x + self.down(act)
 
 
 class _Step(nn.Module):
     def __init__(self, layers: List[_Layer], norm: torch.Tensor, eps: float, head) -> None:
         super().__init__()
+        from sliceserve.model.quant.int8_linear import _FusedCall
+
         self.layers = nn.ModuleList(layers)
-        self.norm, self.eps, self.head = norm, eps, head
+        self.norm, self.eps, self.head = norm, eps, _FusedCall(head)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
-                context: torch.Tensor, offset: int, length: int) -> torch.Tensor:
+                context: torch.Tensor, offset: int, length: int, rows: List[torch.Tensor],
+                slots: List[torch.Tensor], masks: List[Optional[torch.Tensor]]) -> torch.Tensor:
+        """fp32 logits [B, vocab]. One sequence: `context`/`offset`/`length` as SingleDecode.run describes and
+        empty group lists; several: one attention call per group (rows, slots [b, L], mask or None)."""
         for layer in self.layers:
-            x = layer(x, cos, sin, slot, context, offset, length)
+            x = layer(x, cos, sin, slot, context, offset, length, rows, slots, masks)
         x = F.rms_norm(x, [x.shape[1]], self.norm, self.eps)
-        return torch.ops.quantized.linear_dynamic(x, self.head, True)
+        return self.head(x)
 
 
 def _packed(module: nn.Module):
