@@ -54,8 +54,8 @@ class ModelRunner:
         # 2-vCPU EPYC, 1 thread). On CUDA a step is launch-bound and padding nearly free: one call.
         self.decode_group_overhead_tokens = CPU_GROUP_OVERHEAD_TOKENS if self.device.type == "cpu" else float("inf")
         self.static_decode: StaticDecode | None = None
-        # A lone decoding sequence on CPU takes the few-call pass (sliceserve.model.single_decode): at batch 1
-        # the general pass's per-operator overhead was as large as the int8 matmuls themselves.
+        # Decode-only steps on CPU take the few-call pass (sliceserve.model.single_decode; one sequence, or up
+        # to 16 on int8): at batch 1 the general pass's per-operator overhead was as large as the int8 matmuls.
         self.single_decode = SingleDecode(self.model, kv_caches) \
             if self.device.type == "cpu" and SingleDecode.supported(self.model) else None
         if decode_buckets is not None:
@@ -162,7 +162,7 @@ class ModelRunner:
         if self.static_decode is not None:
             return self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
                                           [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
-        if self.single_decode is None or not decodes:
+        if self.single_decode is None or not decodes or not self.single_decode.takes(len(decodes)):
             return None
         if len(decodes) > 1:   # int8 only: the scripted step of up to FUSED_MAX_ROWS sequences
             groups, write = self._decode_groups([(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes], 0)

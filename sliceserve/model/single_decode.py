@@ -1,4 +1,5 @@
-"""One decode step of one sequence, in as few operator calls as the model allows (CPU).
+"""One decode step of one sequence, in as few operator calls as the model allows (CPU); on int8, decode-only
+steps of up to 16 sequences as well (`run_many`, through the scripted step of quant/scripted_step.py).
 
 Why: at batch 1 on the embedded SmolLM2-135M (30 layers, hidden 576) the int8 matmuls took ~8.6 ms of a
 ~17 ms forward pass; the other half was ~40 small operator calls per layer, each costing microseconds of
@@ -60,8 +61,9 @@ class _Layer:
 
 
 class SingleDecode:
-    """The lone-sequence decode step over a runner's model and cache. `supported(model)` says whether
-    the model's layers have the fused projections this path needs."""
+    """Decode-only steps over a runner's model and cache: one sequence (`run`), or on int8 up to
+    FUSED_MAX_ROWS (`run_many`, when `takes(n)`). `supported(model)` says whether the model's layers have the
+    fused projections this path needs."""
 
     def __init__(self, model: LlamaForCausalLM, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         arch = model.arch
@@ -138,14 +140,18 @@ class SingleDecode:
             x = x + lay.down(act)
         return self.head(self.final_norm(x)).float()
 
+    def takes(self, rows: int) -> bool:
+        """Whether a decode-only step of `rows` sequences runs here."""
+        from sliceserve.model.quant.int8_linear import FUSED_MAX_ROWS
+
+        return rows == 1 or (self.scripted is not None and rows <= FUSED_MAX_ROWS)
+
     def run_many(self, tokens: list[int], positions: list[int], groups: list, write_slots: torch.Tensor
                  ) -> torch.Tensor | None:
         """fp32 logits [B, vocab] of a decode-only step of B sequences (rows in `tokens` order; `groups`: the
         runner's attention groups, `write_slots` each row's new K/V slot) through the scripted int8 step; None
         where it does not apply (no scripted step, or more rows than the fused kernel takes)."""
-        from sliceserve.model.quant.int8_linear import FUSED_MAX_ROWS
-
-        if self.scripted is None or not 1 < len(tokens) <= FUSED_MAX_ROWS:
+        if len(tokens) < 2 or not self.takes(len(tokens)):
             return None
         x = self.model.model.embed_tokens(torch.tensor(tokens))
         cos, sin = self.model.rotary.cos_sin(torch.tensor(positions), x.dtype) if self.model.rotary is not None \
