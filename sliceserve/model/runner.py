@@ -7,6 +7,7 @@ K/V go to the slots named by the scheduler's block tables.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +19,7 @@ from sliceserve.model.llama import LlamaForCausalLM
 from sliceserve.model.logits_processing import prompt_logprobs
 from sliceserve.model.pooling import PromptPooler
 from sliceserve.model.request_sampling import RequestSampling
+from sliceserve.model.single_decode import SingleDecode
 from sliceserve.request import Request
 
 
@@ -52,6 +54,10 @@ class ModelRunner:
         # 2-vCPU EPYC, 1 thread). On CUDA a step is launch-bound and padding nearly free: one call.
         self.decode_group_overhead_tokens = CPU_GROUP_OVERHEAD_TOKENS if self.device.type == "cpu" else float("inf")
         self.static_decode: StaticDecode | None = None
+        # Decode-only steps on CPU take the few-call pass (sliceserve.model.single_decode; one sequence, or up
+        # to 16 on int8): at batch 1 the general pass's per-operator overhead was as large as the int8 matmuls.
+        self.single_decode = SingleDecode(self.model, kv_caches) \
+            if self.device.type == "cpu" and SingleDecode.supported(self.model) else None
         if decode_buckets is not None:
             self.static_decode = StaticDecode(self.model, kv_caches, block_size, self._num_kv_blocks, decode_buckets,
                                               self.device)
@@ -132,80 +138,101 @@ class ModelRunner:
 
     def _forward(self, feeds: list[tuple[Request, int, int]], sched: SchedulerOutput,
                  embeddings: dict[str, list[float]]):
-        """Flatten the feeds (prompt chunks first, then decodes) into one forward pass. Slot indices are
-        built with tensor ops from block tables (a handful of ints per request), not per token in Python.
-        Embedding requests' chunks give hidden states instead of logits: their pooled vectors, once a prompt
-        is complete, go to `embeddings`."""
-        dev = self.device
+        """One forward pass over the feeds: (logits, the requests that sample from its first rows, prompt-logprob
+        rows). Embedding requests' chunks give hidden states instead of logits: their pooled vectors, once a
+        prompt is complete, go to `embeddings`."""
         decoding = set(sched.decode)
         # An embedding request whose last prompt token a policy scheduled as a "decode" is still a prompt chunk.
         chunks = [f for f in feeds if f[0].req_id not in decoding or f[0].embed]
         decodes = [f for f in feeds if f[0].req_id in decoding and not f[0].embed]
-        if not chunks and self.static_decode is not None:
-            # Decode-only: the padded static-shape pass (a graph replay on CUDA), unless no bucket fits.
-            logits = self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
-                                            [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
+        if not chunks:
+            logits = self._decode_only(decodes, sched)
             if logits is not None:
                 return logits, [r for r, _, _ in decodes], []
-        ids: list[int] = []
-        pieces: list[torch.Tensor] = []   # positions and slot mapping, in row order
-        positions: list[torch.Tensor] = []
-        prefills: list[PrefillSeq] = []
-        logit_rows: list[int] = []
-        samplers: list[Request] = []
-        pooled: list[tuple[Request, int, int, int]] = []   # embedding chunks: (request, position, rows from, to)
-        all_rows: list[tuple[Request, int, int]] = []   # chunks that want every position's logits
+        batch = _Batch()
         for req, pos, n in chunks:
-            row = len(ids)
-            ids.extend(req.token_ids(pos, pos + n))
-            ctx_slots = self._slot_range(sched.block_tables[req.req_id], pos + n)
-            pieces.append(ctx_slots[pos:])
-            positions.append(torch.arange(pos, pos + n, device=dev))
-            prefills.append(PrefillSeq(row, n, ctx_slots, self._mask(pos, n), causal=pos == 0 and n > 1))
-            if req.embed:
-                pooled.append((req, pos, row, row + n))
-            elif pos + n >= req.num_tokens:
-                logit_rows.append(row + n - 1)
-                samplers.append(req)
-            if req.sampling_params.prompt_logprobs is not None and pos + 1 < req.num_prompt_tokens:
-                all_rows.append((req, row, pos, n))
-        first_decode = len(ids)
-        groups, last_slots = self._decode_groups(
-            [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes], first_decode)
-        for req, pos, _ in decodes:
-            ids.extend(req.token_ids(pos, pos + 1))
-            logit_rows.append(len(ids) - 1)
-            samplers.append(req)
-        if decodes:
-            pieces.append(last_slots)
-            positions.append(torch.tensor([pos for _, pos, _ in decodes], device=dev))
-        meta = AttentionMetadata(
-            slot_mapping=torch.cat(pieces) if len(pieces) > 1 else pieces[0],
-            prefills=prefills,
-            decode_groups=groups,
-        )
-        pos_t = torch.cat(positions) if len(positions) > 1 else positions[0]
-        # Sampling rows first; prompt-logprob rows after them (rows [first, first + n) of the result).
-        prompt_rows = []
-        for req, row, pos, n in all_rows:
-            prompt_rows.append((req, len(logit_rows), pos, n))
-            logit_rows.extend(range(row, row + n))
-        hidden_rows = None
-        if pooled:
-            hidden_rows = torch.cat([torch.arange(row, end) for _, _, row, end in pooled]).to(dev)
+            self._add_chunk(batch, req, pos, n, sched.block_tables[req.req_id])
+        self._add_decodes(batch, decodes, sched)
+        return self._run_batch(batch, embeddings)
+
+    def _decode_only(self, decodes: list[tuple[Request, int, int]], sched: SchedulerOutput) -> torch.Tensor | None:
+        """Logits of a step with no prompt chunk through a specialised pass: the padded static-shape one (a
+        graph replay on CUDA) or, on CPU, the few-call decode step (single_decode.py: one sequence, or up to 16
+        on int8); None when none applies (the general pass)."""
+        if self.static_decode is not None:
+            return self.static_decode.run([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
+                                          [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes])
+        if self.single_decode is None or not decodes or not self.single_decode.takes(len(decodes)):
+            return None
+        if len(decodes) > 1:   # int8 only: the scripted step of up to FUSED_MAX_ROWS sequences
+            groups, write = self._decode_groups([(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes], 0)
+            with torch.inference_mode():
+                return self.single_decode.run_many([r.token_ids(pos, pos + 1)[0] for r, pos, _ in decodes],
+                                                   [pos for _, pos, _ in decodes], groups, write)
+        req, pos, _ = decodes[0]
+        table = sched.block_tables[req.req_id]
+        used = table[:-(-(pos + 1) // self.block_size)]
+        if all(b2 == b1 + 1 for b1, b2 in zip(used, used[1:])):
+            context: int | torch.Tensor = used[0] * self.block_size   # consecutive blocks: read as a view
+        else:
+            context = self._slot_range(table, pos + 1)
         with torch.inference_mode():
-            out = self.model(torch.tensor(ids, device=dev), pos_t, self.kv_caches, meta,
-                             torch.tensor(logit_rows, dtype=torch.long, device=dev), hidden_rows)
-            if hidden_rows is None:
-                return out, samplers, prompt_rows
-            logits, hidden = out
-            at = 0
-            for req, pos, row, end in pooled:
-                vec = self.pooler.add(req.req_id, pos, hidden[at:at + end - row], end - row + pos >= req.num_tokens)
-                at += end - row
-                if vec is not None:
-                    embeddings[req.req_id] = vec
-        return logits, samplers, prompt_rows
+            return self.single_decode.run(req.token_ids(pos, pos + 1)[0], pos, context)
+
+    def _add_chunk(self, batch: "_Batch", req: Request, pos: int, n: int, table: list[int]) -> None:
+        """A prompt (or recompute) chunk: tokens [pos, pos + n) of `req`, rows appended to `batch`."""
+        row = len(batch.ids)
+        batch.ids.extend(req.token_ids(pos, pos + n))
+        ctx_slots = self._slot_range(table, pos + n)
+        batch.slots.append(ctx_slots[pos:])
+        batch.positions.append(torch.arange(pos, pos + n, device=self.device))
+        batch.prefills.append(PrefillSeq(row, n, ctx_slots, self._mask(pos, n), causal=pos == 0 and n > 1))
+        if req.embed:
+            batch.pooled.append((req, pos, row, row + n))
+        elif pos + n >= req.num_tokens:
+            batch.logit_rows.append(row + n - 1)
+            batch.samplers.append(req)
+        if req.sampling_params.prompt_logprobs is not None and pos + 1 < req.num_prompt_tokens:
+            batch.all_rows.append((req, row, pos, n))
+
+    def _add_decodes(self, batch: "_Batch", decodes: list[tuple[Request, int, int]], sched: SchedulerOutput) -> None:
+        """The decoding sequences' single tokens, after the chunks' rows, and their attention groups."""
+        batch.groups, last_slots = self._decode_groups(
+            [(sched.block_tables[r.req_id], pos + 1) for r, pos, _ in decodes], len(batch.ids))
+        for req, pos, _ in decodes:
+            batch.ids.extend(req.token_ids(pos, pos + 1))
+            batch.logit_rows.append(len(batch.ids) - 1)
+            batch.samplers.append(req)
+        if decodes:
+            batch.slots.append(last_slots)
+            batch.positions.append(torch.tensor([pos for _, pos, _ in decodes], device=self.device))
+
+    def _run_batch(self, batch: "_Batch", embeddings: dict[str, list[float]]):
+        """The model over the flattened batch: sampling rows first, prompt-logprob rows after them (rows
+        [first, first + n) of the result); pooled embedding vectors go to `embeddings`."""
+        dev = self.device
+        meta = AttentionMetadata(slot_mapping=_cat(batch.slots), prefills=batch.prefills,
+                                 decode_groups=batch.groups)
+        prompt_rows = []
+        for req, row, pos, n in batch.all_rows:
+            prompt_rows.append((req, len(batch.logit_rows), pos, n))
+            batch.logit_rows.extend(range(row, row + n))
+        hidden_rows = None
+        if batch.pooled:
+            hidden_rows = torch.cat([torch.arange(row, end) for _, _, row, end in batch.pooled]).to(dev)
+        with torch.inference_mode():
+            out = self.model(torch.tensor(batch.ids, device=dev), _cat(batch.positions), self.kv_caches, meta,
+                             torch.tensor(batch.logit_rows, dtype=torch.long, device=dev), hidden_rows)
+        if hidden_rows is None:
+            return out, batch.samplers, prompt_rows
+        logits, hidden = out
+        at = 0
+        for req, pos, row, end in batch.pooled:
+            vec = self.pooler.add(req.req_id, pos, hidden[at:at + end - row], end - row + pos >= req.num_tokens)
+            at += end - row
+            if vec is not None:
+                embeddings[req.req_id] = vec
+        return logits, batch.samplers, prompt_rows
 
     def _slot_range(self, table: list[int], length: int) -> torch.Tensor:
         """Cache slots of positions [0, length) of a sequence with block table `table`."""
@@ -263,3 +290,21 @@ class ModelRunner:
         # memory, and a masked NaN would still poison SDPA's weighted sum), and masked out anyway.
         slots = torch.where(valid, slots, slots[:, :1])
         return DecodeGroup(rows, slots, valid[:, None, None, :]), last
+
+
+@dataclass
+class _Batch:
+    """One forward pass's flattened rows, built by ModelRunner._add_chunk / _add_decodes."""
+    ids: list[int] = field(default_factory=list)
+    slots: list[torch.Tensor] = field(default_factory=list)       # where each row's K/V goes, in row order
+    positions: list[torch.Tensor] = field(default_factory=list)
+    prefills: list[PrefillSeq] = field(default_factory=list)
+    groups: list[DecodeGroup] = field(default_factory=list)
+    logit_rows: list[int] = field(default_factory=list)
+    samplers: list[Request] = field(default_factory=list)
+    pooled: list[tuple[Request, int, int, int]] = field(default_factory=list)   # (request, position, rows from, to)
+    all_rows: list[tuple[Request, int, int, int]] = field(default_factory=list)  # chunks wanting every position's logits
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if len(parts) > 1 else parts[0]

@@ -24,6 +24,7 @@ the embedded model).
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,6 +32,31 @@ from torch import nn
 _PER_CHANNEL_ENGINES = ("x86", "fbgemm", "onednn")
 # Largest call (rows) that takes the fused kernel: decode batches up to this size, longer prompt chunks not.
 FUSED_MAX_ROWS = 16
+
+
+class _FusedCall(nn.Module):
+    """The fused-kernel rows of Int8DynamicLinear.forward, run by TorchScript: there the packed weight is
+    already an IValue, while each call from Python paid ~12 us converting it (a C++ exception thrown and
+    caught per call; scripted_step.py). The same operators in the same order: bit-identical."""
+
+    def __init__(self, packed) -> None:
+        super().__init__()
+        self.packed = packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        r = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12)
+        return torch.ops.quantized.linear_dynamic(x / r, self.packed, True).mul_(r)
+
+
+def _scripted_call(packed) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch.jit.script is deprecated in 2.13; it still works
+            return torch.jit.script(_FusedCall(packed))
+    except Exception:  # noqa: BLE001 - no TorchScript here: the Python calls below run
+        return None
 
 
 class Int8DynamicLinear(nn.Module):
@@ -43,6 +69,8 @@ class Int8DynamicLinear(nn.Module):
         self.register_buffer("w_t", q.t().contiguous())     # [in, out] int8 for torch._int_mm
         self.register_buffer("w_scale", scale)                # [out] fp32
         self._packed = None if lean else self._prepack(w, q, scale)
+        # Kept out of the module tree (no submodule, nothing in state_dict): a way to call the kernel.
+        object.__setattr__(self, "_fused", None if self._packed is None else _scripted_call(self._packed))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
 
     @staticmethod
@@ -68,7 +96,9 @@ class Int8DynamicLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         rows = x.shape[0]
-        if rows == 1 and self._packed is not None:
+        if rows <= FUSED_MAX_ROWS and self._fused is not None:
+            y = self._fused(x)
+        elif rows == 1 and self._packed is not None:
             y = torch.ops.quantized.linear_dynamic(x, self._packed, True)
         elif rows <= FUSED_MAX_ROWS and self._packed is not None:
             r = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12)
