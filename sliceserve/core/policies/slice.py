@@ -173,6 +173,20 @@ class SliceScheduler(Scheduler):
         if self.config.slice_feedback and result.elapsed_s > 0 and self.feedback.observe(result.elapsed_s):
             self._dirty = True
 
+    def admission_key(self, req: Request) -> tuple:
+        """The order this policy serves its queue in, for admission's TTFT estimate (server/admission.py): the
+        selection's sort key (`Candidate.sort_key`) from what the request alone shows (no `now`, no feedback)."""
+        slo = req.slo
+        bounds = [b for b in (slo.ttft_s, slo.e2e_s) if b is not None] or (
+            [slo.tpot_s * req.max_tokens] if slo.tpot_s is not None else [])
+        deadline = req.arrival_s + min(bounds) if bounds else math.inf
+        fresh = req.num_output_tokens == 0
+        if self.config.slice_rank == "work":
+            return (-req.utility, fresh, -req.utility / max(1, req.remaining_output_tokens), deadline,
+                    req.arrival_s, req.req_id)
+        density = req.utility / demand(slo.tpot_s, self.period_s, self.config.slice_min_rate)
+        return (-density, fresh, deadline, req.arrival_s, req.req_id)
+
     # --- phase 1 -------------------------------------------------------------------------------------
     def _candidate(self, req: Request, now: float) -> Candidate:
         cfg, slo = self.config, req.slo
