@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
@@ -103,6 +103,9 @@ class AsyncEngine:
         # Scheduler -> seconds until the queue has room: the Retry-After of requests that time out waiting.
         self.retry_hint: Callable[[Scheduler], float] | None = None
         self.last_beat_s = 0.0       # wall time of the loop's last pass: readiness checks it
+        # Work for idle gaps (sliceserve.engine.reprofile: due(now) -> bool, run(now)): runs on this thread
+        # only while nothing is admitted, outside the lock, so arrivals queue for it rather than block.
+        self.idle_work: Any = None
         self.fatal: BaseException | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -156,6 +159,8 @@ class AsyncEngine:
                     while not (self._adds or self._aborts or self._abort_all or self._stopping
                                or self.core.has_unfinished()):
                         self.last_beat_s = self.clock()
+                        if self.idle_work is not None and self.idle_work.due(self.last_beat_s):
+                            break
                         self._cv.wait(0.5)
                     if self._stopping:
                         break
@@ -172,6 +177,8 @@ class AsyncEngine:
                     self._expire_waiting(self.clock())
                 self._report_state()   # gauges follow adds, aborts and expiries, not only model steps
                 if not self.core.has_unfinished():
+                    if self.idle_work is not None and self.idle_work.due(self.clock()):
+                        self.idle_work.run(self.clock())
                     continue
                 step = self.core.step(self.clock())
                 self._dispatch(step)
