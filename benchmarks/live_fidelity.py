@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -105,7 +106,8 @@ class IterationPoller(threading.Thread):
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
-        self.server, self.seen, self.records = server, 0, []   # (t, kind, predicted_s, measured_s)
+        # (t, kind, predicted_s, measured_s, decodes, prompt tokens)
+        self.server, self.seen, self.records = server, 0, []
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -117,7 +119,8 @@ class IterationPoller(threading.Thread):
             now = time.monotonic()
             for r in recent:
                 if r["i"] > self.seen:
-                    self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3))
+                    self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3,
+                                         r.get("decodes"), r.get("prompt_tokens")))
             self.seen = max([self.seen] + [r["i"] for r in recent])
 
     def between(self, t0: float, t1: float) -> list[tuple[float, str, float, float]]:
@@ -128,7 +131,7 @@ def error_stats(records: list) -> dict[str, tuple[int, float, float]]:
     """kind -> (n, median, p90) of |pred/meas - 1|; `prefill-bearing` pools prefill and mixed."""
     out = {}
     for name, kinds in (("decode", {"decode"}), ("prefill-bearing", {"prefill", "mixed"})):
-        errs = [abs(p / m - 1.0) for _, k, p, m in records if k in kinds and m > 0]
+        errs = [abs(r[2] / r[3] - 1.0) for r in records if r[1] in kinds and r[3] > 0]
         if errs:
             out[name] = (len(errs), float(np.median(errs)), float(np.quantile(errs, 0.9)))
     return out
@@ -173,6 +176,7 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
     poller = IterationPoller(server)
     poller.start()
     phases, reqs_by_phase = [], {}
+    t_first = time.monotonic()
     try:
         for i, load in enumerate(loads):
             t0 = time.monotonic()
@@ -200,6 +204,9 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
     finally:
         poller.stopping.set()
         server.stop()
+    if args.records:
+        Path(args.records).write_text(json.dumps({"t0": t_first, "records": poller.records,
+                                                  "drift": final.get("drift")}) + "\n")
     return phases, windows, final, reqs_by_phase
 
 
@@ -225,6 +232,15 @@ def _row(p: dict) -> str:
             f"{p['attainment']:.3f} | {p['realtime'] if p['realtime'] is None else round(p['realtime'], 3)} | {p['load']} |")
 
 
+def _drift_line(drift: dict | None) -> str:
+    if not drift:
+        return "Drift detector: off"
+    events = "; ".join(f"{e['term']} at {e['at_s']:.0f} s x{e.get('change', float('nan')):.2f}"
+                       + (f" ({e['error']})" if "error" in e else "") for e in drift["recent"])
+    return (f"Drift detector: re-profiles decode {drift['reprofiles']['decode']}, prefill "
+            f"{drift['reprofiles']['prefill']} ({events or 'none'}); pending {drift['pending']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase-s", type=float, default=150.0, help="seconds of arrivals per load (default 150)")
@@ -232,6 +248,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate-1x", type=float, default=None, help="req/s taken as 1x (default: from the idle profile)")
     ap.add_argument("--output", default=None, help="append the markdown report here")
+    ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
     args = ap.parse_args()
     loads = [float(x) for x in args.loads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="live-fidelity-"))
@@ -256,7 +273,7 @@ def main() -> int:
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
               f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
               f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f}; "
-              f"{_load()}", "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
+              f"{_load()}", "", _drift_line(final.get("drift")), "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
     report = "\n".join(lines)
     print(report)

@@ -31,8 +31,9 @@ def iteration_kind(sample: IterationSample) -> str:
 
 class LatencyAudit:
     def __init__(self, registry: CollectorRegistry, size: int = 512) -> None:
-        # (iteration number, kind, predicted_s, measured_s); the number lets a poller take each one once.
-        self.records: deque[tuple[int, str, float, float]] = deque(maxlen=size)
+        # (iteration number, kind, predicted_s, measured_s, decodes, prompt tokens); the number lets a poller
+        # take each one once, the shape lets it tell which batch sizes the model misses.
+        self.records: deque[tuple[int, str, float, float, int, int]] = deque(maxlen=size)
         self.count = 0
         self.error = Histogram("sliceserve:latency_model_relative_error",
                                "Per iteration |predicted / measured - 1| of the latency model, by iteration kind",
@@ -48,7 +49,7 @@ class LatencyAudit:
         sample, predicted = last
         kind = iteration_kind(sample)
         self.count += 1
-        self.records.append((self.count, kind, predicted, sample.seconds))
+        self.records.append((self.count, kind, predicted, sample.seconds, sample.num_decode, sample.prefill_tokens))
         self.error.labels(kind).observe(abs(predicted / sample.seconds - 1.0))
         if self.drift is not None:
             self.drift.observe(kind, predicted, sample.seconds, now)
@@ -60,7 +61,7 @@ class LatencyAudit:
         """Per kind over the ring buffer: count, median and p90 of |pred/meas - 1|, and the median ratio."""
         out: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
-            ratios = np.array([p / m for _, k, p, m in self.records if k == kind])
+            ratios = np.array([r[2] / r[3] for r in self.records if r[1] == kind])
             if ratios.size == 0:
                 continue
             err = np.abs(ratios - 1.0)
@@ -75,5 +76,5 @@ class LatencyAudit:
                 "coefficients": {k: v for k, v in latency.to_dict().items() if k not in ("name", "notes")},
                 "profile": latency.name, "rolling_error": self.rolling_error(),
                 "iterations": self.count, "drift": self.drift.status() if self.drift is not None else None,
-                "recent": [{"i": i, "kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3}
-                           for i, k, p, m in list(self.records)[-200:]]}
+                "recent": [{"i": i, "kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3, "decodes": nd,
+                            "prompt_tokens": npt} for i, k, p, m, nd, npt in list(self.records)[-200:]]}
