@@ -49,3 +49,19 @@ def test_biased_prefill_is_reprofiled_in_an_idle_gap_and_serving_is_unchanged(ti
     assert re.search(r'sliceserve:latency_reprofiles_total\{term="prefill"\} 1\.0', metrics)
     # The same prompt after the re-profile: served from the prefix cache, the same greedy tokens.
     assert again.choices[0].text == first[3].choices[0].text and cached > 0
+
+
+def test_no_idle_reprofile_leaves_the_engine_without_idle_work(tiny_loaded_factory):
+    import argparse
+
+    from sliceserve.cli.serve_cmd import _FIELDS, add_parser
+    from sliceserve.server.settings import load_settings
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser)
+    args = parser.parse_args(["--no-idle-reprofile"])
+    settings = load_settings({name: getattr(args, name) for name in _FIELDS})
+    assert settings.idle_reprofile is False
+    assert load_settings({name: getattr(parser.parse_args([]), name) for name in _FIELDS}).idle_reprofile is True
+    state = make_state(tiny_loaded_factory(), idle_reprofile=False)
+    assert state.engine.idle_work is None and state.metrics.latency_audit.drift is None
