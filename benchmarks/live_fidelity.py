@@ -9,7 +9,8 @@ Everything the server decides rests on its latency model; this measures how righ
    polled every 2 s for the server's numbered per-iteration records (predicted before the model learnt from
    the iteration, measured after).
 3. A second fresh idle profile once run A's server is gone: the server's calibrated p(256) after the run is
-   compared with it.
+   compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a drift re-profile
+   was pending, it runs in that gap).
 4. Run B: the same arrivals against `--overload best_effort`: a request refused in A that met its SLO in B
    was a false refusal.
 Printed per load: iteration error |pred/meas - 1| (median, p90) per kind, admission-time predicted / measured
@@ -212,6 +213,10 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
         print(_row(phases[-1]), flush=True)
         windows = contention_windows(poller, t0, on, off, end)
         final = server.status()["latency_model"]
+        # Then the server idle for a while: a drift re-profile pending at the end of the load runs in this gap
+        # (its first idle second), and the figure read after it is what the server would use for the next arrival.
+        time.sleep(args.idle_s)
+        final["after_idle"] = server.status()["latency_model"]
     finally:
         poller.stopping.set()
         server.stop()
@@ -261,6 +266,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate-1x", type=float, default=None, help="req/s taken as 1x (default: from the idle profile)")
     ap.add_argument("--output", default=None, help="append the markdown report here")
+    ap.add_argument("--idle-s", type=float, default=10.0,
+                    help="seconds the server stays idle after the load before its model is read again (default 10)")
     ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
     args = ap.parse_args()
     loads = [float(x) for x in args.loads.split(",")]
@@ -283,10 +290,14 @@ def main() -> int:
     lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
              f"1x = {rate1:.3f} req/s)", "", head] + [_row(p) for p in phases]
     p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
+    rested = final["after_idle"]
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
               f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
               f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f}; "
-              f"{_load()}", "", _drift_line(final.get("drift")), "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
+              f"{_load()}", "", f"The server after {args.idle_s:g} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
+              f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profile), l(1) {rested['decode_l1_ms']:.1f} ms "
+              f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
+              _drift_line(rested.get("drift")), "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
     report = "\n".join(lines)
     print(report)
