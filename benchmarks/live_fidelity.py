@@ -165,7 +165,20 @@ def summarize_phase(name: str, reqs: list, records: list) -> dict:
             "errors_grouped": error_stats(records, GROUP),
             "ttft_ratio_median": float(np.median(ratios)) if ratios else None, "n_ratios": len(ratios),
             "attainment": statistics.mean(request_metrics(r).met for r in reqs) if reqs else None,
-            "realtime": statistics.mean(rt) if rt else None, "load": _load()}
+            "realtime": statistics.mean(rt) if rt else None, "load": _load(),
+            "refusal_kinds": refusal_kinds([r for r in reqs if r.finish_reason is FinishReason.REJECTED])}
+
+
+def refusal_kinds(refused: list) -> dict[str, int]:
+    """Who refused: admission's overload estimate (429 at the door), the policy once the TTFT had passed with no
+    token out (SLICE's slice_reject_lost), a queue timeout or a full queue, or anything else."""
+    kinds: dict[str, int] = {}
+    for r in refused:
+        text = r.error or ""
+        kind = ("admission" if "under the current load" in text else "policy (ttft lost)"
+                if "no first token within" in text else "queue" if "queue" in text else "other")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def contention_windows(poller: IterationPoller, start: float, on: float, off: float, end: float) -> list[str]:
@@ -289,6 +302,7 @@ def main() -> int:
         p["false_refusals"] = sum(met_b[load].get(rid, False) for rid in p["refused"])
     lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
              f"1x = {rate1:.3f} req/s)", "", head] + [_row(p) for p in phases]
+    lines += ["", "Refusals by who refused: " + "; ".join(f"{p['name']} {p['refusal_kinds'] or '-'}" for p in phases)]
     p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
     rested = final["after_idle"]
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
