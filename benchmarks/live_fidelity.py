@@ -9,7 +9,8 @@ Everything the server decides rests on its latency model; this measures how righ
    polled every 2 s for the server's numbered per-iteration records (predicted before the model learnt from
    the iteration, measured after).
 3. A second fresh idle profile once run A's server is gone: the server's calibrated p(256) after the run is
-   compared with it.
+   compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a drift re-profile
+   was pending, it runs in that gap).
 4. Run B: the same arrivals against `--overload best_effort`: a request refused in A that met its SLO in B
    was a false refusal.
 Printed per load: iteration error |pred/meas - 1| (median, p90) per kind, admission-time predicted / measured
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -105,7 +107,8 @@ class IterationPoller(threading.Thread):
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
-        self.server, self.seen, self.records = server, 0, []   # (t, kind, predicted_s, measured_s)
+        # (t, kind, predicted_s, measured_s, decodes, prompt tokens)
+        self.server, self.seen, self.records = server, 0, []
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -117,18 +120,29 @@ class IterationPoller(threading.Thread):
             now = time.monotonic()
             for r in recent:
                 if r["i"] > self.seen:
-                    self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3))
+                    self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3,
+                                         r.get("decodes"), r.get("prompt_tokens")))
             self.seen = max([self.seen] + [r["i"] for r in recent])
 
     def between(self, t0: float, t1: float) -> list[tuple[float, str, float, float]]:
         return [r for r in self.records if t0 <= r[0] < t1]
 
 
-def error_stats(records: list) -> dict[str, tuple[int, float, float]]:
-    """kind -> (n, median, p90) of |pred/meas - 1|; `prefill-bearing` pools prefill and mixed."""
+# Besides each iteration, runs of this many consecutive iterations of a kind (sum predicted / sum measured): the
+# scale the scheduler decides on (a SLICE cycle, a TTFT, a TPOT averaged over tokens). On a shared CPU one
+# iteration's time is mostly noise (the model's median log-ratio stays within +-4% in every minute of the runs,
+# its spread is 0.28-0.39), which averages out over a run of iterations and a bias would not.
+GROUP = 10
+
+
+def error_stats(records: list, group: int = 1) -> dict[str, tuple[int, float, float]]:
+    """kind -> (n, median, p90) of |pred/meas - 1| per iteration (`group` 1) or per run of `group` consecutive
+    iterations of that kind; `prefill-bearing` pools prefill and mixed."""
     out = {}
     for name, kinds in (("decode", {"decode"}), ("prefill-bearing", {"prefill", "mixed"})):
-        errs = [abs(p / m - 1.0) for _, k, p, m in records if k in kinds and m > 0]
+        pairs = [(r[2], r[3]) for r in records if r[1] in kinds and r[3] > 0]
+        runs = [pairs[i:i + group] for i in range(0, len(pairs) - group + 1, group)]
+        errs = [abs(sum(p for p, _ in run) / sum(m for _, m in run) - 1.0) for run in runs]
         if errs:
             out[name] = (len(errs), float(np.median(errs)), float(np.quantile(errs, 0.9)))
     return out
@@ -148,9 +162,23 @@ def summarize_phase(name: str, reqs: list, records: list) -> dict:
               and r.predicted_ttft_s and (m := request_metrics(r)).ttft_s]
     rt = [request_metrics(r).met for r in reqs if r.slo_class == "realtime"]
     return {"name": name, "n": len(reqs), "refused": refused, "errors": error_stats(records),
+            "errors_grouped": error_stats(records, GROUP),
             "ttft_ratio_median": float(np.median(ratios)) if ratios else None, "n_ratios": len(ratios),
             "attainment": statistics.mean(request_metrics(r).met for r in reqs) if reqs else None,
-            "realtime": statistics.mean(rt) if rt else None, "load": _load()}
+            "realtime": statistics.mean(rt) if rt else None, "load": _load(),
+            "refusal_kinds": refusal_kinds([r for r in reqs if r.finish_reason is FinishReason.REJECTED])}
+
+
+def refusal_kinds(refused: list) -> dict[str, int]:
+    """Who refused: admission's overload estimate (429 at the door), the policy once the TTFT had passed with no
+    token out (SLICE's slice_reject_lost), a queue timeout or a full queue, or anything else."""
+    kinds: dict[str, int] = {}
+    for r in refused:
+        text = r.error or ""
+        kind = ("admission" if "under the current load" in text else "policy (ttft lost)"
+                if "no first token within" in text else "queue" if "queue" in text else "other")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def contention_windows(poller: IterationPoller, start: float, on: float, off: float, end: float) -> list[str]:
@@ -173,6 +201,7 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
     poller = IterationPoller(server)
     poller.start()
     phases, reqs_by_phase = [], {}
+    t_first = time.monotonic()
     try:
         for i, load in enumerate(loads):
             t0 = time.monotonic()
@@ -197,9 +226,16 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
         print(_row(phases[-1]), flush=True)
         windows = contention_windows(poller, t0, on, off, end)
         final = server.status()["latency_model"]
+        # Then the server idle for a while: a drift re-profile pending at the end of the load runs in this gap
+        # (its first idle second), and the figure read after it is what the server would use for the next arrival.
+        time.sleep(args.idle_s)
+        final["after_idle"] = server.status()["latency_model"]
     finally:
         poller.stopping.set()
         server.stop()
+    if args.records:
+        Path(args.records).write_text(json.dumps({"t0": t_first, "records": poller.records,
+                                                  "drift": final.get("drift")}) + "\n")
     return phases, windows, final, reqs_by_phase
 
 
@@ -218,11 +254,22 @@ def _row(p: dict) -> str:
     for kind in ("decode", "prefill-bearing"):
         e = p["errors"].get(kind)
         cells.append(f"{e[1]:.1%} / {e[2]:.1%} (n={e[0]})" if e else "-")
+        g = p["errors_grouped"].get(kind)
+        cells[-1] += f"; x{GROUP}: {g[1]:.1%} / {g[2]:.1%}" if g else f"; x{GROUP}: -"
     ratio = f"{p['ttft_ratio_median']:.2f} (n={p['n_ratios']})" if p["ttft_ratio_median"] is not None else "-"
     false = p.get("false_refusals")
     false_cell = f"{false} / {len(p['refused'])}" if false is not None else f"? / {len(p['refused'])}"
     return (f"| {p['name']} | {p['n']} | {cells[0]} | {cells[1]} | {ratio} | {false_cell} | "
             f"{p['attainment']:.3f} | {p['realtime'] if p['realtime'] is None else round(p['realtime'], 3)} | {p['load']} |")
+
+
+def _drift_line(drift: dict | None) -> str:
+    if not drift:
+        return "Drift detector: off"
+    events = "; ".join(f"{e['term']} at {e['at_s']:.0f} s x{e.get('change', float('nan')):.2f}"
+                       + (f" ({e['error']})" if "error" in e else "") for e in drift["recent"])
+    return (f"Drift detector: re-profiles decode {drift['reprofiles']['decode']}, prefill "
+            f"{drift['reprofiles']['prefill']} ({events or 'none'}); pending {drift['pending']}")
 
 
 def main() -> int:
@@ -232,6 +279,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate-1x", type=float, default=None, help="req/s taken as 1x (default: from the idle profile)")
     ap.add_argument("--output", default=None, help="append the markdown report here")
+    ap.add_argument("--idle-s", type=float, default=10.0,
+                    help="seconds the server stays idle after the load before its model is read again (default 10)")
+    ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
     args = ap.parse_args()
     loads = [float(x) for x in args.loads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="live-fidelity-"))
@@ -240,7 +290,7 @@ def main() -> int:
     rate1 = args.rate_1x or sustainable_rate(before, args.seed)
     print(f"idle p(256) {before.prefill_time(256) * 1e3:.0f} ms, l(1) {before.decode_time(1) * 1e3:.1f} ms; "
           f"1x = {rate1:.3f} req/s of edge-mix", flush=True)
-    head = ("| load | requests | decode err median / p90 | prefill-bearing err median / p90 | pred/meas TTFT median | "
+    head = (f"| load | requests | decode err median / p90 (per iteration; per {GROUP}) | prefill-bearing err median / p90 (same) | pred/meas TTFT median | "
             "false refusals / refusals | attainment | realtime | load avg |\n|---|---|---|---|---|---|---|---|---|")
     print(head, flush=True)
     t_start = time.monotonic()
@@ -252,11 +302,16 @@ def main() -> int:
         p["false_refusals"] = sum(met_b[load].get(rid, False) for rid in p["refused"])
     lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
              f"1x = {rate1:.3f} req/s)", "", head] + [_row(p) for p in phases]
+    lines += ["", "Refusals by who refused: " + "; ".join(f"{p['name']} {p['refusal_kinds'] or '-'}" for p in phases)]
     p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
+    rested = final["after_idle"]
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
               f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
               f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f}; "
-              f"{_load()}", "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
+              f"{_load()}", "", f"The server after {args.idle_s:g} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
+              f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profile), l(1) {rested['decode_l1_ms']:.1f} ms "
+              f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
+              _drift_line(rested.get("drift")), "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
     report = "\n".join(lines)
     print(report)

@@ -59,6 +59,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, let in-flight requests finish for up to S seconds (default: 30)")
     add("--no-prefix-caching", dest="enable_prefix_caching", action="store_const", const=False, default=None,
         help="do not share KV blocks of repeated prompt prefixes")
+    add("--no-idle-reprofile", dest="idle_reprofile", action="store_const", const=False, default=None,
+        help="never re-measure a drifted latency term in idle gaps (the online calibration still runs)")
 
 
 _FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "device", "dtype", "cuda_graphs",
@@ -66,7 +68,7 @@ _FIELDS = ("model", "served_model_name", "policy", "backend", "host", "port", "d
            "max_num_seqs", "max_num_batched_tokens", "max_waiting", "max_queue_time_s", "overload", "latency_profile",
            "default_slo_class", "slo_scale", "ttft_scale", "kv_cache_memory_bytes", "num_threads", "log_level", "memory_limit",
            "server_slo", "class_slo", "controller_enabled", "enable_prefix_caching", "api_key", "public_monitoring",
-           "allowed_origins", "allowed_hosts", "max_body_bytes", "shutdown_timeout_s")
+           "allowed_origins", "allowed_hosts", "max_body_bytes", "shutdown_timeout_s", "idle_reprofile")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
@@ -55,6 +55,9 @@ class AsyncEngine:
         # Scheduler -> seconds until the queue has room: the Retry-After of requests that time out waiting.
         self.retry_hint: Callable[[Scheduler], float] | None = None
         self.last_beat_s = 0.0       # wall time of the loop's last pass: readiness checks it
+        # Work for idle gaps (sliceserve.engine.reprofile: due(now) -> bool, run(now)): runs on this thread
+        # only while nothing is admitted, outside the lock, so arrivals queue for it rather than block.
+        self.idle_work: Any = None
         self.fatal: BaseException | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -122,6 +125,8 @@ class AsyncEngine:
             while not (self._adds or self._aborts or self._abort_all or self._stopping
                        or self.core.has_unfinished()):
                 self.last_beat_s = self.clock()   # idle, not a pass: readiness still sees a live loop
+                if self.idle_work is not None and self.idle_work.due(self.last_beat_s):
+                    break                         # an idle gap is due its work (a drift re-profile)
                 self._cv.wait(0.5)
             if self._stopping:
                 return None
@@ -143,6 +148,8 @@ class AsyncEngine:
             self._expire_waiting(now)
         self._report_state()   # gauges follow adds, aborts and expiries, not only model steps
         if not self.core.has_unfinished():
+            if self.idle_work is not None and self.idle_work.due(now):
+                self.idle_work.run(now)
             return stalled_since
         step = self.core.step(now)
         self._dispatch(step)

@@ -5,6 +5,8 @@ buffer of the last iterations (predicted before the model learnt from them, meas
 histogram of |predicted / measured - 1| per kind, and for /v1/status the rolling median and p90 error per
 kind beside the model's current terms and online factors.
 Kinds: `decode` (decode-only iterations), `prefill` (prefill only), `mixed` (a prompt chunk beside decodes).
+With a drift detector attached (sliceserve.core.latency_drift) every record feeds it too, and its state and the
+re-profiles it asked for (counter sliceserve:latency_reprofiles{term}) are exported here.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from sliceserve.core.latency import IterationSample, LatencyModel
+from sliceserve.core.latency_drift import DriftDetector
 
 KINDS = ("decode", "prefill", "mixed")
 _ERROR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -28,27 +31,37 @@ def iteration_kind(sample: IterationSample) -> str:
 
 class LatencyAudit:
     def __init__(self, registry: CollectorRegistry, size: int = 512) -> None:
-        # (iteration number, kind, predicted_s, measured_s); the number lets a poller take each one once.
-        self.records: deque[tuple[int, str, float, float]] = deque(maxlen=size)
+        # (iteration number, kind, predicted_s, measured_s, decodes, prompt tokens); the number lets a poller
+        # take each one once, the shape lets it tell which batch sizes the model misses.
+        self.records: deque[tuple[int, str, float, float, int, int]] = deque(maxlen=size)
         self.count = 0
         self.error = Histogram("sliceserve:latency_model_relative_error",
                                "Per iteration |predicted / measured - 1| of the latency model, by iteration kind",
                                ["kind"], buckets=_ERROR_BUCKETS, registry=registry)
+        self.reprofiles = Counter("sliceserve:latency_reprofiles", "Latency terms re-profiled in an idle gap "
+                                  "after their residual stayed biased, by term", ["term"], registry=registry)
+        self.drift: DriftDetector | None = None
 
-    def record(self, last: tuple[IterationSample, float] | None) -> None:
+    def record(self, last: tuple[IterationSample, float] | None, now: float = 0.0) -> None:
+        """One measured iteration and what the model had predicted for it; `now`: the engine clock at its end."""
         if last is None:
             return
         sample, predicted = last
         kind = iteration_kind(sample)
         self.count += 1
-        self.records.append((self.count, kind, predicted, sample.seconds))
+        self.records.append((self.count, kind, predicted, sample.seconds, sample.num_decode, sample.prefill_tokens))
         self.error.labels(kind).observe(abs(predicted / sample.seconds - 1.0))
+        if self.drift is not None:
+            self.drift.observe(kind, predicted, sample.seconds, now)
+
+    def reprofiled(self, term: str) -> None:
+        self.reprofiles.labels(term).inc()
 
     def rolling_error(self) -> dict[str, dict[str, Any]]:
         """Per kind over the ring buffer: count, median and p90 of |pred/meas - 1|, and the median ratio."""
         out: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
-            ratios = np.array([p / m for _, k, p, m in self.records if k == kind])
+            ratios = np.array([r[2] / r[3] for r in self.records if r[1] == kind])
             if ratios.size == 0:
                 continue
             err = np.abs(ratios - 1.0)
@@ -62,6 +75,6 @@ class LatencyAudit:
                 "factors": {"decode": latency.decode_factor, "prefill": latency.prefill_factor},
                 "coefficients": {k: v for k, v in latency.to_dict().items() if k not in ("name", "notes")},
                 "profile": latency.name, "rolling_error": self.rolling_error(),
-                "iterations": self.count,
-                "recent": [{"i": i, "kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3}
-                           for i, k, p, m in list(self.records)[-200:]]}
+                "iterations": self.count, "drift": self.drift.status() if self.drift is not None else None,
+                "recent": [{"i": i, "kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3, "decodes": nd,
+                            "prompt_tokens": npt} for i, k, p, m, nd, npt in list(self.records)[-200:]]}

@@ -79,7 +79,7 @@ class ServerMetrics:
         self.generation_tokens.labels(name).inc(len(step.output.sampled))
         self.risk.set(violation_risk(scheduler, step.end_s))
         self._export_prefix_cache(scheduler.kv)
-        self.latency_audit.record(scheduler.last_iteration)
+        self.latency_audit.record(scheduler.last_iteration, step.end_s)
 
     def _export_prefix_cache(self, kv: object) -> None:
         """Counters move by what the allocator counted since the last step (it keeps running totals)."""

@@ -127,12 +127,15 @@ def spread_contexts(k: int, ctx: int, spread: float) -> list[int]:
 
 def measure(runner: Executor, grid: ProfileGrid, *, num_kv_blocks: int, block_size: int, max_model_len: int,
             vocab_size: int = 100, seed: int = 0, progress: bool = True,
-            ctx_spread: float = 0.0) -> tuple[list[IterationSample], list[str]]:
+            ctx_spread: float = 0.0,
+            allocator: KVBlockAllocator | None = None) -> tuple[list[IterationSample], list[str]]:
     """Median iteration time per grid point, and a note for each point skipped (KV or length limits).
-    `ctx_spread`: decode batches' contexts spread around the grid's (`spread_contexts`), as real batches are."""
+    `ctx_spread`: decode batches' contexts spread around the grid's (`spread_contexts`), as real batches are.
+    `allocator`: take the synthetic requests' blocks from this one (a serving scheduler's, re-profiling in an idle
+    gap: its free blocks only, so cached prefixes in use are never overwritten; `num_kv_blocks` = its free ones)."""
     from tqdm import tqdm
 
-    synth = _Synthetic(KVBlockAllocator(num_kv_blocks, block_size), vocab_size, seed)
+    synth = _Synthetic(allocator or KVBlockAllocator(num_kv_blocks, block_size), vocab_size, seed)
     samples: list[IterationSample] = []
     skipped: list[str] = []
     bar = tqdm(total=grid.num_points, desc="profile", unit="pt", disable=not progress, leave=False)

@@ -7,13 +7,18 @@ Three answers besides "admit":
   predicted TTFT (work queued ahead of it, then its own prefill) or TPOT (a decode step of the batch it
   would join) misses the bound.
 - queue_full (503): the bounded waiting queue is full.
-These predictions are deliberately simple (they ignore how a policy reorders work); SLICE itself decides
-who runs. The point here is to refuse what is hopeless, not to schedule.
+The TTFT prediction counts the work the running policy would serve before the request: a policy that
+orders its queue declares it (`admission_key`, a sort key over requests: SLICE ranks by utility, then started
+streams, then utility per output token left), and only queued work that sorts before the newcomer is ahead of
+it; without a declaration everything admitted is ahead (FCFS). Counting all work of at least the newcomer's
+utility under SLICE refused real-time requests that SLICE then served in time (live runs: 8 of 19 refusals
+at 2x load). The point here is to refuse what is hopeless, not to schedule.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
@@ -50,17 +55,26 @@ class LoadEstimate:
     why: str = ""      # the TTFT prediction's parts, for the refusal message
 
 
-# A policy that serves by utility (it declares `orders_by_utility`, core/policies/interface.py): a request
-# only queues behind, and shares decode steps with, work of at least its own utility. For the others (FCFS
-# and friends) everything admitted is ahead of it.
-def _orders_by_utility(sched: Scheduler) -> bool:
-    return isinstance(sched, Policy) and sched.orders_by_utility
+def queued_ahead(sched: Scheduler, req: Request) -> Callable[[Request], bool]:
+    """Whether an admitted request would be served before `req` in the running policy's own order: the
+    policy's `admission_key` where it declares one (SLICE: its selection sort key from the request alone);
+    else, for a policy that declares `orders_by_utility` (core/policies/interface.py), work of at least the
+    newcomer's utility; else (FCFS and friends) everything admitted."""
+    if not isinstance(sched, Policy):
+        return lambda r: True
+    mine = sched.admission_key(req)
+    if mine is not None:
+        return lambda r: sched.admission_key(r) < mine
+    if sched.orders_by_utility:
+        return lambda r: r.utility >= req.utility
+    return lambda r: True
 
 
 def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     lat = sched.latency
-    ahead = (lambda r: r.utility >= req.utility) if _orders_by_utility(sched) else (lambda r: True)  # noqa: E731
-    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting if ahead(r))
+    ahead = queued_ahead(sched, req)
+    queued = [r for r in sched.waiting if ahead(r)]
+    queued_prefill = sum(r.num_uncomputed_tokens for r in queued)
     running = [r for r in sched.running if ahead(r)]
     k = len(running) + 1
     ctx = (sum(r.num_tokens for r in running) + req.num_prompt_tokens) / k
@@ -70,7 +84,8 @@ def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     prefill = lat.prefill_time(queued_prefill + req.num_prompt_tokens)
     beside = chunks * lat.decode_time(len(running), ctx)
     drain = lat.prefill_time(queued_prefill) + step * max((r.remaining_output_tokens for r in running), default=0)
-    why = (f"{queued_prefill} prompt tokens queued ahead + its own {req.num_prompt_tokens}: prefill "
+    why = (f"{len(queued)} of {len(sched.waiting)} queued requests ahead in {sched.name}'s order, "
+           f"{queued_prefill} prompt tokens queued ahead + its own {req.num_prompt_tokens}: prefill "
            f"{prefill * 1e3:.0f} ms, plus {chunks} decode step(s) of {len(running)} running beside them "
            f"{beside * 1e3:.0f} ms")
     return LoadEstimate(prefill + beside, step, drain, why)

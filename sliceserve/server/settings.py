@@ -87,6 +87,8 @@ class ServerSettings(BaseModel):
     overload: Literal["reject", "best_effort"] = "best_effort"
     latency_profile: str | None = None         # JSON from `sliceserve profile`, or a built-in name
     calibrate: bool = True                     # measure a few iterations at start when no profile is given
+    # Re-measure a latency term in idle gaps when its residual stays biased (sliceserve.core.latency_drift).
+    idle_reprofile: bool = True
     default_max_tokens: int = Field(default=256, gt=0)   # chat requests without max_tokens
     default_slo_class: str | None = None       # class of requests that name none (None: no SLO)
     slo_classes: dict[str, SLOClassSettings] = Field(default_factory=_builtin_classes)

@@ -86,5 +86,9 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
     engine = AsyncEngine(core, admit=make_admit(settings.max_waiting, settings.overload), observer=metrics,
                          max_queue_time_s=settings.max_queue_time_s)
     engine.retry_hint = drain_estimate
+    if settings.idle_reprofile:
+        from sliceserve.engine.reprofile import attach
+
+        attach(engine, metrics.latency_audit, loaded)
     return ServingState(settings, loaded, engine, metrics, model_name, settings.classes(),
                         longest_token_chars(loaded.tokenizer))

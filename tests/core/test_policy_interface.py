@@ -70,8 +70,9 @@ def test_utility_ordering_is_declared_by_the_policy():
 
 @pytest.mark.parametrize("policy", ["slice", "orca"])
 def test_admission_estimate_follows_the_declaration(policy, monkeypatch):
-    """A real-time request queues only behind work of at least its utility under a utility-ordered
-    policy; flipping the declaration (nothing else) changes the estimate."""
+    """A real-time request queues only behind the work the policy declares it serves first (SLICE: its
+    `admission_key`; a policy that only declares `orders_by_utility`: work of at least its utility);
+    without either declaration (nothing else changed) everything admitted counts as ahead."""
     sched = _sched(policy)
     for i in range(6):
         low = make_request(f"low{i}", 256, 32, slo=SLO(ttft_s=5.0))
@@ -80,9 +81,14 @@ def test_admission_estimate_follows_the_declaration(policy, monkeypatch):
     rt = make_request("rt", 32, 16, slo=SLO(ttft_s=0.5, tpot_s=0.05))
     rt.utility = 100.0
     declared = estimate_under_load(sched, rt).ttft_s
-    monkeypatch.setattr(type(sched), "orders_by_utility", not type(sched).orders_by_utility)
-    flipped = estimate_under_load(sched, rt).ttft_s
-    assert (declared < flipped) == (policy == "slice")
+    cls = type(sched)
+    monkeypatch.setattr(cls, "admission_key", lambda self, req: None)
+    monkeypatch.setattr(cls, "orders_by_utility", False)
+    fcfs = estimate_under_load(sched, rt).ttft_s
+    monkeypatch.setattr(cls, "orders_by_utility", True)
+    by_utility = estimate_under_load(sched, rt).ttft_s
+    assert by_utility < fcfs
+    assert (declared < fcfs) == (policy == "slice")
 
 
 def test_router_reads_the_declaration_by_policy_name():

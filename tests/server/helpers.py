@@ -65,7 +65,9 @@ TINY_LATENCY = LatencyModel([0.002, 0.0025, 0.003, 0.0035], prefill_base_s=0.001
 
 
 def make_state(loaded: Any, **settings: Any) -> ServingState:
-    defaults = {"policy": "vllm", "served_model_name": "tiny"}
+    # TINY_LATENCY is pinned on purpose: an idle-gap re-profile (tests/server/test_idle_reprofile.py) would
+    # replace it with the tiny model's measured times in the longer tests.
+    defaults = {"policy": "vllm", "served_model_name": "tiny", "idle_reprofile": False}
     return build_state(ServerSettings(**{**defaults, **settings}), loaded=loaded, latency=TINY_LATENCY)
 
 

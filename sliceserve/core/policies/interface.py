@@ -5,6 +5,9 @@ Every registered policy is a `Policy` (a `Scheduler` plus these declarations):
   utility density and leaves the rest best effort). Admission estimates (server/admission.py) and the
   Ray router (integrations/ray/routing.py) then count only work of at least a request's utility as ahead
   of it; for the others (FCFS and friends) everything admitted is ahead.
+- `admission_key(req)`: where the policy would place `req` among admitted work, from the request alone
+  (smaller first), so admission's overload estimate counts only what the policy really serves first; None
+  (the default) when the policy declares no such order.
 - `knobs`: the settings a controller (control/) may turn while the policy serves, each with its bounds.
   `set_knob` checks the bounds and applies the value where the policy re-reads it on its next plan; a
   knob a policy does not declare is unsupported (KeyError), never faked.
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from sliceserve.core.scheduler import Scheduler
+from sliceserve.request import Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,9 @@ class Policy(Scheduler):
 
     orders_by_utility: ClassVar[bool] = False
     knobs: ClassVar[tuple[Knob, ...]] = (BATCH_CAP,)
+
+    def admission_key(self, req: Request) -> tuple | None:
+        return None
 
     @classmethod
     def knob(cls, name: str) -> Knob | None:

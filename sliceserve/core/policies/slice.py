@@ -30,7 +30,7 @@ from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import register
 from sliceserve.core.policies.interface import Knob, Policy
 from sliceserve.core.scheduler import Batch
-from sliceserve.core.slice.candidates import CandidateBuilder, ttft_lost
+from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline, ttft_lost
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
@@ -123,6 +123,17 @@ class SliceScheduler(ColumnFill, Policy):
         super().observe_iteration(sched, result, now)
         if self.config.slice_feedback and result.elapsed_s > 0 and self.feedback.observe(result.elapsed_s):
             self._dirty = True
+
+    def admission_key(self, req: Request) -> tuple:
+        """The selection's sort key (`Candidate.sort_key`) from what the request alone shows (no `now`, no
+        feedback), for admission's TTFT estimate (server/admission.py)."""
+        deadline = selection_deadline(req, req.slo.tpot_s, req.max_tokens)
+        fresh = req.num_output_tokens == 0
+        if self.config.slice_rank == "work":
+            return (-req.utility, fresh, -req.utility / max(1, req.remaining_output_tokens), deadline,
+                    req.arrival_s, req.req_id)
+        density = req.utility / demand(req.slo.tpot_s, self.period_s, self.config.slice_min_rate)
+        return (-density, fresh, deadline, req.arrival_s, req.req_id)
 
     # --- phase 1 -------------------------------------------------------------------------------------
     def _candidate(self, req: Request, now: float) -> Candidate:

@@ -69,7 +69,7 @@ class CandidateBuilder:
             # Assume every later token comes one TPOT apart: what is left is time it can lend once.
             slack = req.token_times_s[0] + tpot * (max_tokens - 1) - now - tpot * remaining
         return Candidate(
-            req=req, rate=rate, density=req.utility / base, deadline=_deadline(req, tpot, max_tokens),
+            req=req, rate=rate, density=req.utility / base, deadline=selection_deadline(req, tpot, max_tokens),
             blocks=self.blocks_for(n_prompt + max_tokens), now_blocks=self.blocks_for(n_tokens + 1),
             prefill_tokens=uncomputed if needs_prefill else 0,
             ctx=n_tokens + rate / 2, feasible=feasible, slack_s=slack,
@@ -106,7 +106,7 @@ class CandidateBuilder:
         return base, rate, feasible
 
 
-def _deadline(req: Request, tpot: float | None, max_tokens: int) -> float:
+def selection_deadline(req: Request, tpot: float | None, max_tokens: int) -> float:
     """Arrival + the tightest of its TTFT and e2e bounds (tpot x max_tokens with neither), else inf. A fixed
     deadline per request (not one that moves once the first token is out), so equal-density ties keep
     favouring the request that arrived first: a running one is not displaced by its twin."""

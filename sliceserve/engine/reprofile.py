@@ -1,0 +1,73 @@
+"""Re-profiling a drifted latency term in the engine's idle gaps (sliceserve.core.latency_drift decides when).
+
+The engine thread asks `due(now)` on each idle pass (no running or waiting request) and calls `run(now)` when
+it says so: a few shapes are timed on the executor with synthetic requests whose KV blocks come from the
+scheduler's own allocator (free blocks only), and the drifted term's scale is replaced by what they measure.
+Kept short (about a second on the 2-vCPU CPU: a request arriving meanwhile waits that long once): decode at
+batch 1 and 4 over two contexts, prefill of 64 and 128 tokens, each the median of two timings.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from sliceserve.core.latency_drift import DriftDetector, rebase_term
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.executor_api import Executor
+from sliceserve.model.profiler import ProfileGrid, measure
+
+log = logging.getLogger(__name__)
+
+# What each term's re-profile times; every grid needs a decode point, so the prefill grid's are tiny.
+GRIDS = {"decode": ProfileGrid((1, 4), (64, 256), (16,), repeats=2, warmup=0),
+         "prefill": ProfileGrid((1,), (16, 32), (64, 128), repeats=2, warmup=0)}
+
+
+class IdleReprofiler:
+    def __init__(self, detector: DriftDetector, executor: Executor, scheduler: Scheduler, vocab_size: int,
+                 on_reprofile: Callable[[str], None] | None = None) -> None:
+        self.detector = detector
+        self.executor = executor
+        self.scheduler = scheduler
+        self.vocab_size = vocab_size
+        self.on_reprofile = on_reprofile
+
+    def due(self, now: float) -> bool:
+        """Whether to re-profile now: called by the engine when it has nothing to run."""
+        if self.scheduler.has_unfinished():
+            return False
+        self.detector.idle(now)
+        return self.detector.due(now) is not None
+
+    def run(self, now: float) -> None:
+        term = self.detector.due(now)
+        if term is None or self.scheduler.has_unfinished():
+            return
+        lat, kv = self.scheduler.latency, self.scheduler.kv
+        before = lat.decode_time(1) if term == "decode" else lat.prefill_time(128)
+        event: dict[str, Any] = {"before_ms": before * 1e3}
+        try:
+            samples, _ = measure(self.executor, GRIDS[term], num_kv_blocks=kv.num_free_blocks,
+                                 block_size=kv.block_size, max_model_len=self.scheduler.config.max_model_len,
+                                 vocab_size=self.vocab_size, progress=False, allocator=kv)
+            event["change"] = rebase_term(lat, term, samples)
+            event["after_ms"] = (lat.decode_time(1) if term == "decode" else lat.prefill_time(128)) * 1e3
+            event["shapes"] = [[s.num_decode, round(s.decode_ctx), s.prefill_tokens, s.seconds * 1e3] for s in samples]
+        except Exception as exc:  # noqa: BLE001 - a failed re-profile leaves the model as it was; serving goes on
+            log.exception("latency re-profile of %s failed", term)
+            event["error"] = f"{type(exc).__name__}: {exc}"
+        self.detector.reprofiled(term, now, event)
+        log.info("latency model: %s re-profiled in an idle gap: %s", term, event)
+        if self.on_reprofile is not None:
+            self.on_reprofile(term)
+
+
+def attach(engine: Any, audit: Any, loaded: Any, detector: DriftDetector | None = None) -> IdleReprofiler:
+    """Watch `audit`'s residuals (sliceserve.metrics.latency_audit) and re-profile on `loaded`'s executor in
+    `engine`'s idle gaps (sliceserve.engine.async_engine.AsyncEngine.idle_work)."""
+    from sliceserve.model.profiler import profiling_executor, vocab_size
+
+    audit.drift = detector or DriftDetector()
+    engine.idle_work = IdleReprofiler(audit.drift, profiling_executor(loaded), engine.core.scheduler,
+                                      vocab_size(loaded), audit.reprofiled)
+    return engine.idle_work
