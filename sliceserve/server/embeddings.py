@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from sliceserve.request import Request, SamplingParams
 from sliceserve.server.intake import read_body
@@ -34,10 +34,15 @@ class EmbeddingSLOFields(BaseModel):
     priority: int = 0
 
 
+# What an embedding input may be (OpenAI's and Ollama's shapes alike). Token ids are strict integers: JSON
+# `true` is not token 1 (lax validation would coerce it; schemathesis sent `[[true], [false]]`).
+EmbeddingInput = str | list[str] | list[StrictInt] | list[list[StrictInt]]
+
+
 class EmbeddingRequest(EmbeddingSLOFields):
     # Unknown fields are refused (400 naming them): this endpoint is new, no client relies on sending extras.
     model: str | None = None
-    input: str | list[str] | list[int] | list[list[int]]
+    input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, gt=0)
 

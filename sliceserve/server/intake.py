@@ -47,7 +47,7 @@ def validate_body(model: type[Body], raw: bytes, vocab_size: int, max_model_len:
     return body
 
 
-def _validated(model: type, data: dict[str, Any], strict: bool) -> Any:
+def _validated(model: type, data: dict[str, Any], strict: bool | None) -> Any:
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as exc:
@@ -60,7 +60,9 @@ def validate_json(model: type, raw: bytes) -> Any:
     """A JSON body of another route (Ollama, embeddings) checked against its model; problems are 400s."""
     data = parse_json(raw)
     check_strings(data)
-    return _validated(model, data, strict=False)
+    # strict=None, not False: lax where the model is lax, but a field the model marks strict (token ids as
+    # StrictInt: JSON `true` is no token) stays strict; strict=False would override it.
+    return _validated(model, data, strict=None)
 
 
 async def read_body(http: HTTPRequest, model: type) -> Any:

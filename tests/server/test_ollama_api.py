@@ -177,6 +177,24 @@ def test_embed_routes_match_openai_embeddings(client, server):
     assert err.value.status_code == 400 and "dimensions" in err.value.error
 
 
+@pytest.mark.parametrize("path", ["/api/embed", "/v1/embeddings"])
+def test_embed_refuses_booleans_as_token_ids(server, path):
+    # JSON true/false are not token ids 1/0 (lax validation coerced them: found by schemathesis).
+    resp = httpx.post(server.url + path, json={"model": "tiny", "input": [[True], [False, True]]}, timeout=60)
+    assert resp.status_code == 400 and "input" in resp.text, resp.text
+    ok = httpx.post(server.url + path, json={"model": "tiny", "input": [[1], [0, 1]]}, timeout=60)
+    assert ok.status_code == 200, ok.text
+
+
+def test_legacy_embeddings_checks_the_body_of_an_empty_prompt(server):
+    # An empty prompt gets Ollama's empty vector, but options sent with it are refused, not dropped.
+    empty = httpx.post(server.url + "/api/embeddings", json={"model": "tiny", "prompt": ""}, timeout=60)
+    assert empty.status_code == 200 and empty.json() == {"embedding": []}
+    bad = httpx.post(server.url + "/api/embeddings", json={"model": "tiny", "prompt": "", "options": {"seed": 1}},
+                     timeout=60)
+    assert bad.status_code == 400 and "seed" in bad.text, bad.text
+
+
 def test_langchain_chat_ollama(server):
     chat_models = pytest.importorskip("langchain_ollama")
     llm = chat_models.ChatOllama(model="tiny", base_url=server.url, temperature=0, num_predict=6)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sliceserve.server.embeddings import EmbeddingSLOFields
+from sliceserve.server.embeddings import EmbeddingInput, EmbeddingSLOFields
 from sliceserve.server.protocol import APIError
 
 # Ollama's documented defaults (docs/modelfile.md, "PARAMETER"), used when a request leaves them out.
@@ -151,7 +151,7 @@ class GenerateBody(_Base):
 
 class EmbedBody(EmbeddingSLOFields):
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: EmbeddingInput
     truncate: bool = True
     options: dict[str, Any] | None = None
     keep_alive: float | int | str | None = None

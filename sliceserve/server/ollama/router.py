@@ -180,7 +180,12 @@ async def embed(http: HTTPRequest) -> Response:
 async def embeddings_legacy(http: HTTPRequest) -> Response:
     body: LegacyEmbeddingsBody = await read_body(http, LegacyEmbeddingsBody)
     if not body.prompt:
-        return JSONResponse({"embedding": []})   # Ollama answers an empty prompt with an empty vector
+        # Ollama answers an empty prompt with an empty vector; the rest of the body is still checked (a
+        # wrong model or an option sent is refused, not dropped).
+        state = _state(http)
+        models.check(state, body.model)
+        refuse_embed_options(body.options)
+        return JSONResponse({"embedding": []})
     done = await _embed(http, body, body.prompt, truncate=False)
     if done is None:
         return Response(status_code=499)
