@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from sliceserve.bench.device_scale import DeviceScale, device_scale, latency_scale
+from sliceserve.bench.spawn import ServerProcess
 
 WORDS = ("sensor robot battery window garden kitchen signal river camera motor light door voltage map route "
          "weather engine store cable field music table screen filter valve pump").split()
@@ -139,24 +139,6 @@ async def run(url: str, args, bounds: dict, emb_ttft_ms: float, flood_rate: floa
     return out, elapsed
 
 
-def start_server(port: int, args) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sliceserve", "serve", "--port", str(port), "--policy", args.policy,
-           "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=dict(os.environ))
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.terminate()
-    raise SystemExit("server did not become ready")
-
-
 def summary(name: str, out: Outcome, elapsed: float) -> dict:
     n = len(out.rt_met)
     pct = lambda xs, q: sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")  # noqa: E731
@@ -250,12 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.simulate:
         return simulate(args)
     scale = bench_scale(args)    # before any server runs: never from the server being measured
-    proc, url = None, args.url
-    if url is None:
-        with socket.socket() as sock:     # a free loopback port
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        proc, url = start_server(port, args), f"http://127.0.0.1:{port}"
+    server = None if args.url else ServerProcess("--policy", args.policy)
+    url = args.url or server.url
     try:
         ready = httpx.get(url + "/ready", timeout=10).json()
         bounds = {"ttft_ms": 500 * scale.ttft, "tpot_ms": 50 * scale.slo}
@@ -281,9 +259,8 @@ def main(argv: list[str] | None = None) -> None:
                 json.dump({"args": vars(args), "ready": ready, "scale": scale.describe(), "bounds": bounds,
                            "capacity_per_s": capacity, "flood_per_s": flood, "runs": rows}, f, indent=1)
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+        if server is not None:
+            server.stop()
 
 
 def bench_scale(args: argparse.Namespace) -> DeviceScale:

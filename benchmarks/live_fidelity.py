@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import numpy as np
 
 from sliceserve.bench.device_scale import latency_scale
 from sliceserve.bench.http import replay
+from sliceserve.bench.spawn import ServerProcess
 from sliceserve.bench.local import synthetic_requests
 from sliceserve.core.latency import LatencyModel
 from sliceserve.metrics import request_metrics
@@ -69,37 +69,16 @@ def sustainable_rate(profile: LatencyModel, seed: int) -> float:
     return 1.0 / statistics.mean(per_req)
 
 
-class Server:
+class Server(ServerProcess):
+    """The server under test, with what the load generator needs to know of its model."""
+
     def __init__(self, *extra: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "sliceserve", "serve", "--port", str(self.port),
-                                      "--log-level", "warning", *extra], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode} while starting")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        super().__init__(*extra)
         models = httpx.get(self.url + "/v1/models").json()["data"][0]
         self.model, self.vocab, self.max_len = models["id"], models["vocab_size"], models["max_model_len"]
 
     def status(self) -> dict:
         return httpx.get(self.url + "/v1/status", timeout=10).json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class IterationPoller(threading.Thread):

@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+
+from sliceserve.bench.spawn import ServerProcess
 
 COLUMNS = [("slo_attainment", "SLO att.", "{:.3f}"), ("utility_attainment", "utility", "{:.3f}"),
            ("goodput_rps", "goodput/s", "{:.3f}"), ("num_rejected", "rejected", "{:d}"),
@@ -31,45 +31,16 @@ COLUMNS = [("slo_attainment", "SLO att.", "{:.3f}"), ("utility_attainment", "uti
            ("throughput_tok_s", "tok/s", "{:.1f}")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(port: int, dtype: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sliceserve", "serve", "--port", str(port), "--num-threads", "1", "--dtype", dtype,
-           "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server ({dtype}) exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.terminate()
-    raise SystemExit(f"server ({dtype}) did not become ready")
-
-
 def _side(dtype: str, args, out: Path) -> tuple[dict, str]:
-    port = _free_port()
     print(f"{dtype}: starting server, load average {os.getloadavg()[0]:.2f}", flush=True)
-    proc = _start(port, dtype)
-    try:
-        rep = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=10).json().get("representation", "?")
+    with ServerProcess("--num-threads", "1", "--dtype", dtype) as server:
+        rep = httpx.get(server.url + "/v1/status", timeout=10).json().get("representation", "?")
         print(f"{dtype}: ready ({rep}), load average {os.getloadavg()[0]:.2f}", flush=True)
-        subprocess.run([sys.executable, "-m", "sliceserve", "bench", "--url", f"http://127.0.0.1:{port}",
+        subprocess.run([sys.executable, "-m", "sliceserve", "bench", "--url", server.url,
                         "--workload", args.workload, "--request-rate", str(args.request_rate), "--duration",
                         str(args.duration), "--slo-scale", str(args.slo_scale), "--ttft-scale", str(args.ttft_scale),
                         "--seed", str(args.seed), "--no-progress", "--output", str(out)],
                        check=True, stdout=subprocess.DEVNULL)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
     results = json.loads(out.read_text())["results"]
     return next(iter(results.values()))["summary"], rep
 

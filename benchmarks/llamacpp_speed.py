@@ -17,20 +17,7 @@ import statistics
 
 import torch
 
-from sliceserve.model.bench_speed import _Clock, _requests, ours_decode
-
-
-def llama_cpp_decode(ref, batch: int, prompt_len: int, steps: int, vocab: int) -> tuple[float, float]:
-    """llama_cpp.Llama.generate, greedy: the clock runs from each sequence's first token to its last."""
-    clock = _Clock()
-    for r in _requests(batch, prompt_len, vocab, 1):
-        gen = ref.generate(r.prompt_token_ids, temp=0.0, top_k=1, reset=True)
-        next(gen)                     # prefill and first token, outside the clock
-        with clock:
-            for _ in range(steps):
-                next(gen)
-        gen.close()
-    return batch * steps / clock.wall, batch * steps / clock.cpu
+from sliceserve.model.bench_speed import llama_cpp_decode, ours_decode
 
 
 def _medians(sides: dict, repeats: int) -> dict[str, tuple[float, float]]:

@@ -18,11 +18,11 @@ import asyncio
 import collections
 import os
 import random
-import subprocess
-import sys
 import time
 
 import httpx
+
+from sliceserve.bench.spawn import ServerProcess
 
 WORDS = ("edge device model token cache latency schedule batch request server memory power the a of and to "
          "in small fast slow many few river mountain story question answer").split()
@@ -138,41 +138,27 @@ def main() -> int:
     ap.add_argument("--max-inflight", type=int, default=128)
     ap.add_argument("--server-log", default="/tmp/sliceserve-soak-server.log", help="the server's stderr")
     args = ap.parse_args()
-    url = f"http://127.0.0.1:{args.port}"
-    cmd = [sys.executable, "-m", "sliceserve", "serve", "--port", str(args.port), "--log-level", "warning"]
-    if args.model:
-        cmd += ["--model", args.model]
+    serve_args = ["--model", args.model] if args.model else []
     if args.kv_cache_memory_bytes:
-        cmd += ["--kv-cache-memory-bytes", str(args.kv_cache_memory_bytes)]
+        serve_args += ["--kv-cache-memory-bytes", str(args.kv_cache_memory_bytes)]
     log = open(args.server_log, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(*serve_args, port=args.port, log=log)
+    url, pid = server.url, server.pid
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
         status = httpx.get(url + "/v1/status", timeout=10).json()
-        print(f"server pid {proc.pid} up, rss {rss_mib(proc.pid):.1f} MiB, kv blocks {status['queues']['kv_blocks_total']}, "
+        print(f"server pid {pid} up, rss {rss_mib(pid):.1f} MiB, kv blocks {status['queues']['kv_blocks_total']}, "
               f"load {loadavg()}", flush=True)
         capacity = asyncio.run(probe_capacity(url, args.concurrency, args.probe_s))
         rate = args.load * capacity
         print(f"capacity {capacity:.3f} req/s (closed loop, {args.concurrency} clients); offering {rate:.3f} req/s",
               flush=True)
-        samples = asyncio.run(soak(url, proc.pid, rate, args.minutes, args.max_inflight))
+        samples = asyncio.run(soak(url, pid, rate, args.minutes, args.max_inflight))
         health = httpx.get(url + "/health", timeout=10).status_code
         five, last = samples[min(5, len(samples) - 1)], samples[-1]
         print(f"RSS at 5 min {five:.1f} MiB, at {args.minutes:g} min {last:.1f} MiB, ratio {last / five:.3f} "
               f"(goal within 10%: {abs(last / five - 1) <= 0.10}); health after {health}; load {loadavg()}")
     finally:
-        proc.terminate()
-        try:
-            print(f"server exit code after SIGTERM: {proc.wait(60)}")
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        print(f"server exit code after SIGTERM: {server.stop(grace_s=60)}")
     return 0
 
 

@@ -109,7 +109,7 @@ class DriftDetector:
     def status(self) -> dict[str, Any]:
         return {"pending": list(self.pending), "reprofiles": dict(self.count), "recent": list(self.events),
                 "bias": {t: self.bias(t) for t in TERMS},
-                "biased_for_s": {t: self.terms[t].biased_since for t in TERMS},
+                "biased_since_s": {t: self.terms[t].biased_since for t in TERMS},
                 "settings": {"threshold": self.config.threshold, "samples": self.config.samples,
                              "window_s": self.config.window_s, "min_idle_s": self.config.min_idle_s,
                              "cooldown_s": self.config.cooldown_s}}

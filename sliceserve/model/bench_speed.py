@@ -121,6 +121,21 @@ def _row(what: str, m: list[float]) -> str:
     return f"{what:<20}{m[0]:>10.1f}{m[1]:>10.1f}{m[0] / m[1]:>7.2f}{m[2]:>12.1f}{m[3]:>10.1f}{m[2] / m[3]:>7.2f}"
 
 
+def llama_cpp_decode(ref, batch: int, prompt_len: int, steps: int, vocab: int) -> tuple[float, float]:
+    """llama-cpp-python's own generation (`ref`: a `llama_cpp.Llama`), greedy, `batch` sequences one after another
+    (it has no batched generation): (wall, CPU) tokens/s, the clock running from each sequence's first token to its
+    last. The reference side of benchmarks/cpu_speed.py and benchmarks/llamacpp_speed.py."""
+    clock = _Clock()
+    for r in _requests(batch, prompt_len, vocab, 1):
+        gen = ref.generate(r.prompt_token_ids, temp=0.0, top_k=1, reset=True)
+        next(gen)                     # prefill and first token, outside the clock
+        with clock:
+            for _ in range(steps):
+                next(gen)
+        gen.close()
+    return batch * steps / clock.wall, batch * steps / clock.cpu
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
