@@ -24,20 +24,7 @@ from typing import Callable
 
 import torch
 
-from sliceserve.model.bench_speed import _Clock, _int_list, _requests, ours_decode, ours_prefill
-
-
-def own_decode(ref, batch: int, prompt_len: int, steps: int, vocab: int) -> tuple[float, float]:
-    """llama_cpp.Llama.generate, greedy: the clock runs from each sequence's first token to its last."""
-    clock = _Clock()
-    for r in _requests(batch, prompt_len, vocab, 1):
-        gen = ref.generate(r.prompt_token_ids, temp=0.0, top_k=1, reset=True)
-        next(gen)                     # prefill and first token, outside the clock
-        with clock:
-            for _ in range(steps):
-                next(gen)
-        gen.close()
-    return batch * steps / clock.wall, batch * steps / clock.cpu
+from sliceserve.model.bench_speed import _Clock, _int_list, _requests, llama_cpp_decode, ours_decode, ours_prefill
 
 
 def own_prefill(ref, prompt_len: int, vocab: int) -> tuple[float, float]:
@@ -53,6 +40,8 @@ Side = Callable[[], tuple[float, float]]
 
 def medians(sides: dict[str, Side], repeats: int) -> dict[str, tuple[float, float]]:
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    for fn in sides.values():         # one untimed run each: first-call allocations, TorchScript's optimising runs
+        fn()
     for _ in range(repeats):          # alternate, so a burst of contention hits every side
         for name, fn in sides.items():
             runs[name].append(fn())
@@ -101,7 +90,7 @@ def compare(args, batches: list[int]) -> None:
         sides: dict[str, Side] = {n: (lambda L=L: ours_decode(L, b, args.prompt_len, args.steps))
                                   for n, L in loaded.items()}
         if ref is not None:
-            sides["llama.cpp own"] = lambda: own_decode(ref, b, args.prompt_len, args.steps, vocab)
+            sides["llama.cpp own"] = lambda: llama_cpp_decode(ref, b, args.prompt_len, args.steps, vocab)
         rows[f"decode b{b}"] = m = medians(sides, args.repeats)
         _print_row(f"decode batch {b}", m, names)
     sides = {n: (lambda L=L: ours_prefill(L, args.prefill)) for n, L in loaded.items()}
