@@ -85,6 +85,20 @@ def demand(tpot_s: float | None, period_s: float, min_rate: int) -> int:
     return max(1, math.ceil(period_s / tpot_s - 1e-9))
 
 
+def column_times(latency: LatencyModel, ctx_ref: float) -> Callable[[int], float]:
+    """l(k) of a column at reference context `ctx_ref`, memoised per k: the mask asks for the same few
+    column sizes again and again (four times per admitted row), and the latency model does not move
+    during one selection."""
+    memo: dict[int, float] = {}
+
+    def decode_time(k: int) -> float:
+        t = memo.get(k)
+        if t is None:
+            t = memo[k] = latency.column_time(k, ctx_ref)
+        return t
+    return decode_time
+
+
 def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, latency: LatencyModel,
              params: SelectionParams, absorb_s: float) -> bool:
     """Whether its first token can still come in time if it joins behind `pending_tokens` of prefill.
@@ -151,7 +165,7 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
         # A column's per-iteration context term at the candidates' mean context (the per-request term is
         # charged row by row); at zero context a CPU step with long contexts was under-charged.
         ctx_ref = sum(c.ctx for c in candidates) / len(candidates) if candidates else 0.0
-        decode_time = lambda k: latency.column_time(k, ctx_ref)  # noqa: E731
+        decode_time = column_times(latency, ctx_ref)
     mask = DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
     sel = Selection(mask)
     # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
@@ -161,7 +175,9 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
     rest: list[Candidate] = []
     top = max((c.density for c in candidates if c.feasible), default=math.inf)   # for `_can_bank`
     for c in candidates:
-        if stopped or not c.feasible or len(mask.rows) >= params.max_num_seqs:
+        if len(mask.rows) >= params.max_num_seqs:
+            break   # every slot is taken: no backfill follows, so the rest is never looked at
+        if stopped or not c.feasible:
             rest.append(c)
             continue
         absorb = max(0.0, cap - mask.cost()) + min_slack
