@@ -16,14 +16,15 @@ Feedback (`sliceserve.core.slice.feedback`): lag boosts, catch-up rates, drift r
 
 Parameters (SchedulerConfig `slice_*`), with the defaults and why: `sliceserve.core.slice`'s docstring.
 Rebuilds are lazy: only after an arrival, finish, abort, eviction, drift or lag. They stay cheap under
-overload: candidates of never-run waiting requests are cached, the backfill walk stops once not even the
-cheapest row fits, and at most 8 x max_num_seqs best-effort candidates are examined.
+overload: candidates of never-run waiting requests are built on arrival and kept ranked with their totals
+(`sliceserve.core.slice.waiting`), the walk stops once every slot is taken, the backfill walk once not even
+the cheapest row fits, and at most 8 x max_num_seqs best-effort candidates are examined.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from operator import attrgetter
+from operator import itemgetter
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
@@ -33,7 +34,9 @@ from sliceserve.core.scheduler import Batch
 from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline, ttft_lost
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
+from sliceserve.core.slice.pool import merged
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
+from sliceserve.core.slice.waiting import WaitingIndex
 from sliceserve.request import Request, RequestStatus
 
 
@@ -78,7 +81,7 @@ class SliceScheduler(ColumnFill, Policy):
         self._columns: list[list[str]] = []
         self._col = 0
         self._members: dict[str, int] = {}        # selected req_id -> base demand
-        self._cached: dict[str, Candidate] = {}   # never-run waiting request -> its candidate
+        self._waiting = WaitingIndex(self.candidates, self.feedback)
         self._per_req: dict[str, tuple[Request, int, float]] = {}   # `_demand`
         self._cycle_s = 0.0                       # predicted cost of one pass over the mask
         self._prefilling: list[str] = []          # rows with prompt/recompute left, rank order
@@ -93,10 +96,11 @@ class SliceScheduler(ColumnFill, Policy):
         self._dirty = True
         if req.slo.tpot_s is not None:
             self._tightest_tpot = min(self._tightest_tpot, req.slo.tpot_s)
+        self._waiting.enter(req, now, self.config, self.cap_s, arrival=True)
 
     def on_finish(self, req: Request, now: float) -> None:
         self._dirty = True
-        self._cached.pop(req.req_id, None)
+        self._waiting.forget(req)
         self._per_req.pop(req.req_id, None)
         self.feedback.forget(req.req_id)
 
@@ -114,13 +118,18 @@ class SliceScheduler(ColumnFill, Policy):
             self.cap_s = self.params.period_s * (1.0 - value)
         elif name == "rate_boost":
             self.feedback.boost[req_id or ""] = int(value)
+            req = self.requests.get(req_id or "")
+            if req is not None:
+                self._waiting.reclassify(req, 0.0, self.config, self.cap_s)
         else:
             super()._apply_knob(name, value, req_id)
             self.params = replace(self.params, max_num_seqs=self.config.max_num_seqs)
         self._dirty = True
+        self._waiting.figures_stale = True
 
     def observe_iteration(self, sched, result, now: float) -> None:  # type: ignore[override]
         super().observe_iteration(sched, result, now)
+        self._waiting.figures_stale = True   # the latency model learnt from this iteration
         if self.config.slice_feedback and result.elapsed_s > 0 and self.feedback.observe(result.elapsed_s):
             self._dirty = True
 
@@ -139,41 +148,51 @@ class SliceScheduler(ColumnFill, Policy):
     def _candidate(self, req: Request, now: float) -> Candidate:
         return self.candidates.build(req, now, self.config, self.cap_s)
 
-    def _waiting_candidate(self, req: Request, now: float) -> Candidate:
-        """Candidates of requests that never ran depend on `now` only through TTFT feasibility, so they
-        are built once and reused: under overload thousands wait and rebuilds come on every arrival."""
-        c = self._cached.get(req.req_id)
-        if req.slo.e2e_s is not None:
-            return self._candidate(req, now)   # an e2e deadline's rate grows as time passes
-        if c is None or c.req is not req:
-            c = self._candidate(req, now)
-            self._cached[req.req_id] = c
-        elif c.feasible and req.slo.ttft_s is not None and now > req.ttft_deadline_s:
-            c.feasible = False
-            self.feedback.flag(req, "SLO can no longer be met")
-        return c
-
-    def _reject_lost(self, now: float) -> None:
+    def _reject_lost(self, now: float, lost: list[Candidate]) -> None:
         """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
         lost whatever it gets now, and as best effort it would take time from requests that can still
-        make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout."""
-        for req in [r for r in self.waiting + self.running if not r.output_token_ids and ttft_lost(r, now)]:
+        make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout.
+        `lost`: the never-run waiting ones (`WaitingIndex.lost`); the rest are looked at here."""
+        ids = {c.req.req_id for c in lost}
+        ids.update(r.req_id for r in (*self.running, *self._waiting.unpooled())
+                   if not r.output_token_ids and ttft_lost(r, now))
+        if not ids:
+            return
+        for req in [r for r in self.waiting + self.running if r.req_id in ids]:   # queue order, as before
             self.reject(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later")
-            self._cached.pop(req.req_id, None)
             self._members.pop(req.req_id, None)
             self.num_rejected += 1
 
     def _rebuild(self, now: float) -> None:
         self.num_rebuilds += 1
+        waiting = self._waiting
+        lost = waiting.lost(now)
         if self.config.slice_reject_lost:
-            self._reject_lost(now)
-        self.candidates.begin(self.config)
-        cands = [self._candidate(r, now) for r in self.running]
-        cands += [self._waiting_candidate(r, now) if r.num_computed_tokens == 0 and not r.output_token_ids
-                  and not (self.config.slice_feedback and r.req_id in self.feedback.boost)
-                  else self._candidate(r, now) for r in self.waiting]
-        cands.sort(key=attrgetter("sort_key"))
-        self._adopt(select(cands, self.params, self.latency, now))
+            self._reject_lost(now, lost)
+        else:
+            waiting.mark_lost(lost)
+        waiting.prepare(now, self.config, self.cap_s)
+        build, cfg, cap_s = self.candidates.build, self.config, self.cap_s
+        cands = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
+        ranked = sorted([(c.sort_key, c) for c in cands], key=itemgetter(0))
+        if self.check_invariants:
+            waiting.check(self.waiting, self.config, now)
+        fresh = [c for _, c in ranked]
+        self._adopt(select(merged(fresh, [k for k, _ in ranked], waiting.pool), self.params, self.latency, now,
+                           population=waiting.pool.population(fresh)))
+
+    # --- the waiting queue's changes, for `WaitingIndex` -----------------------------------------------
+    def start(self, req: Request) -> None:
+        super().start(req)
+        self._waiting.leave(req)
+
+    def preempt_recompute(self, req: Request, front: bool = True) -> None:
+        super().preempt_recompute(req, front)
+        self._waiting.enter(req, 0.0, self.config, self.cap_s, arrival=False)
+
+    def reject(self, req: Request, now: float, why: str) -> None:
+        super().reject(req, now, why)
+        self._waiting.forget(req)
 
     def _adopt(self, sel: Selection) -> None:
         """Make `sel` the running selection: flag the members it predicts to miss, pause and resume rows,

@@ -2,8 +2,10 @@
 and the feedback's rate (why each part: the docstrings of core/policies/slice.py and of this package)."""
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Callable
 
 from sliceserve.config import SchedulerConfig
@@ -41,13 +43,29 @@ class CandidateBuilder:
     _prefill_s: dict[int, float] = field(default_factory=dict)
     _demands: dict[float | None, int] = field(default_factory=dict)   # tpot -> base demand, this rebuild
 
-    def begin(self, cfg: SchedulerConfig) -> None:
-        """Start a rebuild: read the latency model's figures the candidates share."""
+    _figures: tuple = ()
+
+    def begin(self, cfg: SchedulerConfig, cap_s: float) -> tuple:
+        """Start a rebuild: read the latency model's figures the candidates share. Returns every input a
+        candidate is built from besides its request and `now` (`figures`): two candidates of one request
+        built under equal figures at times when its TTFT stands alike are equal."""
         lat = self.latency
-        self._step1_s = lat.decode_time(1)
-        self._per_token_s = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
-        self._prefill_s = {}
-        self._demands = {}
+        # The whole model's state rather than the few figures read here: p(n) is a function of it, whatever
+        # terms the model grows.
+        figures = (model_state(lat), cfg.max_num_seqs, cap_s, cfg.slice_min_rate, cfg.slice_rank,
+                   cfg.slice_feedback)
+        if figures != self._figures:
+            self._figures = figures
+            self._step1_s = lat.decode_time(1)
+            self._per_token_s = lat.decode_time(cfg.max_num_seqs) / cfg.max_num_seqs   # batched decode cost
+            self._prefill_s = {}
+            self._demands = {}
+        return figures
+
+    @property
+    def figures(self) -> tuple:
+        """The figures of the last `begin`."""
+        return self._figures
 
     def _prefill_time(self, tokens: int) -> float:
         t = self._prefill_s.get(tokens)
@@ -55,9 +73,11 @@ class CandidateBuilder:
             t = self._prefill_s[tokens] = self.latency.prefill_time(tokens)
         return t
 
-    def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> Candidate:
+    def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float, flag: bool = True) -> Candidate:
+        """`flag` False: an infeasible SLO is not counted as a risk (`SliceFeedback.flag`) now but by the caller
+        later (a candidate built on arrival, counted at the rebuild that first sees it)."""
         # Request properties read once each: a rebuild under overload builds a thousand candidates.
-        base, rate, feasible = self._rate(req, now, cfg, cap_s)
+        base, rate, feasible = self._rate(req, now, cfg, cap_s, flag)
         slo = req.slo
         tpot, max_tokens = slo.tpot_s, req.sampling_params.max_tokens
         n_prompt, n_out = len(req.prompt_token_ids), len(req.output_token_ids)
@@ -76,7 +96,8 @@ class CandidateBuilder:
             rank=req.utility / max(1, remaining) if cfg.slice_rank == "work" else None,
             work_s=self._prefill_time(uncomputed if needs_prefill else 0) + self._per_token_s * remaining)
 
-    def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float) -> tuple[int, int, bool]:
+    def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float,
+              flag: bool = True) -> tuple[int, int, bool]:
         """(base demand, rate it is given, whether its SLO can still be met)."""
         slo = req.slo
         base = self._demands.get(slo.tpot_s)
@@ -101,9 +122,19 @@ class CandidateBuilder:
             feasible = False
         if rate * self._step1_s > cap_s:  # cannot go that fast even alone
             rate, feasible = max(1, math.floor(cap_s / self._step1_s)), False
-        if not feasible and not slo.is_empty:
+        if flag and not feasible and not slo.is_empty:
             self.feedback.flag(req, "SLO can no longer be met")
         return base, rate, feasible
+
+
+@functools.cache
+def _fields_of(cls: type) -> attrgetter:
+    return attrgetter(*(f.name for f in fields(cls)))
+
+
+def model_state(lat: LatencyModel) -> tuple:
+    """Every field of the latency model (lists as tuples): equal states predict equal times."""
+    return tuple(tuple(v) if type(v) is list else v for v in _fields_of(type(lat))(lat))
 
 
 def selection_deadline(req: Request, tpot: float | None, max_tokens: int) -> float:

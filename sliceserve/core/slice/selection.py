@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.slice.mask import DecodeMask
@@ -45,6 +45,19 @@ class Candidate:
             return (-self.req.utility, self.req.num_output_tokens == 0, -self.rank, self.deadline,
                     self.req.arrival_s, self.req.req_id)
         return (-self.density, self.req.num_output_tokens == 0, self.deadline, self.req.arrival_s, self.req.req_id)
+
+
+@dataclass(slots=True)
+class Population:
+    """What the walk needs to know of every candidate before it starts (`select`)."""
+    count: int
+    ctx_sum: float         # sum of their contexts: the mask's reference context is the mean
+    top_density: float     # highest density among feasible ones (inf if none), for `_can_bank`
+
+    @staticmethod
+    def of(cands: list[Candidate]) -> "Population":
+        return Population(len(cands), sum(c.ctx for c in cands),
+                          max((c.density for c in cands if c.feasible), default=math.inf))
 
 
 @dataclass(slots=True)
@@ -150,9 +163,11 @@ def _can_bank(c: Candidate, now: float, deficit_s: float, prefill_s: float, mask
     return wait <= cap and now + wait + prefill_s + step <= c.req.ttft_deadline_s
 
 
-def select(candidates: list[Candidate], params: SelectionParams, latency: LatencyModel, now: float,
-           decode_time: Callable[[int], float] | None = None) -> Selection:
+def select(candidates: Iterable[Candidate], params: SelectionParams, latency: LatencyModel, now: float,
+           decode_time: Callable[[int], float] | None = None, population: Population | None = None) -> Selection:
     """Walk `candidates` in rank order (caller sorts by `sort_key`), admit what fits, then backfill.
+    `population` describes all of `candidates` (`Population.of` them if None): given, `candidates` may be
+    a lazy iterable that the walk leaves unfinished once every slot is taken.
 
     Prefill accounting: a newcomer's prefill is a one-time cost, not a per-cycle one. It is charged to the
     cycle's spare time (cap - T(S)) plus the smallest banked TPOT slack of the members already decoding
@@ -161,10 +176,13 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
     that slack is still admitted, to `banking`, when the members can bank the rest before its TTFT
     (`_can_bank`): without it a 4th real-time stream on paper-4060ti (cycle full at 20 * l(4) = P) could
     start only when the three others happened to be ahead of their lines, which best effort prevents."""
+    if population is None:
+        candidates = list(candidates)
+        population = Population.of(candidates)
     if decode_time is None:
         # A column's per-iteration context term at the candidates' mean context (the per-request term is
         # charged row by row); at zero context a CPU step with long contexts was under-charged.
-        ctx_ref = sum(c.ctx for c in candidates) / len(candidates) if candidates else 0.0
+        ctx_ref = population.ctx_sum / population.count if population.count else 0.0
         decode_time = column_times(latency, ctx_ref)
     mask = DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
     sel = Selection(mask)
@@ -173,7 +191,7 @@ def select(candidates: list[Candidate], params: SelectionParams, latency: Latenc
     pending, blocks, stopped = 0, 0, False
     min_slack = math.inf      # over selected members that decode (have a token already)
     rest: list[Candidate] = []
-    top = max((c.density for c in candidates if c.feasible), default=math.inf)   # for `_can_bank`
+    top = population.top_density   # for `_can_bank`
     for c in candidates:
         if len(mask.rows) >= params.max_num_seqs:
             break   # every slot is taken: no backfill follows, so the rest is never looked at
