@@ -82,6 +82,17 @@ class LatencyModel:
             return 0.0
         return self.decode_factor * (self._level(k) + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets))
 
+    def column_times(self, first: int, last: int, ctx: float) -> list[float]:
+        """`column_time(k, ctx)` for k = first..last (first >= 1) at once, the same floats (numpy's elementwise
+        double arithmetic rounds as Python's does, operation for operation): SLICE's selection needs every
+        column size up to the batch cap, 256 of them in benchmarks/scheduler_cost.py (issue 21)."""
+        table = self.decode_table_s
+        n = len(table)
+        k = np.arange(first, last + 1)
+        slope = max(0.0, table[-1] - table[-2]) if n > 1 else table[-1]   # `_level` past the table
+        level = np.where(k <= n, np.asarray(table)[np.minimum(k, n) - 1], table[-1] + slope * (k - n))
+        return (self.decode_factor * (level + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets))).tolist()
+
     @property
     def row_ctx_coef_s(self) -> float:
         """Seconds one request's context token adds to a decode step, calibration included."""

@@ -218,3 +218,12 @@ def test_walk_stops_at_the_slot_cap_even_when_a_row_relays_the_mask(paper):
     params = SelectionParams(1.0, 0.0, "spread", "skip", max_num_seqs=2, num_kv_blocks=1000, chunk_tokens=512)
     sel = select([slow[0], fast, *slow[1:]], params, paper, now=0.0)
     assert len(sel.selected) + len(sel.best_effort) == len(sel.mask.rows) == 2
+
+
+def test_column_times_are_column_time_for_every_size(paper):
+    lat = paper.copy()
+    for factor, ctx, buckets, coef in [(1.0, 0.0, None, 0.0), (0.93, 300.5, None, 1.3e-6),
+                                      (1.17, 17.5, [64, 256, 1024], 2e-6), (1.0, 4095.0, [64, 256], 2e-6)]:
+        lat.decode_factor, lat.ctx_buckets, lat.ctx_iter_coef_s = factor, buckets, coef
+        for first in (1, 8, 15, 16, 40):
+            assert lat.column_times(first, 300, ctx) == [lat.column_time(k, ctx) for k in range(first, 301)]

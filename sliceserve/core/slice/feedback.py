@@ -88,19 +88,22 @@ class SliceFeedback:
     def required_rate(self, req: Request, now: float, base_rate: int, cap_s: float) -> int | None:
         """Decode steps per cycle `req` needs to still meet its TPOT and e2e SLOs if it ran from now on
         at that rate in a cycle of `cap_s` seconds; None when even `max_factor` x its demand is too late."""
-        rate = base_rate + self.boost.get(req.req_id, 0)
-        remaining = req.remaining_output_tokens
-        tpot = req.slo.tpot_s
-        if remaining > 0 and tpot is not None and req.num_output_tokens > 0 and req.max_tokens > 1:
-            allowed = tpot * (req.max_tokens - 1) - (now - req.token_times_s[0])
-            if allowed <= 0:
-                return None
-            rate = max(rate, rate_for(remaining, allowed, cap_s))
-        if remaining > 0 and req.slo.e2e_s is not None:
-            allowed = req.arrival_s + req.slo.e2e_s - now
-            if allowed <= 0:
-                return None
-            rate = max(rate, rate_for(remaining, allowed, cap_s))
+        rate = base_rate + self.boost.get(req.req_id, 0) if self.boost else base_rate
+        # Request fields read once each, no property calls: asked for every running request at every rebuild.
+        slo, max_tokens, n_out = req.slo, req.sampling_params.max_tokens, len(req.output_token_ids)
+        remaining = max_tokens - n_out
+        if remaining > 0:
+            tpot = slo.tpot_s
+            if tpot is not None and n_out > 0 and max_tokens > 1:
+                allowed = tpot * (max_tokens - 1) - (now - req.token_times_s[0])
+                if allowed <= 0:
+                    return None
+                rate = max(rate, rate_for(remaining, allowed, cap_s))
+            if slo.e2e_s is not None:
+                allowed = req.arrival_s + slo.e2e_s - now
+                if allowed <= 0:
+                    return None
+                rate = max(rate, rate_for(remaining, allowed, cap_s))
         return rate if rate <= base_rate * self.max_factor else None
 
     # --- risk accounting -----------------------------------------------------------------------------

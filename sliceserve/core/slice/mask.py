@@ -80,16 +80,18 @@ class DecodeMask:
         if rate <= 0:
             raise ValueError(f"a row needs at least one 1, got rate {rate}")
         ctx_delta = self._ctx_coef * rate * ctx
-        if self.layout == "spread" and rate > self.num_columns and self.rows:
+        counts, l, max_column = self.counts, self._l, self.max_column
+        num_columns = len(counts)
+        if self.layout == "spread" and rate > num_columns and self.rows:
             trial = self._relaid(extra=("", rate, ctx), num_columns=rate)
             return (float("inf") if trial is None else trial.cost() - self.cost()), None
-        positions = self._place(rate)
+        positions = list(range(rate)) if rate >= num_columns or self.layout == "prefix" else self._place(rate)
         delta = 0.0
         for c in positions:
-            n = self.counts[c] if c < len(self.counts) else 0
-            if self.max_column is not None and n + 1 > self.max_column:
+            n = counts[c] if c < num_columns else 0
+            if max_column is not None and n + 1 > max_column:
                 return float("inf"), positions
-            delta += self._l(n + 1) - self._l(n)
+            delta += l(n + 1) - l(n)
         return delta + ctx_delta, positions
 
     def add(self, req_id: str, rate: int, ctx: float = 0.0, positions: list[int] | None = None) -> None:
@@ -118,7 +120,7 @@ class DecodeMask:
 
     # --- internals -----------------------------------------------------------------------------------
     def _place(self, rate: int) -> list[int]:
-        if self.layout == "prefix" or rate >= self.num_columns:
+        if self.layout == "prefix" or rate >= len(self.counts):
             return list(range(rate))
         best: tuple[int, float, int] | None = None
         best_pos: list[int] = []
@@ -132,12 +134,13 @@ class DecodeMask:
         return best_pos
 
     def _commit(self, req_id: str, positions: list[int], ctx: float) -> None:
+        counts, l = self.counts, self._l
         for c in positions:
-            while c >= len(self.counts):
-                self.counts.append(0)
-            n = self.counts[c]
-            self._base_cost += self._l(n + 1) - self._l(n)
-            self.counts[c] = n + 1
+            while c >= len(counts):
+                counts.append(0)
+            n = counts[c]
+            self._base_cost += l(n + 1) - l(n)
+            counts[c] = n + 1
         self.rows[req_id] = positions
         self._ctx[req_id] = ctx
         self._ctx_cost += self._ctx_coef * len(positions) * ctx

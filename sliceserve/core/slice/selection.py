@@ -19,6 +19,7 @@ _BACKFILL_RATE = 1
 
 @dataclass(slots=True)
 class Candidate:
+    # CandidateBuilder.build passes the fields positionally (issue 21: decision cost): keep their order.
     req: Request
     rate: int              # v_i: decode steps per cycle it is given if selected (demand, feedback included)
     density: float         # utility per decode step per cycle: U_i / v_i (base demand)
@@ -98,18 +99,31 @@ def demand(tpot_s: float | None, period_s: float, min_rate: int) -> int:
     return max(1, math.ceil(period_s / tpot_s - 1e-9))
 
 
-def column_times(latency: LatencyModel, ctx_ref: float) -> Callable[[int], float]:
-    """l(k) of a column at reference context `ctx_ref`, memoised per k: the mask asks for the same few
-    column sizes again and again (four times per admitted row), and the latency model does not move
-    during one selection."""
-    memo: dict[int, float] = {}
+# Column sizes from which a missing l(k) is computed together with every larger one up to the batch cap.
+_VECTOR_FROM = 8
 
-    def decode_time(k: int) -> float:
-        t = memo.get(k)
-        if t is None:
-            t = memo[k] = latency.column_time(k, ctx_ref)
+
+class _ColumnTimes(dict):
+    """l(k) by k, computed on first use (`column_times`)."""
+
+    def __init__(self, latency: LatencyModel, ctx_ref: float, max_k: int) -> None:
+        super().__init__()
+        self._latency, self._ctx_ref, self._max_k = latency, ctx_ref, max_k
+
+    def __missing__(self, k: int) -> float:
+        if _VECTOR_FROM <= k < self._max_k:
+            # A column this full usually keeps growing row by row: the rest at once, in one numpy pass.
+            self.update(zip(range(k, self._max_k + 1), self._latency.column_times(k, self._max_k, self._ctx_ref)))
+            return self[k]
+        t = self[k] = self._latency.column_time(k, self._ctx_ref)
         return t
-    return decode_time
+
+
+def column_times(latency: LatencyModel, ctx_ref: float, max_k: int) -> Callable[[int], float]:
+    """l(k) of a column at reference context `ctx_ref`, memoised per k: the mask asks for the same column
+    sizes again and again (four times per admitted row), and the latency model does not move during one
+    selection. A dict's own lookup: a hit runs no Python code. `max_k`: the largest column (batch cap)."""
+    return _ColumnTimes(latency, ctx_ref, max_k).__getitem__
 
 
 def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, latency: LatencyModel,
@@ -183,41 +197,48 @@ def select(candidates: Iterable[Candidate], params: SelectionParams, latency: La
         # A column's per-iteration context term at the candidates' mean context (the per-request term is
         # charged row by row); at zero context a CPU step with long contexts was under-charged.
         ctx_ref = population.ctx_sum / population.count if population.count else 0.0
-        decode_time = column_times(latency, ctx_ref)
+        decode_time = column_times(latency, ctx_ref, params.max_num_seqs)
     mask = DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
     sel = Selection(mask)
     # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
     cap = params.period_s * (1.0 - params.margin) + 1e-9
     pending, blocks, stopped = 0, 0, False
+    pending_s = latency.prefill_time(0)   # prefill_time(pending), kept: most candidates add no prefill
     min_slack = math.inf      # over selected members that decode (have a token already)
     rest: list[Candidate] = []
     top = population.top_density   # for `_can_bank`
+    max_seqs, kv_blocks = params.max_num_seqs, params.num_kv_blocks
     for c in candidates:
-        if len(mask.rows) >= params.max_num_seqs:
+        if len(mask.rows) >= max_seqs:   # (not a local: a re-layout replaces the mask's dicts)
             break   # every slot is taken: no backfill follows, so the rest is never looked at
         if stopped or not c.feasible:
             rest.append(c)
             continue
-        absorb = max(0.0, cap - mask.cost()) + min_slack
-        if not _ttft_ok(c, now, pending, mask, latency, params, absorb):
-            sel.ttft_misses.append(c)
-            rest.append(c)
-            continue
+        req = c.req
+        if req.slo.ttft_s is not None and not req.output_token_ids:   # else `_ttft_ok` holds
+            absorb = max(0.0, cap - mask.cost()) + min_slack
+            if not _ttft_ok(c, now, pending, mask, latency, params, absorb):
+                sel.ttft_misses.append(c)
+                rest.append(c)
+                continue
         delta, pos = mask.added_cost(c.rate, c.ctx)
         cycle = mask.cost() + delta
-        prefill = latency.prefill_time(pending + c.prefill_tokens)
-        slack = min(min_slack, c.slack_s) if c.prefill_tokens == 0 else min_slack
+        tokens = c.prefill_tokens
+        if tokens:
+            prefill, slack = latency.prefill_time(pending + tokens), min_slack
+        else:
+            prefill, slack = pending_s, min(min_slack, c.slack_s)
         deficit = prefill - (cap - cycle + slack)
         bank = deficit > 0 and _can_bank(c, now, deficit, prefill, mask, latency, cap, top)
-        if cycle > cap or (deficit > 0 and not bank) or blocks + c.blocks > params.num_kv_blocks:
+        if cycle > cap or (deficit > 0 and not bank) or blocks + c.blocks > kv_blocks:
             rest.append(c)
             stopped = params.misfit == "stop"
             continue
         if bank:
-            sel.banking.append(c.req.req_id)
-        mask.add(c.req.req_id, c.rate, c.ctx, pos)
-        sel.prefill_cost_s = prefill
-        pending += c.prefill_tokens
+            sel.banking.append(req.req_id)
+        mask.add(req.req_id, c.rate, c.ctx, pos)
+        sel.prefill_cost_s = pending_s = prefill
+        pending += tokens
         blocks += c.blocks
         min_slack = slack
         sel.selected.append(c)
