@@ -28,6 +28,9 @@ class _Oracle(SliceScheduler):
         super().__init__(*args, **kwargs)
         self.old_cached: dict[str, Candidate] = {}
 
+    def _candidate(self, req, now):
+        return self.candidates.build(req, now, self.config, self.cap_s)
+
     def on_finish(self, req, now):
         super().on_finish(req, now)
         self.old_cached.pop(req.req_id, None)

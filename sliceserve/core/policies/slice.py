@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from operator import itemgetter
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
@@ -34,7 +33,6 @@ from sliceserve.core.scheduler import Batch
 from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline, ttft_lost
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
-from sliceserve.core.slice.pool import merged
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
 from sliceserve.core.slice.waiting import WaitingIndex
 from sliceserve.request import Request, RequestStatus
@@ -145,9 +143,6 @@ class SliceScheduler(ColumnFill, Policy):
         return (-density, fresh, deadline, req.arrival_s, req.req_id)
 
     # --- phase 1 -------------------------------------------------------------------------------------
-    def _candidate(self, req: Request, now: float) -> Candidate:
-        return self.candidates.build(req, now, self.config, self.cap_s)
-
     def _reject_lost(self, now: float, lost: list[Candidate]) -> None:
         """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
         lost whatever it gets now, and as best effort it would take time from requests that can still
@@ -173,13 +168,11 @@ class SliceScheduler(ColumnFill, Policy):
             waiting.mark_lost(lost)
         waiting.prepare(now, self.config, self.cap_s)
         build, cfg, cap_s = self.candidates.build, self.config, self.cap_s
-        cands = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
-        ranked = sorted([(c.sort_key, c) for c in cands], key=itemgetter(0))
+        fresh = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
+        walk, population = waiting.pool.walk(fresh)
         if self.check_invariants:
             waiting.check(self.waiting, self.config, now)
-        fresh = [c for _, c in ranked]
-        self._adopt(select(merged(fresh, [k for k, _ in ranked], waiting.pool), self.params, self.latency, now,
-                           population=waiting.pool.population(fresh)))
+        self._adopt(select(walk, self.params, self.latency, now, population=population))
 
     # --- the waiting queue's changes, for `WaitingIndex` -----------------------------------------------
     def start(self, req: Request) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from sliceserve.core.latency import LatencyModel
+
 DecodeTime = Callable[[int], float]   # a column of k rows, without the per-row context term
 
 
@@ -35,6 +37,33 @@ def spread_positions(rate: int, num_columns: int, phase: int = 0) -> list[int]:
     if not 0 < rate <= num_columns:
         raise ValueError(f"a row needs 1..{num_columns} ones, got {rate}")
     return sorted((phase + (j * num_columns) // rate) % num_columns for j in range(rate))
+
+
+# Column sizes from which a missing l(k) is computed together with every larger one up to the batch cap.
+_VECTOR_FROM = 8
+
+
+class _ColumnTimes(dict):
+    """l(k) by k, computed on first use (`column_times`)."""
+
+    def __init__(self, latency: LatencyModel, ctx_ref: float, max_k: int) -> None:
+        super().__init__()
+        self._latency, self._ctx_ref, self._max_k = latency, ctx_ref, max_k
+
+    def __missing__(self, k: int) -> float:
+        if _VECTOR_FROM <= k < self._max_k:
+            # A column this full usually keeps growing row by row: the rest at once, in one numpy pass.
+            self.update(zip(range(k, self._max_k + 1), self._latency.column_times(k, self._max_k, self._ctx_ref)))
+            return self[k]
+        t = self[k] = self._latency.column_time(k, self._ctx_ref)
+        return t
+
+
+def column_times(latency: LatencyModel, ctx_ref: float, max_k: int) -> Callable[[int], float]:
+    """l(k) of a column at reference context `ctx_ref`, memoised per k: the mask asks for the same column
+    sizes again and again (four times per admitted row), and the latency model does not move during one
+    selection. A dict's own lookup: a hit runs no Python code. `max_k`: the largest column (batch cap)."""
+    return _ColumnTimes(latency, ctx_ref, max_k).__getitem__
 
 
 class DecodeMask:
@@ -97,7 +126,7 @@ class DecodeMask:
     def add(self, req_id: str, rate: int, ctx: float = 0.0, positions: list[int] | None = None) -> None:
         if req_id in self.rows:
             raise ValueError(f"{req_id!r} already has a row")
-        if self.layout == "spread" and rate > self.num_columns and self.rows:
+        if self.layout == "spread" and rate > len(self.counts) and self.rows:
             relaid = self._relaid(extra=(req_id, rate, ctx), num_columns=rate, enforce=False)
             assert relaid is not None
             self.__dict__.update(relaid.__dict__)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from operator import itemgetter
 import math
 from typing import Iterator
 
@@ -102,6 +103,13 @@ class NewcomerPool:
             self._feasible[density] = n
         else:
             del self._feasible[density]
+
+    def walk(self, fresh: list[Candidate]) -> tuple[Iterator[Candidate], Population]:
+        """The selection's input: `fresh` (the candidates built this rebuild) and the members in one rank
+        order (`merged`), and the population of both."""
+        ranked = sorted([(c.sort_key, c) for c in fresh], key=itemgetter(0))
+        cands = [c for _, c in ranked]
+        return merged(cands, [k for k, _ in ranked], self), self.population(cands)
 
     def check(self) -> None:
         """Invariants (tests turn them on through `check_invariants`)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from sliceserve.core.latency import LatencyModel
-from sliceserve.core.slice.mask import DecodeMask
+from sliceserve.core.slice.mask import DecodeMask, column_times
 from sliceserve.request import Request
 
 # Decode steps per cycle a best-effort row starts at; the backfill then grows rates while the cycle fits.
@@ -97,33 +97,6 @@ def demand(tpot_s: float | None, period_s: float, min_rate: int) -> int:
         return min_rate
     # The 1e-9 keeps P / tpot exact when it is an integer in decimal but not in binary (1.0 / 0.05).
     return max(1, math.ceil(period_s / tpot_s - 1e-9))
-
-
-# Column sizes from which a missing l(k) is computed together with every larger one up to the batch cap.
-_VECTOR_FROM = 8
-
-
-class _ColumnTimes(dict):
-    """l(k) by k, computed on first use (`column_times`)."""
-
-    def __init__(self, latency: LatencyModel, ctx_ref: float, max_k: int) -> None:
-        super().__init__()
-        self._latency, self._ctx_ref, self._max_k = latency, ctx_ref, max_k
-
-    def __missing__(self, k: int) -> float:
-        if _VECTOR_FROM <= k < self._max_k:
-            # A column this full usually keeps growing row by row: the rest at once, in one numpy pass.
-            self.update(zip(range(k, self._max_k + 1), self._latency.column_times(k, self._max_k, self._ctx_ref)))
-            return self[k]
-        t = self[k] = self._latency.column_time(k, self._ctx_ref)
-        return t
-
-
-def column_times(latency: LatencyModel, ctx_ref: float, max_k: int) -> Callable[[int], float]:
-    """l(k) of a column at reference context `ctx_ref`, memoised per k: the mask asks for the same column
-    sizes again and again (four times per admitted row), and the latency model does not move during one
-    selection. A dict's own lookup: a hit runs no Python code. `max_k`: the largest column (batch cap)."""
-    return _ColumnTimes(latency, ctx_ref, max_k).__getitem__
 
 
 def _ttft_ok(c: Candidate, now: float, pending_tokens: int, mask: DecodeMask, latency: LatencyModel,
