@@ -41,6 +41,8 @@ class WaitingIndex:
         # (the policy sets it after every iteration and knob): a burst's first arrival reads them, the
         # others reuse them. Only a speed-up: a rebuild compares the figures anyway (`prepare`).
         self.figures_stale = True
+        self._last_figures: tuple | None = None
+        self._last_unseen: tuple[list[Candidate], list[Candidate]] = ([], [])
 
     def fresh(self, req: Request, cfg: SchedulerConfig) -> bool:
         """Whether `req` (waiting) belongs in the pool."""
@@ -66,12 +68,12 @@ class WaitingIndex:
             figures = self.builder.figures
             c = self.cached[rid] = self.builder.build(req, now, cfg, cap_s, flag=False)
             self.pool.add(c)
-            unseen = self._unseen.get(figures)
-            if unseen is None:
-                unseen = self._unseen[figures] = ([], [])
-            unseen[0].append(c)
+            if figures is not self._last_figures:   # (a burst shares one figures object: no hashing it each time)
+                self._last_figures = figures
+                self._last_unseen = self._unseen.setdefault(figures, ([], []))
+            self._last_unseen[0].append(c)
             if not c.feasible:
-                unseen[1].append(c)
+                self._last_unseen[1].append(c)
 
     def leave(self, req: Request) -> None:
         """`req` left the waiting queue (started, refused, aborted, finished)."""
@@ -131,6 +133,7 @@ class WaitingIndex:
                     c = self.cached[c.req.req_id] = self.builder.build(c.req, now, cfg, cap_s)
                     self.pool.replace(c)
         self._unseen.clear()
+        self._last_figures = None
         for req in self._pending.values():
             c = self.cached[req.req_id] = self.builder.build(req, now, cfg, cap_s)
             self.pool.add(c)
