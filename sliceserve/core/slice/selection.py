@@ -50,7 +50,8 @@ class Candidate:
 
 @dataclass(slots=True)
 class Population:
-    """What the walk needs to know of every candidate before it starts (`select`)."""
+    """What the walk needs to know of every candidate before it starts (`select`). Given to `select`, its
+    candidates may be a lazy iterable, which the walk leaves unfinished once every slot is taken."""
     count: int
     ctx_sum: float         # sum of their contexts: the mask's reference context is the mean
     top_density: float     # highest density among feasible ones (inf if none), for `_can_bank`
@@ -150,11 +151,19 @@ def _can_bank(c: Candidate, now: float, deficit_s: float, prefill_s: float, mask
     return wait <= cap and now + wait + prefill_s + step <= c.req.ttft_deadline_s
 
 
+def _empty_mask(params: SelectionParams, latency: LatencyModel, population: Population,
+                decode_time: Callable[[int], float] | None) -> DecodeMask:
+    if decode_time is None:
+        # A column's per-iteration context term at the candidates' mean context (the per-request term is
+        # charged row by row); at zero context a CPU step with long contexts was under-charged.
+        ctx_ref = population.ctx_sum / population.count if population.count else 0.0
+        decode_time = column_times(latency, ctx_ref, params.max_num_seqs)
+    return DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
+
+
 def select(candidates: Iterable[Candidate], params: SelectionParams, latency: LatencyModel, now: float,
            decode_time: Callable[[int], float] | None = None, population: Population | None = None) -> Selection:
     """Walk `candidates` in rank order (caller sorts by `sort_key`), admit what fits, then backfill.
-    `population` describes all of `candidates` (`Population.of` them if None): given, `candidates` may be
-    a lazy iterable that the walk leaves unfinished once every slot is taken.
 
     Prefill accounting: a newcomer's prefill is a one-time cost, not a per-cycle one. It is charged to the
     cycle's spare time (cap - T(S)) plus the smallest banked TPOT slack of the members already decoding
@@ -166,21 +175,14 @@ def select(candidates: Iterable[Candidate], params: SelectionParams, latency: La
     if population is None:
         candidates = list(candidates)
         population = Population.of(candidates)
-    if decode_time is None:
-        # A column's per-iteration context term at the candidates' mean context (the per-request term is
-        # charged row by row); at zero context a CPU step with long contexts was under-charged.
-        ctx_ref = population.ctx_sum / population.count if population.count else 0.0
-        decode_time = column_times(latency, ctx_ref, params.max_num_seqs)
-    mask = DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
-    sel = Selection(mask)
+    sel = Selection(mask := _empty_mask(params, latency, population, decode_time))
     # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
     cap = params.period_s * (1.0 - params.margin) + 1e-9
     pending, blocks, stopped = 0, 0, False
     pending_s = latency.prefill_time(0)   # prefill_time(pending), kept: most candidates add no prefill
     min_slack = math.inf      # over selected members that decode (have a token already)
     rest: list[Candidate] = []
-    top = population.top_density   # for `_can_bank`
-    max_seqs, kv_blocks = params.max_num_seqs, params.num_kv_blocks
+    top, max_seqs, kv_blocks = population.top_density, params.max_num_seqs, params.num_kv_blocks
     for c in candidates:
         if len(mask.rows) >= max_seqs:   # (not a local: a re-layout replaces the mask's dicts)
             break   # every slot is taken: no backfill follows, so the rest is never looked at
