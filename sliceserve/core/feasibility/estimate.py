@@ -17,7 +17,7 @@ from sliceserve.core.latency import LatencyModel
 from sliceserve.core.feasibility.paced import PacedRow, paced_first_token, paced_load
 from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
-from sliceserve.request import Request
+from sliceserve.request import Request, RequestStatus
 
 
 def chunked_prefill_time(lat: LatencyModel, tokens: int, chunk: int) -> float:
@@ -81,7 +81,7 @@ def _paced_rows(running: list[Request], queued: list[Request], queued_prefill_s:
     out at its pace; each queued one from now (it is selected first) until its prefill and tokens are out.
     Requests without a TPOT bound are paced by nobody: they take only the time left over."""
     rows = [PacedRow(r.slo.tpot_s, float(r.num_tokens), r.remaining_output_tokens * r.slo.tpot_s)
-            for r in running if r.slo.tpot_s is not None]
+            for r in running if r.slo.tpot_s is not None and r.status is RequestStatus.RUNNING]
     rows += [PacedRow(r.slo.tpot_s, float(r.num_tokens), queued_prefill_s + r.remaining_output_tokens * r.slo.tpot_s)
              for r in queued if r.slo.tpot_s is not None]
     return rows
