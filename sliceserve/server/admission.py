@@ -4,15 +4,12 @@ Three answers besides "admit":
 - invalid (400): the SLO cannot be met even on an idle device: the latency model's prefill of the whole
   prompt exceeds the TTFT bound, or one decode step alone, l(1, ctx), exceeds the TPOT bound.
 - overloaded (429 + Retry-After, or admitted as best effort, by setting): under the current load the
-  predicted TTFT (work queued ahead of it, then its own prefill) or TPOT (a decode step of the batch it
-  would join) misses the bound.
+  predicted TTFT or TPOT misses the bound (`sliceserve.core.feasibility`: the work ahead of it in the running
+  policy's own order, and for a policy that paces decodes to each TPOT, SLICE, the share of the device the
+  paced streams ahead take; the refusal names the prediction's parts).
 - queue_full (503): the bounded waiting queue is full.
-The TTFT prediction counts the work the running policy would serve before the request: a policy that
-orders its queue declares it (`admission_key`, a sort key over requests: SLICE ranks by utility, then started
-streams, then utility per output token left), and only queued work that sorts before the newcomer is ahead of
-it; without a declaration everything admitted is ahead (FCFS). Counting all work of at least the newcomer's
-utility under SLICE refused real-time requests that SLICE then served in time (live runs: 8 of 19 refusals
-at 2x load). The point here is to refuse what is hopeless, not to schedule.
+The point here is to refuse what is hopeless, not to schedule. The estimate lives in core/ (pure, time passed
+in) so that the simulator's tests and benchmarks/admission_fidelity.py measure the same code the server runs.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Whether a request's SLO is feasible at its arrival: the estimate behind admission (server/admission.py),
-`/ready` and the Retry-After hints. Pure: the scheduler's state and the latency model in, seconds out; time
+"""Whether a request's SLO is feasible at its arrival: the estimate behind admission (server/admission.py) and
+the Retry-After hints, on the scheduler's own calibrated latency model (the one `/ready` reports). Pure: the scheduler's state and the latency model in, seconds out; time
 is passed in where it matters, never read.
 
 - `idle_infeasibility`: the SLO cannot be met even on an idle device.
@@ -122,7 +122,7 @@ def estimate_under_load(sched: Scheduler, req: Request, now: float | None = None
     paced = isinstance(sched, Policy) and sched.paces_decodes
     if paced and now is not None:
         order = ahead
-        ahead = lambda r: order(r) and not slo_lost(r, now)  # noqa: E731
+        ahead = lambda r: not slo_lost(r, now) and order(r)  # noqa: E731
     queued = [r for r in sched.waiting if ahead(r)]
     running = [r for r in sched.running if ahead(r)]
     # Prompt left to compute ahead of it: queued prompts and those of running requests still prefilling.

@@ -13,6 +13,7 @@ not a slower stream.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from sliceserve.core.latency import LatencyModel
@@ -27,12 +28,18 @@ class PacedRow:
 
 def paced_load(lat: LatencyModel, rows: list[PacedRow]) -> float:
     """Seconds of device time per second that decoding `rows` at their own paces takes (above 1: they
-    cannot all keep their pace)."""
+    cannot all keep their pace). Rows of one pace are counted together: within a group r_k - r_(k+1) = 0, so
+    only a group's last row adds a step size, and a handful of SLO classes cost a handful of l(k) lookups."""
     if not rows:
         return 0.0
-    rates = sorted((1.0 / r.tpot_s for r in rows), reverse=True) + [0.0]
+    per_pace = Counter(r.tpot_s for r in rows)
+    paces = sorted(per_pace)          # shortest TPOT first: the highest rate
     ctx_ref = sum(r.ctx for r in rows) / len(rows)
-    load = sum((rates[k] - rates[k + 1]) * lat.column_time(k + 1, ctx_ref) for k in range(len(rows)))
+    load, k = 0.0, 0
+    for i, tpot in enumerate(paces):
+        k += per_pace[tpot]
+        slower = 1.0 / paces[i + 1] if i + 1 < len(paces) else 0.0
+        load += (1.0 / tpot - slower) * lat.column_time(k, ctx_ref)
     return load + lat.row_ctx_coef_s * sum(r.ctx / r.tpot_s for r in rows)
 
 
