@@ -68,11 +68,11 @@ def test_drain_estimate_counts_queued_prefill_and_every_remaining_token():
     lat = LatencyModel([0.1, 0.15, 0.2, 0.25], prefill_base_s=0.0, prefill_per_token_s=0.001, name="t")
     running = [_req("a", 10, 50, computed=20, out=10)]                       # 40 tokens to go
     waiting = [_req("b", 100, 20), _req("c", 100, 20)]                       # 200 prompt tokens, 40 outputs
-    sched = SimpleNamespace(latency=lat, running=running, waiting=waiting, config=SimpleNamespace(max_num_seqs=4))
+    sched = SimpleNamespace(latency=lat, running=running, waiting=waiting, config=SimpleNamespace(max_num_seqs=4, max_num_batched_tokens=512))
     batch = 3
     ctx = (20 + 100 + 100) / 3
     expected = lat.prefill_time(200) + lat.decode_time(batch, ctx) * -(-80 // batch)
     assert abs(drain_estimate(sched) - expected) < 1e-12
     assert drain_estimate(sched) > 5.0        # seconds of work: a fixed 1 s Retry-After would be wrong
-    empty = SimpleNamespace(latency=lat, running=[], waiting=[], config=SimpleNamespace(max_num_seqs=4))
+    empty = SimpleNamespace(latency=lat, running=[], waiting=[], config=SimpleNamespace(max_num_seqs=4, max_num_batched_tokens=512))
     assert drain_estimate(empty) == 0.0

@@ -5,6 +5,9 @@ Every registered policy is a `Policy` (a `Scheduler` plus these declarations):
   utility density and leaves the rest best effort). Admission estimates (server/admission.py) and the
   Ray router (integrations/ray/routing.py) then count only work of at least a request's utility as ahead
   of it; for the others (FCFS and friends) everything admitted is ahead.
+- `paces_decodes`: the policy decodes each request at the rate its TPOT asks rather than in every step
+  (SLICE's decode mask), so the TPOT a newcomer would get depends on the rates of the work ahead of it,
+  not on how many requests run (core/feasibility.py).
 - `admission_key(req)`: where the policy would place `req` among admitted work, from the request alone
   (smaller first), so admission's overload estimate counts only what the policy really serves first; None
   (the default) when the policy declares no such order.
@@ -51,6 +54,7 @@ class Policy(Scheduler):
     """A scheduling policy: `plan(now)` (from `Scheduler`) plus what it declares to outer layers."""
 
     orders_by_utility: ClassVar[bool] = False
+    paces_decodes: ClassVar[bool] = False
     knobs: ClassVar[tuple[Knob, ...]] = (BATCH_CAP,)
 
     def admission_key(self, req: Request) -> tuple | None:

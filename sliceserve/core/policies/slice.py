@@ -53,6 +53,7 @@ def slice_period(config: SchedulerConfig, latency: LatencyModel) -> float:
 @register("slice")
 class SliceScheduler(ColumnFill, Policy):
     orders_by_utility = True
+    paces_decodes = True
     knobs = Policy.knobs + (
         Knob("margin", 0.0, 1.0, "share of the cycle P the selection leaves spare (`slice_margin`)", high_open=True),
         Knob("rate_boost", 0, math.inf, "extra decode steps per cycle granted one request", integer=True,
