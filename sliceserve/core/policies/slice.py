@@ -33,6 +33,7 @@ from sliceserve.core.scheduler import Batch
 from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline, ttft_lost
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
+from sliceserve.core.slice.lost import split_lost
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
 from sliceserve.request import Request, RequestStatus
 
@@ -172,8 +173,23 @@ class SliceScheduler(ColumnFill, Policy):
         cands += [self._waiting_candidate(r, now) if r.num_computed_tokens == 0 and not r.output_token_ids
                   and not (self.config.slice_feedback and r.req_id in self.feedback.boost)
                   else self._candidate(r, now) for r in self.waiting]
+        if self.config.slice_drop_lost != "off":
+            cands = self._drop_lost(cands, now)
         cands.sort(key=attrgetter("sort_key"))
         self._adopt(select(cands, self.params, self.latency, now))
+
+    def _drop_lost(self, cands: list[Candidate], now: float) -> list[Candidate]:
+        """The candidates the selection walks under `slice_drop_lost` (why: core/slice/lost.py): without the
+        lost ones, refused (`reject`) or left aside while any other candidate remains (`relegate`)."""
+        live, lost = split_lost(cands)
+        if self.config.slice_drop_lost == "relegate":
+            return live if live else lost
+        for c in lost:
+            self.reject(c.req, now, "SLO can no longer be met; retry later")
+            self._cached.pop(c.req.req_id, None)
+            self._members.pop(c.req.req_id, None)
+            self.num_rejected += 1
+        return live
 
     def _adopt(self, sel: Selection) -> None:
         """Make `sel` the running selection: flag the members it predicts to miss, pause and resume rows,

@@ -60,6 +60,12 @@ Parameters (SchedulerConfig), with the defaults and why:
   waited for it on an idle device (edge-mix 0.5 req/s seed 4: first token after 1.11 s, TTFT 1 s). Seeds
   2-4: met/s 0.417 vs 0.406 at 0.5, 0.678 vs 0.633 at 0.75, 0.739 vs 0.672 at 1; capped under load too,
   real-time fell to 0.980 at 2.75 req/s, so under load the full reserve stays.
+- `slice_drop_lost` = "reject" (issue 21): every admitted request the selection counts as lost (TTFT
+  passed without a token, TPOT beyond catching up at `slice_catchup_factor` x its demand, e2e passed) is
+  refused at the rebuild instead of served best effort; "relegate" keeps them behind every request that
+  can still make it, "off" serves them as before. The server sets it from `overload` (reject with reject,
+  else off). Seeds 2-4, requests meeting their SLO summed over the sweeps: Azure trace 2,843 vs 2,792,
+  edge-mix 2,308 vs 2,248; measurements and what was not kept: `sliceserve.core.slice.lost`.
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).
