@@ -50,6 +50,7 @@ class SchedulerConfig:
     slice_bank_tightest: bool = True    # reserve at most slice_bank_tokens x the tightest TPOT seen
     slice_reject_lost: bool = True      # refuse requests whose TTFT has passed without a first token
     slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
+    slice_lend_reserve: bool = True     # light load: a prompt's last chunk due before the reserve rebanks may spend it
     slice_drop_lost: str = "reject"     # off | reject | relegate: requests whose SLO is lost (core/slice/lost.py)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
