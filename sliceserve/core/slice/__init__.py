@@ -71,7 +71,7 @@ Parameters (SchedulerConfig), with the defaults and why:
   than the reserve's size (it could not wait for the reserve to be banked back); the members' own TPOT
   lines still bind (`fill.ColumnFill._keeps_reserve`). Seeds 2-4, with `slice_drop_lost`, met requests
   summed over the sweeps: Azure trace 2,935 vs 2,843, edge-mix 2,330 vs 2,308; lending under load as well
-  gained little more and cost real-time (edge-mix 0.941 at 2.75 req/s seed 3, 0.644 vs 0.684 at 12).
+  gained nothing (2,930 / 2,312) and cost real-time (edge-mix 0.941 at 2.75 req/s seed 3, 0.644 vs 0.684 at 12).
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).
