@@ -7,13 +7,18 @@ is of behaviour, not of one import resolved twice.
 
     python benchmarks/behaviour_unchanged.py --before main
     python benchmarks/behaviour_unchanged.py --before e910a87 --rates 1,6 --seeds 2,3
+    python benchmarks/behaviour_unchanged.py --before 5889237 --after-set slice_drop_lost=off
 
+`--after-set KEY=VALUE` runs the working tree with a config field that `--before` lacks (a new knob, set to
+the value that should reproduce the old behaviour); the field is left out of the after side's recorded
+config (the JSON's `config.scheduler`) so that the rest is still compared byte for byte.
 Exits 1 and names each differing (policy, rate, seed) when anything differs.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -37,13 +42,27 @@ def _env(tree: Path) -> dict[str, str]:
     return env
 
 
-def simulate(tree: Path, policy: str, rate: float, seed: int, out: Path) -> str:
-    """Run one simulation with `tree`'s code; returns the sha256 of its JSON."""
+def simulate(tree: Path, policy: str, rate: float, seed: int, out: Path, settings: tuple[str, ...] = ()) -> str:
+    """Run one simulation with `tree`'s code (with `settings`, KEY=VALUE config fields); returns the sha256
+    of its JSON, after dropping those fields from the recorded config."""
     cmd = [sys.executable, "-m", "sliceserve", "simulate", "--policy", policy, "--workload", "edge-mix",
            "--request-rate", str(rate), "--seed", str(seed), "--profile", "paper-4060ti",
            "--no-progress", "--output", str(out)]
+    for kv in settings:
+        cmd += ["--set", kv]
     subprocess.run(cmd, cwd=tree, env=_env(tree), check=True, capture_output=True, text=True)
-    return hashlib.sha256(out.read_bytes()).hexdigest()
+    data = out.read_bytes()
+    if settings:
+        doc = json.loads(data)
+        for kv in settings:
+            doc["config"]["scheduler"].pop(kv.split("=", 1)[0], None)
+        data = json.dumps(doc, indent=2).encode()
+        # The before side is re-serialised the same way (`_normalised`), so only content is compared.
+    return hashlib.sha256(data).hexdigest()
+
+
+def _normalised(path: Path) -> str:
+    return hashlib.sha256(json.dumps(json.loads(path.read_bytes()), indent=2).encode()).hexdigest()
 
 
 def main() -> int:
@@ -52,6 +71,8 @@ def main() -> int:
     ap.add_argument("--rates", default="1,6", help="comma list of request rates (req/s)")
     ap.add_argument("--seeds", default="2,3", help="comma list of seeds")
     ap.add_argument("--policies", default="", help="comma list (default: every policy registered before)")
+    ap.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config field for the working tree only (a knob --before lacks); repeatable")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -66,7 +87,9 @@ def main() -> int:
                 for rate in rates:
                     for seed in seeds:
                         a = simulate(before, policy, rate, seed, Path(tmp) / "before.json")
-                        b = simulate(REPO, policy, rate, seed, Path(tmp) / "after.json")
+                        if args.after_set:
+                            a = _normalised(Path(tmp) / "before.json")
+                        b = simulate(REPO, policy, rate, seed, Path(tmp) / "after.json", tuple(args.after_set))
                         same = a == b
                         print(f"{policy:10s} rate {rate:5g} seed {seed}: {'same' if same else 'DIFFERENT'} "
                               f"{a[:12]}{'' if same else ' vs ' + b[:12]}", flush=True)

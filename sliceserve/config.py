@@ -50,6 +50,8 @@ class SchedulerConfig:
     slice_bank_tightest: bool = True    # reserve at most slice_bank_tokens x the tightest TPOT seen
     slice_reject_lost: bool = True      # refuse requests whose TTFT has passed without a first token
     slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
+    slice_lend_reserve: bool = True     # light load: a prompt's last chunk due before the reserve rebanks may spend it
+    slice_drop_lost: str = "reject"     # off | reject | relegate: requests whose SLO is lost (core/slice/lost.py)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -111,7 +113,8 @@ class SchedulerConfig:
                                  f"got {getattr(self, name)!r}")
         choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread"),
                    "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank"),
-                   "slice_rank": ("rate", "work")}
+                   "slice_rank": ("rate", "work"),
+                   "slice_drop_lost": ("off", "reject", "relegate")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

@@ -78,7 +78,9 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         max_waiting=settings.max_waiting,
                         **{"enable_prefix_caching": settings.enable_prefix_caching,
-                           "slice_reject_lost": settings.overload == "reject", **settings.scheduler})
+                           "slice_reject_lost": settings.overload == "reject",
+                           "slice_drop_lost": "reject" if settings.overload == "reject" else "off",
+                           **settings.scheduler})
     if hasattr(core.scheduler, "period_s"):
         log.info("SLICE cycle P = %.2f s", core.scheduler.period_s)
     model_name = settings.served_model_name or getattr(loaded, "model_name", None) or "sliceserve"

@@ -18,7 +18,7 @@ from tests.control.simhelpers import RT_MIX, attainment, mix, recovery_cycles, s
 SLOW_AT = 60.0
 
 
-OLD_SLICE = dict(slice_rank="rate", slice_reject_lost=False, slice_bank_tightest=False)
+OLD_SLICE = dict(slice_rank="rate", slice_reject_lost=False, slice_bank_tightest=False, slice_drop_lost="off")
 
 
 @pytest.fixture(scope="module")

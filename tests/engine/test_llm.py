@@ -37,9 +37,17 @@ def test_generate_returns_one_result_per_prompt_with_reasons_and_timings(llm):
         assert t.met  # no SLO given: nothing to miss
 
 
-def test_impossible_slo_is_reported_missed(llm):
+def test_impossible_slo_is_reported_missed(llm, policy):
     outs = llm.generate(["Hello there"], SamplingParams(max_tokens=4, ignore_eos=True), slos=SLO(tpot_s=1e-9))
-    assert outs[0].finish_reason == "length" and outs[0].timings.met is False
+    # SLICE refuses a stream whose TPOT is lost (`slice_drop_lost`, default reject); the others serve it out.
+    assert outs[0].finish_reason == ("rejected" if policy == "slice" else "length")
+    assert outs[0].timings.met is False
+
+
+def test_slice_without_drop_lost_serves_an_impossible_slo_out(tiny_loaded):
+    llm = LLM(tiny_loaded, policy="slice", slice_drop_lost="off")
+    outs = llm.generate(["Hello there"], SamplingParams(max_tokens=4, ignore_eos=True), slos=SLO(tpot_s=1e-9))
+    assert outs[0].finish_reason == "length" and len(outs[0].token_ids) == 4 and outs[0].timings.met is False
 
 
 def test_greedy_matches_transformers_alone_batched_and_chunked(llm, tiny_llama_dir, tiny_loaded):

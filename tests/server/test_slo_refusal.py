@@ -48,3 +48,8 @@ def test_slice_refuses_lost_requests_only_in_reject_mode(tiny_loaded_factory):
     # An explicit scheduler setting wins over the overload mode.
     explicit = make_state(loaded, policy="slice", scheduler={"slice_reject_lost": True})
     assert explicit.engine.core.scheduler.config.slice_reject_lost
+    # Lost streams (slice_drop_lost) likewise: refused only in reject mode, unless set explicitly.
+    assert make_state(loaded, policy="slice", overload="reject").engine.core.scheduler.config.slice_drop_lost == "reject"
+    assert make_state(loaded, policy="slice").engine.core.scheduler.config.slice_drop_lost == "off"
+    relegate = make_state(loaded, policy="slice", scheduler={"slice_drop_lost": "relegate"})
+    assert relegate.engine.core.scheduler.config.slice_drop_lost == "relegate"

@@ -20,8 +20,10 @@ def make_req(rid: str, arrival: float = 0.0, prompt: int = 32, max_tokens: int =
 def make_slice(latency: LatencyModel | None = None, **overrides):
     """SLICE as configured, except that requests whose TTFT is lost are kept as best effort unless the
     test asks otherwise: these tests check that mask, guard and backfill serve everything (the rejection
-    of lost requests, `slice_reject_lost`, has its own tests in test_reject_lost.py)."""
+    of lost requests, `slice_reject_lost` and `slice_drop_lost`, has its own tests in test_reject_lost.py and
+    test_drop_lost.py)."""
     overrides.setdefault("slice_reject_lost", False)
+    overrides.setdefault("slice_drop_lost", "off")
     cfg = SchedulerConfig(policy="slice").with_overrides(**overrides)
     return make_scheduler("slice", cfg, latency or load_profile("paper-4060ti"))
 

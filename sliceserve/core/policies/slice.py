@@ -23,6 +23,7 @@ the cheapest row fits, and at most 8 x max_num_seqs best-effort candidates are e
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from dataclasses import replace
 
 from sliceserve.config import SchedulerConfig
@@ -33,6 +34,7 @@ from sliceserve.core.scheduler import Batch
 from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline, ttft_lost
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
+from sliceserve.core.slice.lost import is_lost, split_lost
 from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
 from sliceserve.core.slice.waiting import WaitingIndex
 from sliceserve.request import Request, RequestStatus
@@ -170,6 +172,11 @@ class SliceScheduler(ColumnFill, Policy):
         waiting.prepare(now, self.config, self.cap_s)
         build, cfg, cap_s = self.candidates.build, self.config, self.cap_s
         fresh = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
+        if cfg.slice_drop_lost == "reject":
+            fresh = self._refuse_lost(fresh, now)
+        elif cfg.slice_drop_lost == "relegate" and self._relegates(fresh):
+            self._adopt(select(self._relegated_walk(fresh), self.params, self.latency, now))
+            return
         walk, population = waiting.pool.walk(fresh)
         if self.check_invariants:
             waiting.check(self.waiting, self.config, now)
@@ -187,6 +194,34 @@ class SliceScheduler(ColumnFill, Policy):
     def reject(self, req: Request, now: float, why: str) -> None:
         super().reject(req, now, why)
         self._waiting.forget(req)
+
+    # --- `slice_drop_lost` (why: core/slice/lost.py) ----------------------------------------------------
+    def _pooled_lost(self) -> list[Candidate]:
+        return [c for c in self._waiting.pool.cands if is_lost(c)]
+
+    def _refuse_lost(self, fresh: list[Candidate], now: float) -> list[Candidate]:
+        """`reject`: refuse every lost candidate (the built ones and the never-run ones in the waiting index),
+        running ones first, then in queue order; the rest of `fresh` is what the selection walks."""
+        live, lost = split_lost(fresh)
+        ids = {c.req.req_id for c in (*lost, *self._pooled_lost())}
+        if not ids:
+            return fresh
+        for req in [r for r in (*self.running, *self.waiting) if r.req_id in ids]:
+            self.reject(req, now, "SLO can no longer be met; retry later")
+            self._members.pop(req.req_id, None)
+            self.num_rejected += 1
+        return live
+
+    def _relegates(self, fresh: list[Candidate]) -> bool:
+        """`relegate`: whether some lost candidate must step aside for a live one this rebuild."""
+        n_lost = sum(map(is_lost, fresh)) + len(self._pooled_lost())
+        return 0 < n_lost < len(fresh) + len(self._waiting.pool)
+
+    def _relegated_walk(self, fresh: list[Candidate]) -> list[Candidate]:
+        """`relegate` with lost candidates beside live ones: the live ones alone, in rank order. This walks the
+        whole queue (not the index's lazy walk); relegation is not the default."""
+        live, _ = split_lost([*fresh, *self._waiting.pool.cands])
+        return sorted(live, key=attrgetter("sort_key"))
 
     def _adopt(self, sel: Selection) -> None:
         """Make `sel` the running selection: flag the members it predicts to miss, pause and resume rows,

@@ -60,6 +60,18 @@ Parameters (SchedulerConfig), with the defaults and why:
   waited for it on an idle device (edge-mix 0.5 req/s seed 4: first token after 1.11 s, TTFT 1 s). Seeds
   2-4: met/s 0.417 vs 0.406 at 0.5, 0.678 vs 0.633 at 0.75, 0.739 vs 0.672 at 1; capped under load too,
   real-time fell to 0.980 at 2.75 req/s, so under load the full reserve stays.
+- `slice_drop_lost` = "reject" (issue 21): every admitted request the selection counts as lost (TTFT
+  passed without a token, TPOT beyond catching up at `slice_catchup_factor` x its demand, e2e passed) is
+  refused at the rebuild instead of served best effort; "relegate" keeps them behind every request that
+  can still make it, "off" serves them as before. The server sets it from `overload` (reject with reject,
+  else off). Seeds 2-4, requests meeting their SLO summed over the sweeps: Azure trace 2,843 vs 2,792,
+  edge-mix 2,308 vs 2,248; measurements and what was not kept: `sliceserve.core.slice.lost`.
+- `slice_lend_reserve` = True (issue 21): at light load (every request fits the sequence slots), a lower-
+  density member's last prompt chunk may spend the top-density reserve when its TTFT deadline is nearer
+  than the reserve's size (it could not wait for the reserve to be banked back); the members' own TPOT
+  lines still bind (`fill.ColumnFill._keeps_reserve`). Seeds 2-4, with `slice_drop_lost`, met requests
+  summed over the sweeps: Azure trace 2,935 vs 2,843, edge-mix 2,330 vs 2,308; lending under load as well
+  gained nothing (2,930 / 2,312) and cost real-time (edge-mix 0.941 at 2.75 req/s seed 3, 0.644 vs 0.684 at 12).
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).

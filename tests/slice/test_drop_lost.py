@@ -1,0 +1,85 @@
+"""`slice_drop_lost`: what SLICE does with admitted requests whose SLO it counts as lost (a stream whose
+TPOT is beyond catching up, a prompt whose TTFT passed): refuse them (`reject`), keep them behind every
+request that can still make it (`relegate`), or serve them best effort (`off`). CPU only."""
+from __future__ import annotations
+
+from sliceserve.core.outputs import ModelOutput
+from sliceserve.request import FinishReason
+from tests.slice.conftest import make_req, make_slice
+
+
+def _first_token(sched, req, now: float = 0.0) -> float:
+    """Run `req` alone until its first token; returns the time."""
+    sched.add_request(req, now)
+    while not req.output_token_ids:
+        out = sched.schedule(now)
+        sampled = {rid: 5 for rid in out.requests if out.samples(rid)}
+        now += 0.02
+        sched.update(out, ModelOutput(sampled=sampled, elapsed_s=0.02), now)
+    return now
+
+
+def _stalled_stream(paper, mode: str, stall_s: float):
+    """An nrt-100 stream (100 tokens, 0.1 s TPOT) that got its first token, then nothing for `stall_s`
+    seconds (e.g. displaced by real-time streams); a fresh request then arrives and triggers a rebuild."""
+    sched = make_slice(paper.copy(), slice_drop_lost=mode)
+    stream = make_req("stream", prompt=32, max_tokens=100, ttft=1.0, tpot=0.1, utility=1.0, cls="nrt-100")
+    now = _first_token(sched, stream) + stall_s
+    fresh = make_req("fresh", arrival=now, prompt=32, max_tokens=20, ttft=1.0, tpot=0.1, utility=1.0, cls="nrt-100")
+    sched.add_request(fresh, now)
+    out = sched.schedule(now)
+    return sched, stream, fresh, out, now
+
+
+def test_a_stream_beyond_catching_up_is_refused_mid_stream(paper):
+    # 99 tokens left; after a 6 s stall they are due within 3.9 s: 26 steps per 1 s cycle, more than twice
+    # the stream's demand (10, `slice_catchup_factor` 2), so the selection counts it lost.
+    sched, stream, fresh, out, now = _stalled_stream(paper, "reject", 6.0)
+    assert "stream" not in out.requests and "fresh" in out.requests
+    ended = sched.update(out, ModelOutput(sampled={}, elapsed_s=0.02), now + 0.02)
+    assert stream in ended and stream.finish_reason is FinishReason.REJECTED
+    assert stream.num_output_tokens == 1 and "SLO can no longer be met" in stream.error
+    assert sched.num_rejected == 1 and sched.kv.num_blocks_held("stream") == 0
+
+
+def test_a_stream_that_can_still_catch_up_is_kept(paper):
+    # After a 2 s stall, 99 tokens within 7.9 s need 13 steps per cycle: within twice its demand.
+    sched, stream, fresh, out, _ = _stalled_stream(paper, "reject", 2.0)
+    assert not stream.status.is_finished and "stream" in out.requests
+    assert sched.num_rejected == 0
+
+
+def test_relegated_stream_waits_behind_requests_that_can_make_it_and_is_not_refused(paper):
+    sched, stream, fresh, out, now = _stalled_stream(paper, "relegate", 6.0)
+    assert "stream" not in out.requests and "fresh" in out.requests
+    assert "stream" not in sched.selection.mask.rows and sched.num_rejected == 0
+    # Once nothing that can still make its SLO is left, the lost stream is served (work conserving).
+    while not fresh.status.is_finished:
+        sampled = {rid: 5 for rid in out.requests if out.samples(rid)}
+        now += 0.02
+        sched.update(out, ModelOutput(sampled=sampled, elapsed_s=0.02), now)
+        out = sched.schedule(now)
+    assert "stream" in out.requests and not stream.status.is_finished
+
+
+def test_off_serves_the_lost_stream_best_effort(paper):
+    sched, stream, fresh, out, _ = _stalled_stream(paper, "off", 6.0)
+    assert "stream" in sched.selection.mask.rows and not stream.status.is_finished
+    assert sched.num_rejected == 0
+
+
+def test_a_prompt_past_its_ttft_is_refused_even_without_slice_reject_lost(paper):
+    sched = make_slice(paper.copy(), slice_drop_lost="reject", slice_reject_lost=False)
+    late = make_req("late", arrival=0.0, prompt=32, ttft=0.5)
+    sched.add_request(late, 0.0)
+    out = sched.schedule(0.6)   # nothing ran for 0.6 s: its TTFT has passed with no token
+    assert not out.requests
+    assert sched.update(out, ModelOutput(sampled={}, elapsed_s=0.0), 0.6) == [late]
+    assert late.finish_reason is FinishReason.REJECTED
+
+
+def test_a_request_without_an_slo_is_never_lost(paper):
+    sched = make_slice(paper.copy(), slice_drop_lost="reject")
+    free = make_req("free", arrival=0.0, prompt=32, ttft=None, tpot=None, utility=1.0, cls="batch")
+    sched.add_request(free, 0.0)
+    assert "free" in sched.schedule(100.0).requests and sched.num_rejected == 0
