@@ -3,7 +3,9 @@
 l(k, ctx) = table[k] + ctx_coef_s * k * ctx + ctx_iter_coef_s * L(ctx)
             (table: measured per batch size, linear past its end; ctx: the requests' mean context;
             L(ctx) = ctx, or the runner's padded length when it pads to `ctx_buckets`)
-p(n)      = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2
+p(n, P)   = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2 + prefill_attn_s * pairs(n, P)
+            (a chunk of n prompt tokens after P cached ones; pairs(n, P) = n * P + n * (n + 1) / 2, the
+            (query, key) pairs its causal attention scores)
 Two context slopes because devices differ: on a CPU attention work grows with every request's context
 (k * ctx); on a launch-bound GPU a decode step's attention runs padded to the batch's context, so its time
 grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.2 ms at context 64, 5.7 ms at
@@ -11,7 +13,15 @@ grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.
 runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs what its bucket costs: the
 profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
 iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
-A mixed iteration costs l(k, ctx) + p(n) (the sum, as SLICE.md allows to start with).
+The attention term is why a prompt's later chunks cost more than its first: on the 2-vCPU CPU (int8, one thread)
+a 512-token chunk took 691 ms after no cached token and 1604 ms after 1536 (1.16 us per pair, the same for
+256-token chunks), while a model of n alone, calibrated online, charged every chunk the average: it
+under-predicted long prompts' late chunks 2-3x, over-predicted short prompts and fresh chunks, and the
+online prefill factor followed whichever the load served most (p(256) 1.3x a fresh profile after 7 min of
+edge-mix; benchmarks/live_fidelity.py, docs/results/live-fidelity.md). The within-chunk part (n(n+1)/2) is the
+same work, so one coefficient carries both: fitted from prefix-0 chunks alone it already predicts the prefix.
+A mixed iteration costs l(k, ctx) + p(n, P) (the sum, as SLICE.md allows to start with): measured beside 1-8
+decodes at context 300, chunks of 128-512 tokens cost within 7 % of it (noise level: benchmarks/mixed_cost.py).
 Built from profiles (JSON), fitted by least squares from measured samples, calibrated online per term: l and p
 each carry a factor (measured / profiled) that every measured iteration moves by one bounded step (`observe`).
 """
@@ -34,7 +44,9 @@ class IterationSample:
     decode_ctx: float          # mean context length of the decoding requests
     prefill_tokens: int
     seconds: float
-    prefill_ctx: float = 0.0   # mean tokens already cached before each prefill chunk (for richer models)
+    # Tokens already cached before the prompt chunk (its attention's prefix; several chunks: the effective
+    # prefix, `prefill_shape`). The latency model charges pairs(prefill_tokens, prefill_ctx) attention pairs.
+    prefill_ctx: float = 0.0
     decode_ctx_max: float | None = None   # longest context among the decodes (a bucket-padding runner pads to it)
 
 
@@ -47,6 +59,7 @@ class LatencyModel:
     prefill_quad_s: float = 0.0
     ctx_iter_coef_s: float = 0.0      # seconds per context token per iteration (see the module docstring)
     ctx_buckets: list[int] | None = None   # padded decode lengths of the runner (CUDA graphs); None: unpadded
+    prefill_attn_s: float = 0.0       # seconds per (query, key) pair a prompt chunk's attention scores
     name: str = "custom"
     notes: str = ""
     ewma_alpha: float = field(default=0.2)
@@ -94,18 +107,31 @@ class LatencyModel:
         slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
         return table[-1] + slope * (k - len(table))
 
-    def prefill_time(self, n: int) -> float:
+    def prefill_time(self, n: int, prefix: float = 0.0) -> float:
+        """Seconds for a chunk of `n` prompt tokens after `prefix` cached ones (0: a prompt's first chunk)."""
         if n <= 0:
             return 0.0
-        return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n)
+        return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
+                                      + self.prefill_attn_s * attention_pairs(n, prefix))
+
+    def prompt_time(self, length: int, chunk: int, cached: int = 0) -> float:
+        """Seconds to prefill a `length`-token prompt in chunks of at most `chunk` tokens, one per iteration,
+        after `cached` tokens already in the cache (a prefix hit): each chunk pays its own prefix."""
+        total, done = 0.0, cached
+        while done < length:
+            n = min(chunk, length - done) if chunk > 0 else length - done
+            total += self.prefill_time(n, done)
+            done += n
+        return total
 
     def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int,
-                       decode_ctx_max: float | None = None) -> float:
-        return self.decode_time(num_decode, decode_ctx, decode_ctx_max) + self.prefill_time(prefill_tokens)
+                       decode_ctx_max: float | None = None, prefill_ctx: float = 0.0) -> float:
+        return self.decode_time(num_decode, decode_ctx, decode_ctx_max) + self.prefill_time(prefill_tokens, prefill_ctx)
 
     def sample_time(self, sample: IterationSample) -> float:
         """The predicted time of an iteration of this shape."""
-        return self.iteration_time(sample.num_decode, sample.decode_ctx, sample.prefill_tokens, sample.decode_ctx_max)
+        return self.iteration_time(sample.num_decode, sample.decode_ctx, sample.prefill_tokens, sample.decode_ctx_max,
+                                   sample.prefill_ctx)
 
     # --- online calibration ------------------------------------------------------------------------
     def observe(self, sample: IterationSample) -> float:
@@ -118,7 +144,7 @@ class LatencyModel:
         rescaled by the other's error: scaling the whole model by the median ratio of mostly-decode iterations
         had ratcheted prefill estimates to 3-4x their measured time on a loaded CPU server."""
         decode = self.decode_time(sample.num_decode, sample.decode_ctx, sample.decode_ctx_max)
-        prefill = self.prefill_time(sample.prefill_tokens)
+        prefill = self.prefill_time(sample.prefill_tokens, sample.prefill_ctx)
         if prefill <= 0:
             if decode > 0:
                 self.decode_factor = self._calibrated(self.decode_factor, sample.seconds / decode, 1.0)
@@ -141,6 +167,7 @@ class LatencyModel:
         self.prefill_base_s *= ratio
         self.prefill_per_token_s *= ratio
         self.prefill_quad_s *= ratio
+        self.prefill_attn_s *= ratio
 
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
@@ -149,7 +176,8 @@ class LatencyModel:
         """Least squares on relative error (each sample weighted by 1 / its time: a 3 ms step mispredicted by
         1 ms matters as much as a 300 ms one by 100 ms): decode-only samples give one level per batch size plus
         the two context slopes (a slope the samples would make negative is dropped; levels then made
-        non-decreasing in k); prefill-only samples give the quadratic p(n)."""
+        non-decreasing in k); prefill-only samples give p(n, P): a level, a per-token slope and, once three
+        shapes (n, P) differ, the attention pairs' coefficient (a slope that would come out negative is dropped)."""
         samples = list(samples)
         decode = [s for s in samples if s.prefill_tokens == 0 and s.num_decode > 0]
         prefill = [s for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
@@ -173,16 +201,19 @@ class LatencyModel:
         levels = dict(zip(ks, monotone))
         # Batch sizes never measured are interpolated between their measured neighbours.
         table = [float(np.interp(k, ks, [levels[j] for j in ks])) for k in range(1, max_k + 1)]
-        base = per_tok = quad = 0.0
+        base = per_tok = attn = 0.0
         if prefill:
             n = np.array([s.prefill_tokens for s in prefill], dtype=float)
-            feats = np.stack([np.ones_like(n), n, n * n], axis=1) if len(set(n)) >= 3 else np.stack(
-                [np.ones_like(n), n], axis=1)
-            pc = _relative_lstsq(feats, np.array([s.seconds for s in prefill]))
+            pairs = np.array([attention_pairs(s.prefill_tokens, s.prefill_ctx) for s in prefill])
+            shapes = {(s.prefill_tokens, s.prefill_ctx) for s in prefill}
+            # The attention pairs replace the old n**2 column: at P = 0 they span the same curve, and the one
+            # coefficient then also prices a chunk's prefix (see the module docstring).
+            cols = [np.ones_like(n), n] + ([pairs] if len(shapes) >= 3 else [])
+            pc = _relative_lstsq(np.stack(cols, axis=1), np.array([s.seconds for s in prefill]), keep=1)
             base, per_tok = max(0.0, float(pc[0])), max(1e-9, float(pc[1]))
-            quad = max(0.0, float(pc[2])) if len(pc) > 2 else 0.0
-        return cls(table, ctx_coef, base, per_tok, quad, ctx_iter, list(ctx_buckets) if ctx_buckets else None,
-                   name=name, notes=notes)
+            attn = float(pc[2]) if len(pc) > 2 else 0.0
+        return cls(table, ctx_coef, base, per_tok, 0.0, ctx_iter, list(ctx_buckets) if ctx_buckets else None,
+                   name=name, notes=notes, prefill_attn_s=attn)
 
     # --- persistence ---------------------------------------------------------------------------------
     def copy(self) -> "LatencyModel":
@@ -194,7 +225,7 @@ class LatencyModel:
     @classmethod
     def from_dict(cls, data: dict) -> "LatencyModel":
         known = {"decode_table_s", "ctx_coef_s", "prefill_base_s", "prefill_per_token_s", "prefill_quad_s",
-                 "ctx_iter_coef_s", "ctx_buckets", "name", "notes", "ewma_alpha", "decode_factor",
+                 "ctx_iter_coef_s", "prefill_attn_s", "ctx_buckets", "name", "notes", "ewma_alpha", "decode_factor",
                  "prefill_factor", "calibration_cap"}
         unknown = sorted(set(data) - known - {"samples", "device"})
         if unknown:
@@ -222,6 +253,24 @@ class LatencyModel:
 # Online calibration never takes a term below a quarter or above four times its profiled time: a larger gap
 # means the profile is of another device or representation, which a re-profile must fix, not drift.
 FACTOR_BOUNDS = (0.25, 4.0)
+
+
+def attention_pairs(n: int, prefix: float = 0.0) -> float:
+    """(query, key) pairs a causal chunk of `n` tokens after `prefix` cached ones scores: each of its queries
+    sees the prefix and the chunk's tokens up to itself."""
+    return n * prefix + n * (n + 1) / 2
+
+
+def prefill_shape(chunks: Iterable[tuple[int, int]]) -> tuple[int, float]:
+    """(tokens, effective prefix) of an iteration's prompt chunks, given as (tokens, cached before): the prefix
+    P with attention_pairs(tokens, P) equal to the chunks' own pairs summed, so that one p(n, P) prices several
+    chunks' attention exactly (P can be negative: two fresh chunks score fewer pairs than one of their sum)."""
+    chunks = [(n, p) for n, p in chunks if n > 0]
+    total = sum(n for n, _ in chunks)
+    if total <= 0:
+        return 0, 0.0
+    pairs = sum(attention_pairs(n, p) for n, p in chunks)
+    return total, (pairs - total * (total + 1) / 2) / total
 
 
 def attended_length(ctx: float, buckets: list[int] | None, ctx_max: float | None = None) -> float:
