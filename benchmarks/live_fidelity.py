@@ -86,7 +86,7 @@ class IterationPoller(threading.Thread):
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
-        # (t, kind, predicted_s, measured_s, decodes, prompt tokens)
+        # (t, kind, predicted_s, measured_s, decodes, prompt tokens, decodes' mean context, the chunk's prefix)
         self.server, self.seen, self.records = server, 0, []
         self.stopping = threading.Event()
 
@@ -100,7 +100,8 @@ class IterationPoller(threading.Thread):
             for r in recent:
                 if r["i"] > self.seen:
                     self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3,
-                                         r.get("decodes"), r.get("prompt_tokens")))
+                                         r.get("decodes"), r.get("prompt_tokens"), r.get("decode_ctx"),
+                                         r.get("prompt_prefix")))
             self.seen = max([self.seen] + [r["i"] for r in recent])
 
     def between(self, t0: float, t1: float) -> list[tuple[float, str, float, float]]:
@@ -150,12 +151,14 @@ def summarize_phase(name: str, reqs: list, records: list) -> dict:
 
 def refusal_kinds(refused: list) -> dict[str, int]:
     """Who refused: admission's overload estimate (429 at the door), the policy once the TTFT had passed with no
-    token out (SLICE's slice_reject_lost), a queue timeout or a full queue, or anything else."""
+    token out (SLICE's slice_reject_lost; its message also says "under the current load", which runs 1-4 counted
+    as admission's), a queue timeout or a full queue, admission's idle-device check, or anything else (named)."""
     kinds: dict[str, int] = {}
     for r in refused:
         text = r.error or ""
-        kind = ("admission" if "under the current load" in text else "policy (ttft lost)"
-                if "no first token within" in text else "queue" if "queue" in text else "other")
+        kind = ("queue" if "queue" in text else "policy (ttft lost)" if "no first token within" in text
+                else "admission" if "under the current load" in text else "idle-infeasible"
+                if "even on an idle device" in text else f"other ({text[:80]})")
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
 

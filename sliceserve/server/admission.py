@@ -81,9 +81,11 @@ def estimate_under_load(sched: Scheduler, req: Request) -> LoadEstimate:
     step = lat.decode_time(k, ctx)
     # Prefill chunks share iterations with decodes: count one decode step per chunk of queued prompt.
     chunks = math.ceil((queued_prefill + req.num_prompt_tokens) / sched.config.max_num_batched_tokens)
-    prefill = lat.prefill_time(queued_prefill + req.num_prompt_tokens)
+    # Each prompt attends over its own tokens only (LatencyModel.prompts_time; p(sum) charged cross-prompt pairs).
+    prompts = [(r.num_uncomputed_tokens, r.num_computed_tokens) for r in queued]
+    prefill = lat.prompts_time(prompts + [(req.num_prompt_tokens, 0)])
     beside = chunks * lat.decode_time(len(running), ctx)
-    drain = lat.prefill_time(queued_prefill) + step * max((r.remaining_output_tokens for r in running), default=0)
+    drain = lat.prompts_time(prompts) + step * max((r.remaining_output_tokens for r in running), default=0)
     why = (f"{len(queued)} of {len(sched.waiting)} queued requests ahead in {sched.name}'s order, "
            f"{queued_prefill} prompt tokens queued ahead + its own {req.num_prompt_tokens}: prefill "
            f"{prefill * 1e3:.0f} ms, plus {chunks} decode step(s) of {len(running)} running beside them "
@@ -98,11 +100,11 @@ def drain_estimate(sched: Scheduler) -> float:
     reqs = list(sched.running) + list(sched.waiting)
     if not reqs:
         return 0.0
-    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting)
     batch = max(1, min(sched.config.max_num_seqs, len(reqs)))
     ctx = sum(r.num_tokens for r in reqs) / len(reqs)
     tokens = sum(r.remaining_output_tokens for r in reqs)
-    return lat.prefill_time(queued_prefill) + lat.decode_time(batch, ctx) * math.ceil(tokens / batch)
+    prefill = lat.prompts_time((r.num_uncomputed_tokens, r.num_computed_tokens) for r in sched.waiting)
+    return prefill + lat.decode_time(batch, ctx) * math.ceil(tokens / batch)
 
 
 def make_admit(max_waiting: int, overload: str):

@@ -56,7 +56,7 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     pytest.importorskip("torch")
     from sliceserve.model.profiler import profile_loaded
 
-    model, extra = profile_loaded(tiny_loaded, default_grid(quick=True, contexts=(16, 64), chunks=(16, 64)),
+    model, extra = profile_loaded(tiny_loaded, default_grid(quick=True, contexts=(16, 64), chunks=(16, 64), prefixes=(32,)),
                                   progress=False)
     path = tmp_path / "profile.json"
     model.save(path, extra)
@@ -66,7 +66,7 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     data = json.loads(path.read_text())
     assert data["device"]["model_name"] == tiny_loaded.model_name
     assert data["device"]["torch_threads"] == 1
-    # batch sizes (1, 2, 3, 4) x 2 contexts, plus 2 chunk sizes after no cached token and after 512
+    # batch sizes (1, 2, 3, 4) x 2 contexts, plus 2 chunk sizes after no cached token and after 32
     assert len(data["samples"]) == 4 * 2 + 2 * 2
 
 
