@@ -77,9 +77,10 @@ def default_grid(max_batch: int = 32, contexts: Iterable[int] = (128, 512, 1024)
     contexts, chunks = tuple(sorted(set(contexts))), tuple(sorted(set(chunks)))
     prefixes = tuple(sorted(set(prefixes)))
     if quick:  # a few seconds: enough for a usable l(k) and p(n), only a rough context slope
-        # The smallest chunk and the third (32 and 128 of the defaults): far enough apart for a slope; the
-        # first prefix prices the attention.
-        quick_chunks = tuple(sorted({chunks[0], chunks[min(2, len(chunks) - 1)]}))
+        # The smallest chunk and the fourth (32 and 256 of the defaults): a slope over most of the chunks a
+        # server runs (with 128 the largest, 512-token chunks came out 24 % under their live cost); the first
+        # prefix prices the attention.
+        quick_chunks = tuple(sorted({chunks[0], chunks[min(3, len(chunks) - 1)]}))
         return ProfileGrid(batch_sizes_up_to(min(max_batch, 4)), contexts[:2], quick_chunks, repeats=2, warmup=1,
                            prefixes=prefixes[:1])
     return ProfileGrid(batch_sizes_up_to(max_batch), contexts, chunks, prefixes=prefixes)
@@ -258,8 +259,10 @@ def quick_estimate(loaded, max_batch: int = 8, progress: bool = False) -> Latenc
     """A latency model from a few seconds of measurement, for engines started without a saved profile.
     Batch sizes go up to 8: with only 1, 2, 4 measured, l(8) came from extrapolating the last two levels,
     which a noisy (or pooled, flat) end turned into l(8) = l(4), 38-40 % under a measured l(8)."""
-    # Chunks after 1024 cached tokens: there their attention is about half their time on the CPU (after 512 a
-    # quarter, which two noisy timings priced 4x too low on a busy machine and the online factor then chased).
-    grid = ProfileGrid(batch_sizes_up_to(max_batch), (16, 256), (32, 128), repeats=2, warmup=1, prefixes=(1024,))
+    # Chunks of 32 and 256 tokens: with 32 and 128 the live 512-token chunks (prefix 0) measured 1.3x the
+    # estimate and chunks under 64 tokens 0.6-0.8x (run 5, docs/results/live-fidelity.md). Each also after 1024
+    # cached tokens: there attention is about half a chunk's time on the CPU (after 512 a quarter, which two
+    # noisy timings priced 4x too low on a busy machine and the online factor then chased).
+    grid = ProfileGrid(batch_sizes_up_to(max_batch), (16, 256), (32, 256), repeats=2, warmup=1, prefixes=(1024,))
     model, _ = profile_loaded(loaded, grid, progress=progress, name="quick-estimate")
     return model
