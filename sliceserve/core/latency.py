@@ -36,6 +36,11 @@ from typing import Iterable
 import numpy as np
 
 from sliceserve.core.cpu_profiles import CPU_EPYC_INT8
+from sliceserve.core.latency_fit import non_decreasing, relative_lstsq
+from sliceserve.core.latency_shapes import attended_length, attention_pairs, prefill_shape
+
+__all__ = ["BUILTIN_PROFILES", "FACTOR_BOUNDS", "IterationSample", "LatencyModel", "attended_length",
+           "attention_pairs", "load_profile", "prefill_shape"]
 
 
 @dataclass(slots=True)
@@ -206,12 +211,12 @@ class LatencyModel:
             x[row, col[s.num_decode]] = 1.0
             x[row, -2] = s.num_decode * s.decode_ctx
             x[row, -1] = attended_length(s.decode_ctx, ctx_buckets, s.decode_ctx_max)
-        coef = _relative_lstsq(x, y, keep=len(ks))
+        coef = relative_lstsq(x, y, keep=len(ks))
         ctx_coef, ctx_iter = float(coef[-2]), float(coef[-1])
         counts = [sum(s.num_decode == k for s in decode) for k in ks]
         # More sequences never make a decode step cheaper: noisy levels (a CPU shared with other processes
         # once gave l(8) < l(1)) are replaced by their closest non-decreasing fit.
-        monotone = _non_decreasing([max(1e-6, float(coef[col[k]])) for k in ks], counts)
+        monotone = non_decreasing([max(1e-6, float(coef[col[k]])) for k in ks], counts)
         levels = dict(zip(ks, monotone))
         # Batch sizes never measured are interpolated between their measured neighbours.
         table = [float(np.interp(k, ks, [levels[j] for j in ks])) for k in range(1, max_k + 1)]
@@ -223,7 +228,7 @@ class LatencyModel:
             # The attention pairs replace the old n**2 column: at P = 0 they span the same curve, and the one
             # coefficient then also prices a chunk's prefix (see the module docstring).
             cols = [np.ones_like(n), n] + ([pairs] if len(shapes) >= 3 else [])
-            pc = _relative_lstsq(np.stack(cols, axis=1), np.array([s.seconds for s in prefill]), keep=1)
+            pc = relative_lstsq(np.stack(cols, axis=1), np.array([s.seconds for s in prefill]), keep=1)
             base, per_tok = max(0.0, float(pc[0])), max(1e-9, float(pc[1]))
             attn = float(pc[2]) if len(pc) > 2 else 0.0
         return cls(table, ctx_coef, base, per_tok, 0.0, ctx_iter, list(ctx_buckets) if ctx_buckets else None,
@@ -267,63 +272,6 @@ class LatencyModel:
 # Online calibration never takes a term below a quarter or above four times its profiled time: a larger gap
 # means the profile is of another device or representation, which a re-profile must fix, not drift.
 FACTOR_BOUNDS = (0.25, 4.0)
-
-
-def attention_pairs(n: int, prefix: float = 0.0) -> float:
-    """(query, key) pairs a causal chunk of `n` tokens after `prefix` cached ones scores: each of its queries
-    sees the prefix and the chunk's tokens up to itself."""
-    return n * prefix + n * (n + 1) / 2
-
-
-def prefill_shape(chunks: Iterable[tuple[int, int]]) -> tuple[int, float]:
-    """(tokens, effective prefix) of an iteration's prompt chunks, given as (tokens, cached before): the prefix
-    P with attention_pairs(tokens, P) equal to the chunks' own pairs summed, so that one p(n, P) prices several
-    chunks' attention exactly (P can be negative: two fresh chunks score fewer pairs than one of their sum)."""
-    chunks = [(n, p) for n, p in chunks if n > 0]
-    total = sum(n for n, _ in chunks)
-    if total <= 0:
-        return 0, 0.0
-    pairs = sum(attention_pairs(n, p) for n, p in chunks)
-    return total, (pairs - total * (total + 1) / 2) / total
-
-
-def attended_length(ctx: float, buckets: list[int] | None, ctx_max: float | None = None) -> float:
-    """The context length the per-iteration term charges for a decode step at mean context `ctx`: `ctx`
-    itself, or, when the runner pads to `buckets`, the smallest bucket holding the ctx_max + 1 positions the
-    step's longest sequence attends over (the runner pads the whole step to it; `ctx` when the longest is
-    unknown; past the largest bucket the step runs unpadded)."""
-    if buckets:
-        longest = ctx if ctx_max is None else ctx_max
-        for b in buckets:
-            if b >= longest + 1.0:
-                return float(b)
-    return ctx
-
-
-def _relative_lstsq(x: np.ndarray, y: np.ndarray, keep: int = 0) -> np.ndarray:
-    """Least squares on relative error (rows weighted by 1 / y). Columns from `keep` on are slopes that must
-    not be negative: one that comes out negative is dropped (0) and the rest refitted."""
-    w = 1.0 / np.maximum(y, 1e-9)
-    active = list(range(x.shape[1]))
-    while True:
-        sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
-        coef = np.zeros(x.shape[1])
-        coef[active] = sol
-        negative = [c for c in active if c >= keep and coef[c] < 0]
-        if not negative:
-            return coef
-        active.remove(min(negative, key=lambda c: coef[c]))
-
-
-def _non_decreasing(values: list[float], weights: list[int]) -> list[float]:
-    """Weighted least-squares non-decreasing fit (pool adjacent violators)."""
-    blocks: list[list[float]] = []   # [mean, weight, count]
-    for v, w in zip(values, weights):
-        blocks.append([v, float(max(w, 1)), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    return [m for m, _, c in blocks for _ in range(c)]
 
 
 # The SLICE reference code's measured decode iterations on an RTX 4060 Ti with ChatGLM2-6B-INT4,

@@ -264,7 +264,8 @@ def quick_estimate(loaded, max_batch: int = 8, progress: bool = False) -> Latenc
     # cached tokens: there attention is about half a chunk's time on the CPU (after 512 a quarter, which two
     # noisy timings priced 4x too low on a busy machine and the online factor then chased).
     # llama.cpp holds only what it computed: each prefix point first fills its 1024 tokens (untimed, ~6-8 ms a
-    # token on one thread), which took its start-up estimate from seconds to ~3.5 minutes; it goes without.
+    # token on one thread; six fills, ~45 s more on a start-up estimate that already takes ~3 minutes there, its
+    # decode contexts being filled the same way); it goes without.
     prefixes = () if getattr(loaded, "backend", "torch") == "llamacpp" else (1024,)
     grid = ProfileGrid(batch_sizes_up_to(max_batch), (16, 256), (32, 256), repeats=2, warmup=1, prefixes=prefixes)
     model, _ = profile_loaded(loaded, grid, progress=progress, name="quick-estimate")
