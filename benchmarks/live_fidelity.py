@@ -54,8 +54,12 @@ def _load() -> str:
     return "load avg " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+# The executor every server and profile of a run uses (--backend): torch (the default) or llamacpp.
+BACKEND = ["--backend", "torch"]
+
+
 def idle_profile(path: Path) -> LatencyModel:
-    subprocess.run([sys.executable, "-m", "sliceserve", "profile", "--quick", "--output", str(path)], check=True,
+    subprocess.run([sys.executable, "-m", "sliceserve", "profile", "--quick", *BACKEND, "--output", str(path)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return LatencyModel.load(path)
 
@@ -73,7 +77,7 @@ class Server(ServerProcess):
     """The server under test, with what the load generator needs to know of its model."""
 
     def __init__(self, *extra: str) -> None:
-        super().__init__(*extra)
+        super().__init__(*BACKEND, *extra)
         models = httpx.get(self.url + "/v1/models").json()["data"][0]
         self.model, self.vocab, self.max_len = models["id"], models["vocab_size"], models["max_model_len"]
 
@@ -86,7 +90,7 @@ class IterationPoller(threading.Thread):
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
-        # (t, kind, predicted_s, measured_s, decodes, prompt tokens)
+        # (t, kind, predicted_s, measured_s, decodes, prompt tokens, decodes' mean context, the chunk's prefix)
         self.server, self.seen, self.records = server, 0, []
         self.stopping = threading.Event()
 
@@ -100,7 +104,8 @@ class IterationPoller(threading.Thread):
             for r in recent:
                 if r["i"] > self.seen:
                     self.records.append((now, r["kind"], r["predicted_ms"] / 1e3, r["measured_ms"] / 1e3,
-                                         r.get("decodes"), r.get("prompt_tokens")))
+                                         r.get("decodes"), r.get("prompt_tokens"), r.get("decode_ctx"),
+                                         r.get("prompt_prefix")))
             self.seen = max([self.seen] + [r["i"] for r in recent])
 
     def between(self, t0: float, t1: float) -> list[tuple[float, str, float, float]]:
@@ -150,12 +155,14 @@ def summarize_phase(name: str, reqs: list, records: list) -> dict:
 
 def refusal_kinds(refused: list) -> dict[str, int]:
     """Who refused: admission's overload estimate (429 at the door), the policy once the TTFT had passed with no
-    token out (SLICE's slice_reject_lost), a queue timeout or a full queue, or anything else."""
+    token out (SLICE's slice_reject_lost; its message also says "under the current load", which runs 1-4 counted
+    as admission's), a queue timeout or a full queue, admission's idle-device check, or anything else (named)."""
     kinds: dict[str, int] = {}
     for r in refused:
         text = r.error or ""
-        kind = ("admission" if "under the current load" in text else "policy (ttft lost)"
-                if "no first token within" in text else "queue" if "queue" in text else "other")
+        kind = ("queue" if "queue" in text else "policy (ttft lost)" if "no first token within" in text
+                else "admission" if "under the current load" in text else "idle-infeasible"
+                if "even on an idle device" in text else f"other ({text[:80]})")
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
 
@@ -261,7 +268,11 @@ def main() -> int:
     ap.add_argument("--idle-s", type=float, default=10.0,
                     help="seconds the server stays idle after the load before its model is read again (default 10)")
     ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
+    ap.add_argument("--backend", choices=("torch", "llamacpp"), default="torch",
+                    help="the servers' and profiles' executor (llamacpp needs llama-cpp-python in this interpreter: "
+                         "run the benchmark with the Python that has it)")
     args = ap.parse_args()
+    BACKEND[1] = args.backend
     loads = [float(x) for x in args.loads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="live-fidelity-"))
     print(f"idle profile ... ({_load()})", flush=True)
@@ -280,7 +291,7 @@ def main() -> int:
     for p, load in zip(phases, loads):
         p["false_refusals"] = sum(met_b[load].get(rid, False) for rid in p["refused"])
     lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
-             f"1x = {rate1:.3f} req/s)", "", head] + [_row(p) for p in phases]
+             f"1x = {rate1:.3f} req/s, backend {args.backend})", "", head] + [_row(p) for p in phases]
     lines += ["", "Refusals by who refused: " + "; ".join(f"{p['name']} {p['refusal_kinds'] or '-'}" for p in phases)]
     p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
     rested = final["after_idle"]

@@ -3,7 +3,9 @@
 l(k, ctx) = table[k] + ctx_coef_s * k * ctx + ctx_iter_coef_s * L(ctx)
             (table: measured per batch size, linear past its end; ctx: the requests' mean context;
             L(ctx) = ctx, or the runner's padded length when it pads to `ctx_buckets`)
-p(n)      = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2
+p(n, P)   = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2 + prefill_attn_s * pairs(n, P)
+            (a chunk of n prompt tokens after P cached ones; pairs(n, P) = n * P + n * (n + 1) / 2, the
+            (query, key) pairs its causal attention scores)
 Two context slopes because devices differ: on a CPU attention work grows with every request's context
 (k * ctx); on a launch-bound GPU a decode step's attention runs padded to the batch's context, so its time
 grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.2 ms at context 64, 5.7 ms at
@@ -11,7 +13,15 @@ grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.
 runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs what its bucket costs: the
 profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
 iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
-A mixed iteration costs l(k, ctx) + p(n) (the sum, as SLICE.md allows to start with).
+The attention term is why a prompt's later chunks cost more than its first: on the 2-vCPU CPU (int8, one thread)
+a 512-token chunk took 691 ms after no cached token and 1604 ms after 1536 (1.16 us per pair, the same for
+256-token chunks), while a model of n alone, calibrated online, charged every chunk the average: it
+under-predicted long prompts' late chunks 2-3x, over-predicted short prompts and fresh chunks, and the
+online prefill factor followed whichever the load served most (p(256) 1.3x a fresh profile after 7 min of
+edge-mix; benchmarks/live_fidelity.py, docs/results/live-fidelity.md). The within-chunk part (n(n+1)/2) is the
+same work, so one coefficient carries both: fitted from prefix-0 chunks alone it already predicts the prefix.
+A mixed iteration costs l(k, ctx) + p(n, P) (the sum, as SLICE.md allows to start with): measured beside 1-8
+decodes at context 300, chunks of 128-512 tokens cost within 7 % of it (noise level: benchmarks/mixed_cost.py).
 Built from profiles (JSON), fitted by least squares from measured samples, calibrated online per term: l and p
 each carry a factor (measured / profiled) that every measured iteration moves by one bounded step (`observe`).
 """
@@ -26,6 +36,11 @@ from typing import Iterable
 import numpy as np
 
 from sliceserve.core.cpu_profiles import CPU_EPYC_INT8
+from sliceserve.core.latency_fit import non_decreasing, relative_lstsq
+from sliceserve.core.latency_shapes import attended_length, attention_pairs, prefill_shape
+
+__all__ = ["BUILTIN_PROFILES", "FACTOR_BOUNDS", "IterationSample", "LatencyModel", "attended_length",
+           "attention_pairs", "load_profile", "prefill_shape"]
 
 
 @dataclass(slots=True)
@@ -34,7 +49,9 @@ class IterationSample:
     decode_ctx: float          # mean context length of the decoding requests
     prefill_tokens: int
     seconds: float
-    prefill_ctx: float = 0.0   # mean tokens already cached before each prefill chunk (for richer models)
+    # Tokens already cached before the prompt chunk (its attention's prefix; several chunks: the effective
+    # prefix, `prefill_shape`). The latency model charges pairs(prefill_tokens, prefill_ctx) attention pairs.
+    prefill_ctx: float = 0.0
     decode_ctx_max: float | None = None   # longest context among the decodes (a bucket-padding runner pads to it)
 
 
@@ -47,6 +64,7 @@ class LatencyModel:
     prefill_quad_s: float = 0.0
     ctx_iter_coef_s: float = 0.0      # seconds per context token per iteration (see the module docstring)
     ctx_buckets: list[int] | None = None   # padded decode lengths of the runner (CUDA graphs); None: unpadded
+    prefill_attn_s: float = 0.0       # seconds per (query, key) pair a prompt chunk's attention scores
     name: str = "custom"
     notes: str = ""
     ewma_alpha: float = field(default=0.2)
@@ -105,18 +123,31 @@ class LatencyModel:
         slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
         return table[-1] + slope * (k - len(table))
 
-    def prefill_time(self, n: int) -> float:
+    def prefill_time(self, n: int, prefix: float = 0.0) -> float:
+        """Seconds for a chunk of `n` prompt tokens after `prefix` cached ones (0: a prompt's first chunk)."""
         if n <= 0:
             return 0.0
-        return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n)
+        return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
+                                      + self.prefill_attn_s * attention_pairs(n, prefix))
+
+    def prompt_time(self, length: int, chunk: int, cached: int = 0) -> float:
+        """Seconds to prefill a `length`-token prompt in chunks of at most `chunk` tokens, one per iteration,
+        after `cached` tokens already in the cache (a prefix hit): each chunk pays its own prefix."""
+        total, done = 0.0, cached
+        while done < length:
+            n = min(chunk, length - done) if chunk > 0 else length - done
+            total += self.prefill_time(n, done)
+            done += n
+        return total
 
     def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int,
-                       decode_ctx_max: float | None = None) -> float:
-        return self.decode_time(num_decode, decode_ctx, decode_ctx_max) + self.prefill_time(prefill_tokens)
+                       decode_ctx_max: float | None = None, prefill_ctx: float = 0.0) -> float:
+        return self.decode_time(num_decode, decode_ctx, decode_ctx_max) + self.prefill_time(prefill_tokens, prefill_ctx)
 
     def sample_time(self, sample: IterationSample) -> float:
         """The predicted time of an iteration of this shape."""
-        return self.iteration_time(sample.num_decode, sample.decode_ctx, sample.prefill_tokens, sample.decode_ctx_max)
+        return self.iteration_time(sample.num_decode, sample.decode_ctx, sample.prefill_tokens, sample.decode_ctx_max,
+                                   sample.prefill_ctx)
 
     # --- online calibration ------------------------------------------------------------------------
     def observe(self, sample: IterationSample) -> float:
@@ -129,7 +160,7 @@ class LatencyModel:
         rescaled by the other's error: scaling the whole model by the median ratio of mostly-decode iterations
         had ratcheted prefill estimates to 3-4x their measured time on a loaded CPU server."""
         decode = self.decode_time(sample.num_decode, sample.decode_ctx, sample.decode_ctx_max)
-        prefill = self.prefill_time(sample.prefill_tokens)
+        prefill = self.prefill_time(sample.prefill_tokens, sample.prefill_ctx)
         if prefill <= 0:
             if decode > 0:
                 self.decode_factor = self._calibrated(self.decode_factor, sample.seconds / decode, 1.0)
@@ -152,6 +183,7 @@ class LatencyModel:
         self.prefill_base_s *= ratio
         self.prefill_per_token_s *= ratio
         self.prefill_quad_s *= ratio
+        self.prefill_attn_s *= ratio
 
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
@@ -160,7 +192,8 @@ class LatencyModel:
         """Least squares on relative error (each sample weighted by 1 / its time: a 3 ms step mispredicted by
         1 ms matters as much as a 300 ms one by 100 ms): decode-only samples give one level per batch size plus
         the two context slopes (a slope the samples would make negative is dropped; levels then made
-        non-decreasing in k); prefill-only samples give the quadratic p(n)."""
+        non-decreasing in k); prefill-only samples give p(n, P): a level, a per-token slope and, once three
+        shapes (n, P) differ, the attention pairs' coefficient (a slope that would come out negative is dropped)."""
         samples = list(samples)
         decode = [s for s in samples if s.prefill_tokens == 0 and s.num_decode > 0]
         prefill = [s for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
@@ -175,25 +208,28 @@ class LatencyModel:
             x[row, col[s.num_decode]] = 1.0
             x[row, -2] = s.num_decode * s.decode_ctx
             x[row, -1] = attended_length(s.decode_ctx, ctx_buckets, s.decode_ctx_max)
-        coef = _relative_lstsq(x, y, keep=len(ks))
+        coef = relative_lstsq(x, y, keep=len(ks))
         ctx_coef, ctx_iter = float(coef[-2]), float(coef[-1])
         counts = [sum(s.num_decode == k for s in decode) for k in ks]
         # More sequences never make a decode step cheaper: noisy levels (a CPU shared with other processes
         # once gave l(8) < l(1)) are replaced by their closest non-decreasing fit.
-        monotone = _non_decreasing([max(1e-6, float(coef[col[k]])) for k in ks], counts)
+        monotone = non_decreasing([max(1e-6, float(coef[col[k]])) for k in ks], counts)
         levels = dict(zip(ks, monotone))
         # Batch sizes never measured are interpolated between their measured neighbours.
         table = [float(np.interp(k, ks, [levels[j] for j in ks])) for k in range(1, max_k + 1)]
-        base = per_tok = quad = 0.0
+        base = per_tok = attn = 0.0
         if prefill:
             n = np.array([s.prefill_tokens for s in prefill], dtype=float)
-            feats = np.stack([np.ones_like(n), n, n * n], axis=1) if len(set(n)) >= 3 else np.stack(
-                [np.ones_like(n), n], axis=1)
-            pc = _relative_lstsq(feats, np.array([s.seconds for s in prefill]))
+            pairs = np.array([attention_pairs(s.prefill_tokens, s.prefill_ctx) for s in prefill])
+            shapes = {(s.prefill_tokens, s.prefill_ctx) for s in prefill}
+            # The attention pairs replace the old n**2 column: at P = 0 they span the same curve, and the one
+            # coefficient then also prices a chunk's prefix (see the module docstring).
+            cols = [np.ones_like(n), n] + ([pairs] if len(shapes) >= 3 else [])
+            pc = relative_lstsq(np.stack(cols, axis=1), np.array([s.seconds for s in prefill]), keep=1)
             base, per_tok = max(0.0, float(pc[0])), max(1e-9, float(pc[1]))
-            quad = max(0.0, float(pc[2])) if len(pc) > 2 else 0.0
-        return cls(table, ctx_coef, base, per_tok, quad, ctx_iter, list(ctx_buckets) if ctx_buckets else None,
-                   name=name, notes=notes)
+            attn = float(pc[2]) if len(pc) > 2 else 0.0
+        return cls(table, ctx_coef, base, per_tok, 0.0, ctx_iter, list(ctx_buckets) if ctx_buckets else None,
+                   name=name, notes=notes, prefill_attn_s=attn)
 
     # --- persistence ---------------------------------------------------------------------------------
     def copy(self) -> "LatencyModel":
@@ -205,7 +241,7 @@ class LatencyModel:
     @classmethod
     def from_dict(cls, data: dict) -> "LatencyModel":
         known = {"decode_table_s", "ctx_coef_s", "prefill_base_s", "prefill_per_token_s", "prefill_quad_s",
-                 "ctx_iter_coef_s", "ctx_buckets", "name", "notes", "ewma_alpha", "decode_factor",
+                 "ctx_iter_coef_s", "prefill_attn_s", "ctx_buckets", "name", "notes", "ewma_alpha", "decode_factor",
                  "prefill_factor", "calibration_cap"}
         unknown = sorted(set(data) - known - {"samples", "device"})
         if unknown:
@@ -233,45 +269,6 @@ class LatencyModel:
 # Online calibration never takes a term below a quarter or above four times its profiled time: a larger gap
 # means the profile is of another device or representation, which a re-profile must fix, not drift.
 FACTOR_BOUNDS = (0.25, 4.0)
-
-
-def attended_length(ctx: float, buckets: list[int] | None, ctx_max: float | None = None) -> float:
-    """The context length the per-iteration term charges for a decode step at mean context `ctx`: `ctx`
-    itself, or, when the runner pads to `buckets`, the smallest bucket holding the ctx_max + 1 positions the
-    step's longest sequence attends over (the runner pads the whole step to it; `ctx` when the longest is
-    unknown; past the largest bucket the step runs unpadded)."""
-    if buckets:
-        longest = ctx if ctx_max is None else ctx_max
-        for b in buckets:
-            if b >= longest + 1.0:
-                return float(b)
-    return ctx
-
-
-def _relative_lstsq(x: np.ndarray, y: np.ndarray, keep: int = 0) -> np.ndarray:
-    """Least squares on relative error (rows weighted by 1 / y). Columns from `keep` on are slopes that must
-    not be negative: one that comes out negative is dropped (0) and the rest refitted."""
-    w = 1.0 / np.maximum(y, 1e-9)
-    active = list(range(x.shape[1]))
-    while True:
-        sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
-        coef = np.zeros(x.shape[1])
-        coef[active] = sol
-        negative = [c for c in active if c >= keep and coef[c] < 0]
-        if not negative:
-            return coef
-        active.remove(min(negative, key=lambda c: coef[c]))
-
-
-def _non_decreasing(values: list[float], weights: list[int]) -> list[float]:
-    """Weighted least-squares non-decreasing fit (pool adjacent violators)."""
-    blocks: list[list[float]] = []   # [mean, weight, count]
-    for v, w in zip(values, weights):
-        blocks.append([v, float(max(w, 1)), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    return [m for m, _, c in blocks for _ in range(c)]
 
 
 # The SLICE reference code's measured decode iterations on an RTX 4060 Ti with ChatGLM2-6B-INT4,

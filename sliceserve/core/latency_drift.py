@@ -126,7 +126,7 @@ def rebase_term(model: LatencyModel, term: str, samples: list[IterationSample]) 
         pairs = [(s.seconds, model.decode_time(s.num_decode, s.decode_ctx, s.decode_ctx_max) / model.decode_factor)
                  for s in samples if s.num_decode > 0 and s.prefill_tokens == 0]
     else:
-        pairs = [(s.seconds, model.prefill_time(s.prefill_tokens) / model.prefill_factor)
+        pairs = [(s.seconds, model.prefill_time(s.prefill_tokens, s.prefill_ctx) / model.prefill_factor)
                  for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
     ratios = [m / p for m, p in pairs if m > 0 and p > 0]
     if not ratios:
@@ -143,5 +143,6 @@ def rebase_term(model: LatencyModel, term: str, samples: list[IterationSample]) 
         model.prefill_base_s *= ratio
         model.prefill_per_token_s *= ratio
         model.prefill_quad_s *= ratio
+        model.prefill_attn_s *= ratio
         model.prefill_factor = 1.0
     return ratio / old

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from sliceserve.core.latency import IterationSample
+from sliceserve.core.latency import IterationSample, prefill_shape
 from sliceserve.request import Request
 
 
@@ -55,12 +55,15 @@ class SchedulerOutput:
 
     def executed_sample(self, elapsed_s: float) -> IterationSample:
         """The shape of this iteration as the latency model sees it, read AFTER the scheduler's update: each
-        decode then holds one more computed token than the context it attended, so one is subtracted."""
+        decode then holds one more computed token than the context it attended, so one is subtracted, and each
+        prompt chunk's prefix (what its attention read from the cache) is what it holds less the chunk."""
+        tokens, prefix = prefill_shape((n, max(0, self.requests[r].num_computed_tokens - n))
+                                       for r, n in self.prefill.items())
         k = len(self.decode)
         if not k:
-            return IterationSample(0, 0.0, sum(self.prefill.values()), elapsed_s)
+            return IterationSample(0, 0.0, tokens, elapsed_s, prefill_ctx=prefix)
         ctxs = [self.requests[r].num_computed_tokens - 1 for r in self.decode]
-        return IterationSample(k, sum(ctxs) / k, sum(self.prefill.values()), elapsed_s, decode_ctx_max=max(ctxs))
+        return IterationSample(k, sum(ctxs) / k, tokens, elapsed_s, prefill_ctx=prefix, decode_ctx_max=max(ctxs))
 
     def feeds(self) -> list[tuple[Request, int, int]]:
         """(request, first position, number of tokens) an executor feeds: prompt or recompute chunks first

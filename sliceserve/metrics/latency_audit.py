@@ -31,9 +31,10 @@ def iteration_kind(sample: IterationSample) -> str:
 
 class LatencyAudit:
     def __init__(self, registry: CollectorRegistry, size: int = 512) -> None:
-        # (iteration number, kind, predicted_s, measured_s, decodes, prompt tokens); the number lets a poller
-        # take each one once, the shape lets it tell which batch sizes the model misses.
-        self.records: deque[tuple[int, str, float, float, int, int]] = deque(maxlen=size)
+        # (iteration number, kind, predicted_s, measured_s, decodes, prompt tokens, decodes' mean context, the
+        # prompt chunk's cached prefix); the number lets a poller take each one once, the shape lets it tell
+        # which shapes the model misses.
+        self.records: deque[tuple[int, str, float, float, int, int, float, float]] = deque(maxlen=size)
         self.count = 0
         self.error = Histogram("sliceserve:latency_model_relative_error",
                                "Per iteration |predicted / measured - 1| of the latency model, by iteration kind",
@@ -49,7 +50,8 @@ class LatencyAudit:
         sample, predicted = last
         kind = iteration_kind(sample)
         self.count += 1
-        self.records.append((self.count, kind, predicted, sample.seconds, sample.num_decode, sample.prefill_tokens))
+        self.records.append((self.count, kind, predicted, sample.seconds, sample.num_decode, sample.prefill_tokens,
+                             sample.decode_ctx, sample.prefill_ctx))
         self.error.labels(kind).observe(abs(predicted / sample.seconds - 1.0))
         if self.drift is not None:
             self.drift.observe(kind, predicted, sample.seconds, now)
@@ -77,4 +79,5 @@ class LatencyAudit:
                 "profile": latency.name, "rolling_error": self.rolling_error(),
                 "iterations": self.count, "drift": self.drift.status() if self.drift is not None else None,
                 "recent": [{"i": i, "kind": k, "predicted_ms": p * 1e3, "measured_ms": m * 1e3, "decodes": nd,
-                            "prompt_tokens": npt} for i, k, p, m, nd, npt in list(self.records)[-200:]]}
+                            "prompt_tokens": npt, "decode_ctx": round(ctx, 1), "prompt_prefix": round(prefix, 1)}
+                           for i, k, p, m, nd, npt, ctx, prefix in list(self.records)[-200:]]}

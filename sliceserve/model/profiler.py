@@ -30,12 +30,17 @@ class ProfileGrid:
     chunks: tuple[int, ...]
     repeats: int = 3
     warmup: int = 1
+    # Each chunk is also timed after these many cached tokens: a chunk's attention reads its prefix, and a
+    # prompt's later chunks cost up to 2-3x its first (sliceserve.core.latency, attention pairs).
+    prefixes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("batch_sizes", "contexts", "chunks"):
             values = getattr(self, name)
             if not values or any(not isinstance(v, int) or v <= 0 for v in values):
                 raise ValueError(f"profile {name} must be a non-empty list of positive integers, got {values!r}")
+        if any(not isinstance(v, int) or v <= 0 for v in self.prefixes):
+            raise ValueError(f"profile prefixes must be positive integers, got {self.prefixes!r}")
         if len(set(self.contexts)) < 2:
             # With one context, k * ctx is a mix of the per-batch-size levels and the fit cannot split them.
             raise ValueError("profile needs at least two different context lengths to fit the context slope")
@@ -44,7 +49,7 @@ class ProfileGrid:
 
     @property
     def num_points(self) -> int:
-        return len(self.batch_sizes) * len(self.contexts) + len(self.chunks)
+        return len(self.batch_sizes) * len(self.contexts) + len(self.chunks) * (1 + len(self.prefixes))
 
 
 # Decode batches in the profile span contexts from 0.5x to 1.5x the grid's (see profile_loaded).
@@ -67,13 +72,18 @@ def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
 
 
 def default_grid(max_batch: int = 32, contexts: Iterable[int] = (128, 512, 1024),
-                 chunks: Iterable[int] = (32, 64, 128, 256, 512), quick: bool = False) -> ProfileGrid:
+                 chunks: Iterable[int] = (32, 64, 128, 256, 512), quick: bool = False,
+                 prefixes: Iterable[int] = (1024,)) -> ProfileGrid:
     contexts, chunks = tuple(sorted(set(contexts))), tuple(sorted(set(chunks)))
+    prefixes = tuple(sorted(set(prefixes)))
     if quick:  # a few seconds: enough for a usable l(k) and p(n), only a rough context slope
-        # The smallest chunk and the third (32 and 128 of the defaults): far enough apart for a slope.
-        quick_chunks = tuple(sorted({chunks[0], chunks[min(2, len(chunks) - 1)]}))
-        return ProfileGrid(batch_sizes_up_to(min(max_batch, 4)), contexts[:2], quick_chunks, repeats=2, warmup=1)
-    return ProfileGrid(batch_sizes_up_to(max_batch), contexts, chunks)
+        # The smallest chunk and the fourth (32 and 256 of the defaults): a slope over most of the chunks a
+        # server runs (with 128 the largest, 512-token chunks came out 24 % under their live cost); the first
+        # prefix prices the attention.
+        quick_chunks = tuple(sorted({chunks[0], chunks[min(3, len(chunks) - 1)]}))
+        return ProfileGrid(batch_sizes_up_to(min(max_batch, 4)), contexts[:2], quick_chunks, repeats=2, warmup=1,
+                           prefixes=prefixes[:1])
+    return ProfileGrid(batch_sizes_up_to(max_batch), contexts, chunks, prefixes=prefixes)
 
 
 class _Synthetic:
@@ -148,15 +158,15 @@ def measure(runner: Executor, grid: ProfileGrid, *, num_kv_blocks: int, block_si
         make = lambda lengths=lengths: ([synth.request(n + 1, n) for n in lengths], {})  # noqa: E731
         samples.append(IterationSample(k, sum(lengths) / k, 0, _time_point(runner, synth, make, grid),
                                        decode_ctx_max=max(lengths)))
-    for n in grid.chunks:
+    for n, prefix in itertools.product(grid.chunks, (0, *grid.prefixes)):
         bar.update(1)
-        if n > max_model_len or synth.kv.blocks_for(n) > num_kv_blocks:
-            skipped.append(f"prefill n={n}: exceeds max_model_len or KV capacity")
+        if n + prefix > max_model_len or synth.kv.blocks_for(n + prefix) > num_kv_blocks:
+            skipped.append(f"prefill n={n} after {prefix}: exceeds max_model_len or KV capacity")
             continue
-        def make(n: int = n) -> tuple[list[Request], dict[str, int]]:
-            req = synth.request(n, 0)
+        def make(n: int = n, prefix: int = prefix) -> tuple[list[Request], dict[str, int]]:
+            req = synth.request(prefix + n, prefix)   # the prefix's cache slots: zeroed, as a decode's context
             return [req], {req.req_id: n}
-        samples.append(IterationSample(0, 0.0, n, _time_point(runner, synth, make, grid)))
+        samples.append(IterationSample(0, 0.0, n, _time_point(runner, synth, make, grid), prefill_ctx=float(prefix)))
     bar.close()
     runner.execute(SchedulerOutput(finished=synth.to_free))  # the runner frees the last synthetic requests
     if not any(s.num_decode for s in samples):
@@ -249,6 +259,14 @@ def quick_estimate(loaded, max_batch: int = 8, progress: bool = False) -> Latenc
     """A latency model from a few seconds of measurement, for engines started without a saved profile.
     Batch sizes go up to 8: with only 1, 2, 4 measured, l(8) came from extrapolating the last two levels,
     which a noisy (or pooled, flat) end turned into l(8) = l(4), 38-40 % under a measured l(8)."""
-    grid = ProfileGrid(batch_sizes_up_to(max_batch), (16, 256), (32, 128), repeats=2, warmup=1)
+    # Chunks of 32 and 256 tokens: with 32 and 128 the live 512-token chunks (prefix 0) measured 1.3x the
+    # estimate and chunks under 64 tokens 0.6-0.8x (run 5, docs/results/live-fidelity.md). Each also after 1024
+    # cached tokens: there attention is about half a chunk's time on the CPU (after 512 a quarter, which two
+    # noisy timings priced 4x too low on a busy machine and the online factor then chased).
+    # llama.cpp holds only what it computed: each prefix point first fills its 1024 tokens (untimed, ~6-8 ms a
+    # token on one thread; six fills, ~45 s more on a start-up estimate that already takes ~3 minutes there, its
+    # decode contexts being filled the same way); it goes without.
+    prefixes = () if getattr(loaded, "backend", "torch") == "llamacpp" else (1024,)
+    grid = ProfileGrid(batch_sizes_up_to(max_batch), (16, 256), (32, 256), repeats=2, warmup=1, prefixes=prefixes)
     model, _ = profile_loaded(loaded, grid, progress=progress, name="quick-estimate")
     return model

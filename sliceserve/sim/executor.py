@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from sliceserve.core.latency import LatencyModel
+from sliceserve.core.latency import LatencyModel, prefill_shape
 from sliceserve.core.outputs import ModelOutput, SchedulerOutput
 
 DUMMY_TOKEN = 0
@@ -42,7 +42,9 @@ class SimulatedExecutor:
         k = len(decode)
         ctxs = [reqs[rid].num_computed_tokens for rid in decode]
         ctx = sum(ctxs) / k if k else 0.0
-        elapsed = self.device.iteration_time(k, ctx, prefill_tokens, max(ctxs) if k else None) * self.slowdown
+        # A chunk's attention over what its request already cached costs (LatencyModel.prefill_attn_s).
+        _, prefix = prefill_shape((n, reqs[rid].num_computed_tokens) for rid, n in prefill.items())
+        elapsed = self.device.iteration_time(k, ctx, prefill_tokens, max(ctxs) if k else None, prefix) * self.slowdown
         if self.noise:
             elapsed *= self._rng.lognormvariate(0.0, self.noise)
         return ModelOutput(sampled=sampled, elapsed_s=elapsed, embeddings=embeddings)

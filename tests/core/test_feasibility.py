@@ -8,7 +8,7 @@ import pytest
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.feasibility import (PacedRow, estimate_under_load, paced_first_token, paced_load)
-from sliceserve.core.feasibility.estimate import chunked_prefill_time
+from sliceserve.core.feasibility.estimate import prefill_left_time
 from sliceserve.core.latency import LatencyModel, load_profile
 from sliceserve.core.policies import make_scheduler
 from sliceserve.engine.core import EngineCore
@@ -46,11 +46,23 @@ def test_prefill_runs_in_the_share_the_paced_rows_leave_and_grows_as_they_finish
     assert wait.slot_s == pytest.approx(2.0) and wait.first_token_s == pytest.approx(2.1)
 
 
-def test_prefill_is_priced_in_the_engines_chunks():
+def test_prefill_is_priced_in_the_engines_chunks_and_per_prompt():
     quad = LatencyModel([0.05], prefill_base_s=0.03, prefill_per_token_s=7e-4, prefill_quad_s=1.2e-6, name="q")
-    assert chunked_prefill_time(quad, 1100, 512) == pytest.approx(2 * quad.prefill_time(512) + quad.prefill_time(76))
-    assert chunked_prefill_time(quad, 1100, 512) < 0.7 * quad.prefill_time(1100)
-    assert chunked_prefill_time(quad, 300, 512) == quad.prefill_time(300)
+    one = _req("a", 1.0, SLO(), prompt=1100)
+    assert prefill_left_time(quad, [one], 512) == pytest.approx(2 * quad.prefill_time(512) + quad.prefill_time(76))
+    assert prefill_left_time(quad, [one], 512) < 0.7 * quad.prefill_time(1100)
+    assert prefill_left_time(quad, [_req("b", 1.0, SLO(), prompt=300)], 512) == quad.prefill_time(300)
+    # With attention priced per (query, key) pair, two queued prompts packed into one iteration pay one level
+    # and their own pairs, not those between them: p of the summed tokens would charge 300 x 300 pairs that no
+    # chunk computes.
+    attn = LatencyModel([0.05], prefill_base_s=0.03, prefill_per_token_s=7e-4, prefill_attn_s=1e-6, name="a")
+    two = [_req("c", 1.0, SLO(), prompt=300), _req("d", 1.0, SLO(), prompt=300)]
+    assert prefill_left_time(attn, two, 1024) == pytest.approx(0.03 + 7e-4 * 600 + 1e-6 * 2 * (300 * 301 / 2))
+    assert prefill_left_time(attn, two, 1024) < attn.prefill_time(600) - 0.08
+    # A prompt part-way through pays its later chunk's attention over its own cached prefix.
+    half = _req("e", 1.0, SLO(), prompt=1024)
+    half.num_computed_tokens = 512
+    assert prefill_left_time(attn, [half], 512) == pytest.approx(attn.prefill_time(512, 512))
 
 
 def _slice_with_streams(n: int, tpot_s: float, utility: float = 100.0):

@@ -103,3 +103,60 @@ def test_executed_sample_carries_the_longest_context():
         reqs[rid] = r
     sample = SchedulerOutput(decode=["a", "b"], requests=reqs).executed_sample(0.01)
     assert (sample.decode_ctx, sample.decode_ctx_max) == (300.0, 500)
+
+
+def test_executed_sample_carries_the_chunks_prefix():
+    # A prompt's third 512-token chunk attends over the 1024 tokens cached before it; the sample said 0.
+    from sliceserve.core.outputs import SchedulerOutput
+    from sliceserve.request import Request, SamplingParams
+
+    long, short = (Request(rid, list(range(n)), SamplingParams(max_tokens=4), 0.0) for rid, n in (("l", 2000), ("s", 64)))
+    long.num_computed_tokens, short.num_computed_tokens = 1536, 64   # after update(): the chunks are counted
+    one = SchedulerOutput(prefill={"l": 512}, requests={"l": long}).executed_sample(1.0)
+    assert (one.prefill_tokens, one.prefill_ctx) == (512, 1024.0)
+    two = SchedulerOutput(prefill={"l": 512, "s": 64}, requests={"l": long, "s": short}).executed_sample(1.0)
+    model = LatencyModel([0.01], prefill_attn_s=1e-6)
+    # Two chunks in one pass: their own attention pairs, priced by one p(n, P) of the effective prefix.
+    pairs = 512 * 1024 + 512 * 513 / 2 + 64 * 65 / 2
+    assert model.prefill_time(two.prefill_tokens, two.prefill_ctx) == pytest.approx(1e-6 * pairs)
+
+
+def test_prompt_time_sums_its_chunks():
+    model = LatencyModel([0.01], prefill_base_s=0.02, prefill_per_token_s=1e-3, prefill_attn_s=1e-6)
+    assert model.prompt_time(1200, 512) == pytest.approx(
+        model.prefill_time(512) + model.prefill_time(512, 512) + model.prefill_time(176, 1024))
+    assert model.prompt_time(300, 512, cached=100) == pytest.approx(model.prefill_time(200, 100))
+
+
+def _chunked_prompt_iterations(truth: LatencyModel, n: int, seed: int = 0) -> list[IterationSample]:
+    """A loaded server's prompt-bearing iterations: prompts of 64-2048 tokens in chunks of at most 512 beside
+    0-8 decodes, so most chunks of long prompts come after a cached prefix; +-10% noise."""
+    rng = random.Random(seed)
+    out: list[IterationSample] = []
+    while len(out) < n:
+        length, done = int(rng.lognormvariate(math.log(400), 0.7)) + 64, 0
+        while done < length and len(out) < n:
+            chunk = min(512, length - done)
+            k, ctx = rng.randint(0, 8), rng.uniform(50, 600)
+            shape = IterationSample(k, ctx if k else 0.0, chunk, 0.0, prefill_ctx=float(done))
+            shape.seconds = truth.sample_time(shape) * rng.uniform(0.9, 1.1)
+            out.append(shape)
+            done += chunk
+    return out
+
+
+def test_chunked_prompts_leave_a_fresh_prompts_estimate_where_it_was():
+    # The live server's prefill factor had drifted to 1.24x a fresh profile (p(256) 1.30x after 7 min of
+    # edge-mix): the model priced a chunk by its size alone, and the long prompts' later chunks, which attend
+    # over their cached prefix (2-3x the first chunk's cost on the CPU), ratcheted the one prefill factor up.
+    truth = _cpu_like()
+    truth.prefill_quad_s, truth.prefill_attn_s = 0.0, 5e-6     # the CPU's ratio of attention to per-token work
+    with_prefix, without = truth.copy(), truth.copy()
+    # What a fit of prefix-0 chunks by n alone gives: the same curve at no prefix (n**2 / 2 of the pairs).
+    without.prefill_attn_s, without.prefill_quad_s, without.prefill_per_token_s = 0.0, 2.5e-6, 0.004 + 2.5e-6
+    samples = _chunked_prompt_iterations(truth, 1500)
+    for s in samples:
+        with_prefix.observe(s)
+        without.observe(IterationSample(s.num_decode, s.decode_ctx, s.prefill_tokens, s.seconds))
+    assert with_prefix.prefill_time(256) == pytest.approx(truth.prefill_time(256), rel=0.05)
+    assert without.prefill_time(256) > 1.2 * truth.prefill_time(256)   # the ratchet the prefix term removes

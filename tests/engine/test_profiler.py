@@ -23,9 +23,11 @@ def test_batch_sizes_and_grid_validation():
 
 
 def test_fit_recovers_a_simulated_device():
+    # A chunk's attention over its cached prefix costs (prefill_attn_s): the profile times chunks after a
+    # prefix too, and the fit prices a long prompt's later chunks (a model of n alone missed them 2-3x live).
     device = LatencyModel([0.010, 0.018, 0.024, 0.030, 0.035, 0.040, 0.044, 0.048], ctx_coef_s=2e-6,
-                          prefill_base_s=0.015, prefill_per_token_s=3e-4, prefill_quad_s=1e-8)
-    grid = default_grid(8, (64, 256, 512), (16, 64, 256))
+                          prefill_base_s=0.015, prefill_per_token_s=3e-4, prefill_attn_s=2e-7)
+    grid = default_grid(8, (64, 256, 512), (16, 64, 256), prefixes=(512,))
     samples, skipped = measure(SimulatedExecutor(device), grid, num_kv_blocks=512, block_size=16,
                                max_model_len=1024, progress=False)
     assert not skipped and len(samples) == grid.num_points
@@ -35,7 +37,9 @@ def test_fit_recovers_a_simulated_device():
             assert fitted.decode_time(k, ctx) == pytest.approx(device.decode_time(k, ctx), rel=1e-6)
     assert fitted.ctx_coef_s == pytest.approx(2e-6, rel=1e-6)
     for n in (16, 100, 256):
-        assert fitted.prefill_time(n) == pytest.approx(device.prefill_time(n), rel=1e-6)
+        for prefix in (0, 300, 700):
+            assert fitted.prefill_time(n, prefix) == pytest.approx(device.prefill_time(n, prefix), rel=1e-6)
+    assert device.prefill_time(256, 700) > 1.2 * device.prefill_time(256)   # the prefix matters here
 
 
 def test_points_beyond_the_kv_cache_are_skipped():
@@ -52,7 +56,7 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     pytest.importorskip("torch")
     from sliceserve.model.profiler import profile_loaded
 
-    model, extra = profile_loaded(tiny_loaded, default_grid(quick=True, contexts=(16, 64), chunks=(16, 64)),
+    model, extra = profile_loaded(tiny_loaded, default_grid(quick=True, contexts=(16, 64), chunks=(16, 64), prefixes=(32,)),
                                   progress=False)
     path = tmp_path / "profile.json"
     model.save(path, extra)
@@ -62,7 +66,8 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     data = json.loads(path.read_text())
     assert data["device"]["model_name"] == tiny_loaded.model_name
     assert data["device"]["torch_threads"] == 1
-    assert len(data["samples"]) == 4 * 2 + 2  # batch sizes (1, 2, 3, 4) x 2 contexts, plus 2 chunk sizes
+    # batch sizes (1, 2, 3, 4) x 2 contexts, plus 2 chunk sizes after no cached token and after 32
+    assert len(data["samples"]) == 4 * 2 + 2 * 2
 
 
 def test_fit_keeps_decode_levels_non_decreasing_under_noise():

@@ -11,23 +11,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from sliceserve.core.latency import LatencyModel
+from sliceserve.core.latency_shapes import prefill_shape
 from sliceserve.core.feasibility.paced import PacedRow, paced_first_token, paced_load
 from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.request import Request, RequestStatus
 
 
-def chunked_prefill_time(lat: LatencyModel, tokens: int, chunk: int) -> float:
-    """Seconds to prefill `tokens` prompt tokens in iterations of at most `chunk` (max_num_batched_tokens), as
-    the engine runs them: p(n) of one n-token iteration grows faster than linearly, so p(total) would charge
-    2000 queued tokens as one iteration (1.5x the chunks' sum on the CPU profile)."""
-    if tokens <= 0:
-        return 0.0
-    full, rest = divmod(tokens, chunk)
-    return full * lat.prefill_time(chunk) + lat.prefill_time(rest)
+def prefill_left_time(lat: LatencyModel, reqs: Iterable[Request], chunk: int) -> float:
+    """Seconds to prefill what is left of each request's prompt as the engine runs it: packed in order into
+    iterations of at most `chunk` tokens (max_num_batched_tokens), each iteration priced as the model prices
+    one (`prefill_shape`: its tokens, and each piece's attention over its own prompt's cached prefix). Not p of
+    the summed tokens: that charges one iteration's super-linear cost to a queue the engine runs in chunks
+    (1.5x the chunks' sum for 2000 queued tokens on the CPU profile) and attention between different prompts,
+    which no chunk computes (~4.5 s for 3000 queued tokens once the model prices attention)."""
+    total, pieces, room = 0.0, [], chunk
+    for r in reqs:
+        done = r.num_computed_tokens
+        end = done + r.num_uncomputed_tokens
+        while done < end:
+            n = min(room, end - done)
+            pieces.append((n, done))
+            done, room = done + n, room - n
+            if room == 0:
+                total += lat.prefill_time(*prefill_shape(pieces))
+                pieces, room = [], chunk
+    return total + (lat.prefill_time(*prefill_shape(pieces)) if pieces else 0.0)
 
 
 def idle_infeasibility(sched: Scheduler, req: Request) -> str | None:
@@ -35,12 +47,12 @@ def idle_infeasibility(sched: Scheduler, req: Request) -> str | None:
     lat, slo = sched.latency, req.slo
     chunk = sched.config.max_num_batched_tokens
     if slo.ttft_s is not None:
-        prefill = chunked_prefill_time(lat, req.num_prompt_tokens, chunk)
+        prefill = prefill_left_time(lat, [req], chunk)
         if prefill > slo.ttft_s:
             return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
                     f"takes ~{prefill * 1e3:.1f} ms > ttft {slo.ttft_s * 1e3:g} ms")
     if slo.e2e_s is not None:
-        prefill = chunked_prefill_time(lat, req.num_prompt_tokens, chunk)
+        prefill = prefill_left_time(lat, [req], chunk)
         if prefill > slo.e2e_s:     # the first token alone comes after the whole prefill
             return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
                     f"takes ~{prefill * 1e3:.1f} ms > e2e {slo.e2e_s * 1e3:g} ms")
@@ -88,10 +100,10 @@ def _paced_rows(running: list[Request], queued: list[Request], queued_prefill_s:
 
 
 def _paced(sched: Scheduler, req: Request, running: list[Request], queued: list[Request],
-           prefill_tokens: int) -> tuple[float, float, str]:
-    """(ttft, tpot, why) under a policy that paces decodes (`paced.py`)."""
+           prefill_tokens: int, prefill: float) -> tuple[float, float, str]:
+    """(ttft, tpot, why) under a policy that paces decodes (`paced.py`): `prefill` seconds of prompt work
+    (`prefill_tokens` tokens, its own included) before its first token."""
     lat = sched.latency
-    prefill = chunked_prefill_time(lat, prefill_tokens, sched.config.max_num_batched_tokens)
     ahead = _paced_rows(running, queued, prefill)
     tpot = req.slo.tpot_s if req.slo.tpot_s is not None else math.inf
     me = PacedRow(tpot, float(req.num_prompt_tokens), math.inf)
@@ -126,20 +138,21 @@ def estimate_under_load(sched: Scheduler, req: Request, now: float | None = None
     queued = [r for r in sched.waiting if ahead(r)]
     running = [r for r in sched.running if ahead(r)]
     # Prompt left to compute ahead of it: queued prompts and those of running requests still prefilling.
-    queued_prefill = sum(r.num_uncomputed_tokens for r in queued)
-    queued_prefill += sum(r.num_uncomputed_tokens for r in running if not r.output_token_ids)
+    prefilling = [*queued, *(r for r in running if not r.output_token_ids)]
+    queued_prefill = sum(r.num_uncomputed_tokens for r in prefilling)
     k = len(running) + 1
     ctx = (sum(r.num_tokens for r in running) + req.num_prompt_tokens) / k
     step = lat.decode_time(k, ctx)
     chunk = sched.config.max_num_batched_tokens
-    drain = chunked_prefill_time(lat, queued_prefill, chunk) + step * max((r.remaining_output_tokens for r in running), default=0)
+    ahead_s = prefill_left_time(lat, prefilling, chunk)
+    prefill = prefill_left_time(lat, [*prefilling, req], chunk)
+    drain = ahead_s + step * max((r.remaining_output_tokens for r in running), default=0)
     head = f"{len(queued)} of {len(sched.waiting)} queued requests ahead in {sched.name}'s order, "
     if paced:
-        ttft, tpot, why = _paced(sched, req, running, queued, queued_prefill + req.num_prompt_tokens)
+        ttft, tpot, why = _paced(sched, req, running, queued, queued_prefill + req.num_prompt_tokens, prefill)
         return LoadEstimate(ttft, tpot, drain, head + why, "its pace beside the streams ahead of it")
     # Prefill chunks share iterations with decodes: count one decode step per chunk of queued prompt.
     chunks = math.ceil((queued_prefill + req.num_prompt_tokens) / chunk)
-    prefill = chunked_prefill_time(lat, queued_prefill + req.num_prompt_tokens, chunk)
     beside = chunks * lat.decode_time(len(running), ctx)
     why = (f"{queued_prefill} prompt tokens queued ahead + its own {req.num_prompt_tokens}: prefill "
            f"{prefill * 1e3:.0f} ms, plus {chunks} decode step(s) of {len(running)} running beside them "
@@ -154,9 +167,8 @@ def drain_estimate(sched: Scheduler) -> float:
     reqs = list(sched.running) + list(sched.waiting)
     if not reqs:
         return 0.0
-    queued_prefill = sum(r.num_uncomputed_tokens for r in sched.waiting)
     batch = max(1, min(sched.config.max_num_seqs, len(reqs)))
     ctx = sum(r.num_tokens for r in reqs) / len(reqs)
     tokens = sum(r.remaining_output_tokens for r in reqs)
-    return (chunked_prefill_time(lat, queued_prefill, sched.config.max_num_batched_tokens)
+    return (prefill_left_time(lat, sched.waiting, sched.config.max_num_batched_tokens)
             + lat.decode_time(batch, ctx) * math.ceil(tokens / batch))
