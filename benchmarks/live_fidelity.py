@@ -153,16 +153,32 @@ def summarize_phase(name: str, reqs: list, records: list) -> dict:
             "refusal_kinds": refusal_kinds([r for r in reqs if r.finish_reason is FinishReason.REJECTED])}
 
 
+REFUSERS = (   # (text in the refusal, who refused), most specific first: admission's message names "queued
+    # requests ahead" and the queue timeout's says "no first token within max_queue_time", so neither "queue"
+    # nor "no first token within" alone tells them apart (run 6 counted admission's refusals as "queue")
+    ("waiting queue is full", "queue full"),
+    ("max_queue_time", "queue timeout"),
+    ("TTFT: no first token within", "policy (ttft lost)"),
+    ("SLO can no longer be met", "policy (slo lost)"),
+    ("under the current load", "admission"),
+    ("even on an idle device", "idle-infeasible"),
+)
+
+
+def refusal_kind(text: str) -> str:
+    for needle, kind in REFUSERS:
+        if needle in text:
+            return kind
+    return f"other ({text[:80]})"
+
+
 def refusal_kinds(refused: list) -> dict[str, int]:
-    """Who refused: admission's overload estimate (429 at the door), the policy once the TTFT had passed with no
-    token out (SLICE's slice_reject_lost; its message also says "under the current load", which runs 1-4 counted
-    as admission's), a queue timeout or a full queue, admission's idle-device check, or anything else (named)."""
+    """Who refused (`REFUSERS`): admission's overload estimate (429 at the door), the policy once the TTFT had
+    passed with no token out (SLICE's slice_reject_lost) or once it counts the SLO lost (slice_drop_lost), a full
+    queue or a queue timeout, admission's idle-device check, or anything else (named)."""
     kinds: dict[str, int] = {}
     for r in refused:
-        text = r.error or ""
-        kind = ("queue" if "queue" in text else "policy (ttft lost)" if "no first token within" in text
-                else "admission" if "under the current load" in text else "idle-infeasible"
-                if "even on an idle device" in text else f"other ({text[:80]})")
+        kind = refusal_kind(r.error or "")
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
 
