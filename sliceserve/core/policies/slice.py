@@ -23,7 +23,6 @@ the cheapest row fits, and at most 8 x max_num_seqs best-effort candidates are e
 from __future__ import annotations
 
 import math
-from operator import attrgetter
 from dataclasses import replace
 
 from sliceserve.config import SchedulerConfig
@@ -31,11 +30,11 @@ from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import register
 from sliceserve.core.policies.interface import Knob, Policy
 from sliceserve.core.scheduler import Batch
-from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline, ttft_lost
+from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
-from sliceserve.core.slice.lost import is_lost, split_lost
-from sliceserve.core.slice.selection import Candidate, Selection, SelectionParams, demand, select
+from sliceserve.core.slice.lost import LostWork
+from sliceserve.core.slice.selection import Selection, SelectionParams, demand, select
 from sliceserve.core.slice.waiting import WaitingIndex
 from sliceserve.request import Request, RequestStatus
 
@@ -53,7 +52,7 @@ def slice_period(config: SchedulerConfig, latency: LatencyModel) -> float:
 
 
 @register("slice")
-class SliceScheduler(ColumnFill, Policy):
+class SliceScheduler(ColumnFill, LostWork, Policy):
     orders_by_utility = True
     paces_decodes = True
     knobs = Policy.knobs + (
@@ -146,21 +145,6 @@ class SliceScheduler(ColumnFill, Policy):
         return (-density, fresh, deadline, req.arrival_s, req.req_id)
 
     # --- phase 1 -------------------------------------------------------------------------------------
-    def _reject_lost(self, now: float, lost: list[Candidate]) -> None:
-        """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
-        lost whatever it gets now, and as best effort it would take time from requests that can still
-        make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout.
-        `lost`: the never-run waiting ones (`WaitingIndex.lost`); the rest are looked at here."""
-        ids = {c.req.req_id for c in lost}
-        ids.update(r.req_id for r in (*self.running, *self._waiting.unpooled())
-                   if not r.output_token_ids and ttft_lost(r, now))
-        if not ids:
-            return
-        for req in [r for r in self.waiting + self.running if r.req_id in ids]:   # queue order, as before
-            self.reject(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later")
-            self._members.pop(req.req_id, None)
-            self.num_rejected += 1
-
     def _rebuild(self, now: float) -> None:
         self.num_rebuilds += 1
         waiting = self._waiting
@@ -194,34 +178,6 @@ class SliceScheduler(ColumnFill, Policy):
     def reject(self, req: Request, now: float, why: str) -> None:
         super().reject(req, now, why)
         self._waiting.forget(req)
-
-    # --- `slice_drop_lost` (why: core/slice/lost.py) ----------------------------------------------------
-    def _pooled_lost(self) -> list[Candidate]:
-        return [c for c in self._waiting.pool.cands if is_lost(c)]
-
-    def _refuse_lost(self, fresh: list[Candidate], now: float) -> list[Candidate]:
-        """`reject`: refuse every lost candidate (the built ones and the never-run ones in the waiting index),
-        running ones first, then in queue order; the rest of `fresh` is what the selection walks."""
-        live, lost = split_lost(fresh)
-        ids = {c.req.req_id for c in (*lost, *self._pooled_lost())}
-        if not ids:
-            return fresh
-        for req in [r for r in (*self.running, *self.waiting) if r.req_id in ids]:
-            self.reject(req, now, "SLO can no longer be met; retry later")
-            self._members.pop(req.req_id, None)
-            self.num_rejected += 1
-        return live
-
-    def _relegates(self, fresh: list[Candidate]) -> bool:
-        """`relegate`: whether some lost candidate must step aside for a live one this rebuild."""
-        n_lost = sum(map(is_lost, fresh)) + len(self._pooled_lost())
-        return 0 < n_lost < len(fresh) + len(self._waiting.pool)
-
-    def _relegated_walk(self, fresh: list[Candidate]) -> list[Candidate]:
-        """`relegate` with lost candidates beside live ones: the live ones alone, in rank order. This walks the
-        whole queue (not the index's lazy walk); relegation is not the default."""
-        live, _ = split_lost([*fresh, *self._waiting.pool.cands])
-        return sorted(live, key=attrgetter("sort_key"))
 
     def _adopt(self, sel: Selection) -> None:
         """Make `sel` the running selection: flag the members it predicts to miss, pause and resume rows,

@@ -29,6 +29,9 @@ SCORPIO's refusal at selection time of never-started requests the selection pred
 """
 from __future__ import annotations
 
+from operator import attrgetter
+
+from sliceserve.core.slice.candidates import ttft_lost
 from sliceserve.core.slice.selection import Candidate
 
 
@@ -44,3 +47,52 @@ def split_lost(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]
     for c in cands:
         (lost if is_lost(c) else live).append(c)
     return live, lost
+
+
+class LostWork:
+    """SliceScheduler's refusals of lost work (a mixin, as `ColumnFill` is for the fill): `slice_reject_lost`
+    (TTFT passed with no token out) and `slice_drop_lost` (every request the selection counts as lost). Reads the
+    policy's running and waiting queues, its waiting index (`_waiting`) and selection members (`_members`);
+    refuses through `Scheduler.reject`, the only way a policy ends a request."""
+
+    def _reject_lost(self, now: float, lost: list[Candidate]) -> None:
+        """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
+        lost whatever it gets now, and as best effort it would take time from requests that can still
+        make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout.
+        `lost`: the never-run waiting ones (`WaitingIndex.lost`); the rest are looked at here."""
+        ids = {c.req.req_id for c in lost}
+        ids.update(r.req_id for r in (*self.running, *self._waiting.unpooled())
+                   if not r.output_token_ids and ttft_lost(r, now))
+        if not ids:
+            return
+        for req in [r for r in self.waiting + self.running if r.req_id in ids]:   # queue order, as before
+            self.reject(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later")
+            self._members.pop(req.req_id, None)
+            self.num_rejected += 1
+
+    def _pooled_lost(self) -> list[Candidate]:
+        return [c for c in self._waiting.pool.cands if is_lost(c)]
+
+    def _refuse_lost(self, fresh: list[Candidate], now: float) -> list[Candidate]:
+        """`reject`: refuse every lost candidate (the built ones and the never-run ones in the waiting index),
+        running ones first, then in queue order; the rest of `fresh` is what the selection walks."""
+        live, lost = split_lost(fresh)
+        ids = {c.req.req_id for c in (*lost, *self._pooled_lost())}
+        if not ids:
+            return fresh
+        for req in [r for r in (*self.running, *self.waiting) if r.req_id in ids]:
+            self.reject(req, now, "SLO can no longer be met; retry later")
+            self._members.pop(req.req_id, None)
+            self.num_rejected += 1
+        return live
+
+    def _relegates(self, fresh: list[Candidate]) -> bool:
+        """`relegate`: whether some lost candidate must step aside for a live one this rebuild."""
+        n_lost = sum(map(is_lost, fresh)) + len(self._pooled_lost())
+        return 0 < n_lost < len(fresh) + len(self._waiting.pool)
+
+    def _relegated_walk(self, fresh: list[Candidate]) -> list[Candidate]:
+        """`relegate` with lost candidates beside live ones: the live ones alone, in rank order. This walks the
+        whole queue (not the index's lazy walk); relegation is not the default."""
+        live, _ = split_lost([*fresh, *self._waiting.pool.cands])
+        return sorted(live, key=attrgetter("sort_key"))
