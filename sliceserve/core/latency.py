@@ -107,7 +107,7 @@ class LatencyModel:
         table = self.decode_table_s
         n = len(table)
         k = np.arange(first, last + 1)
-        slope = max(0.0, table[-1] - table[-2]) if n > 1 else table[-1]   # `_level` past the table
+        slope = self._slope_past_table()
         level = np.where(k <= n, np.asarray(table)[np.minimum(k, n) - 1], table[-1] + slope * (k - n))
         return (self.decode_factor * (level + self.ctx_iter_coef_s * attended_length(ctx, self.ctx_buckets))).tolist()
 
@@ -120,8 +120,12 @@ class LatencyModel:
         table = self.decode_table_s
         if k <= len(table):
             return table[k - 1]
-        slope = max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
-        return table[-1] + slope * (k - len(table))
+        return table[-1] + self._slope_past_table() * (k - len(table))
+
+    def _slope_past_table(self) -> float:
+        """Seconds each request past the measured table adds to a step: its last measured step, never negative."""
+        table = self.decode_table_s
+        return max(0.0, table[-1] - table[-2]) if len(table) > 1 else table[-1]
 
     def prefill_time(self, n: int, prefix: float = 0.0) -> float:
         """Seconds for a chunk of `n` prompt tokens after `prefix` cached ones (0: a prompt's first chunk)."""
@@ -129,16 +133,6 @@ class LatencyModel:
             return 0.0
         return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
                                       + self.prefill_attn_s * attention_pairs(n, prefix))
-
-    def prompt_time(self, length: int, chunk: int, cached: int = 0) -> float:
-        """Seconds to prefill a `length`-token prompt in chunks of at most `chunk` tokens, one per iteration,
-        after `cached` tokens already in the cache (a prefix hit): each chunk pays its own prefix."""
-        total, done = 0.0, cached
-        while done < length:
-            n = min(chunk, length - done) if chunk > 0 else length - done
-            total += self.prefill_time(n, done)
-            done += n
-        return total
 
     def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int,
                        decode_ctx_max: float | None = None, prefill_ctx: float = 0.0) -> float:

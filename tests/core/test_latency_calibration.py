@@ -121,13 +121,6 @@ def test_executed_sample_carries_the_chunks_prefix():
     assert model.prefill_time(two.prefill_tokens, two.prefill_ctx) == pytest.approx(1e-6 * pairs)
 
 
-def test_prompt_time_sums_its_chunks():
-    model = LatencyModel([0.01], prefill_base_s=0.02, prefill_per_token_s=1e-3, prefill_attn_s=1e-6)
-    assert model.prompt_time(1200, 512) == pytest.approx(
-        model.prefill_time(512) + model.prefill_time(512, 512) + model.prefill_time(176, 1024))
-    assert model.prompt_time(300, 512, cached=100) == pytest.approx(model.prefill_time(200, 100))
-
-
 def _chunked_prompt_iterations(truth: LatencyModel, n: int, seed: int = 0) -> list[IterationSample]:
     """A loaded server's prompt-bearing iterations: prompts of 64-2048 tokens in chunks of at most 512 beside
     0-8 decodes, so most chunks of long prompts come after a cached prefix; +-10% noise."""

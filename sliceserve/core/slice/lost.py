@@ -71,7 +71,8 @@ class LostWork:
             self.num_rejected += 1
 
     def _pooled_lost(self) -> list[Candidate]:
-        return [c for c in self._waiting.pool.cands if is_lost(c)]
+        """The waiting index's lost never-run members (the pool keeps its infeasible ones apart: no scan)."""
+        return [c for c in self._waiting.pool.infeasible.values() if is_lost(c)]
 
     def _refuse_lost(self, fresh: list[Candidate], now: float) -> list[Candidate]:
         """`reject`: refuse every lost candidate (the built ones and the never-run ones in the waiting index),

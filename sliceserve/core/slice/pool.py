@@ -32,6 +32,7 @@ class NewcomerPool:
         self._key: dict[str, tuple] = {}         # req_id -> its key as added
         self.ctx_sum = 0.0
         self._feasible: dict[float, int] = {}    # utility density -> feasible members of it
+        self.infeasible: dict[str, Candidate] = {}   # members whose candidate is infeasible (`slice_drop_lost`)
         self._deadlines: list[tuple[float, int, str]] = []   # (TTFT deadline, seq, req_id) heap
         self._seq = 0
 
@@ -52,6 +53,8 @@ class NewcomerPool:
         self.ctx_sum += c.ctx
         if c.feasible:
             self._feasible[c.density] = self._feasible.get(c.density, 0) + 1
+        else:
+            self.infeasible[req.req_id] = c
         if req.slo.ttft_s is not None:
             self._seq += 1
             heapq.heappush(self._deadlines, (req.ttft_deadline_s, self._seq, req.req_id))
@@ -65,6 +68,8 @@ class NewcomerPool:
         self.ctx_sum -= c.ctx
         if c.feasible:
             self._drop_feasible(c.density)
+        else:
+            del self.infeasible[req_id]
         return c
 
     def replace(self, c: Candidate) -> None:
@@ -76,6 +81,7 @@ class NewcomerPool:
         if c.feasible:
             c.feasible = False
             self._drop_feasible(c.density)
+            self.infeasible[c.req.req_id] = c
 
     def expire(self, now: float) -> list[Candidate]:
         """Members whose TTFT deadline is before `now` (none has a token: `ttft_lost`), each once while it
@@ -122,6 +128,7 @@ class NewcomerPool:
             if c.feasible:
                 feasible[c.density] = feasible.get(c.density, 0) + 1
         assert feasible == self._feasible, "pool feasible densities out of step"
+        assert self.infeasible == {c.req.req_id: c for c in self.cands if not c.feasible}, "pool infeasible out of step"
 
 
 def merged(fresh: list[Candidate], fresh_keys: list[tuple], pool: NewcomerPool) -> Iterator[Candidate]:
