@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -150,7 +151,8 @@ def summarize_phase(name: str, reqs: list, records: list) -> dict:
             "ttft_ratio_median": float(np.median(ratios)) if ratios else None, "n_ratios": len(ratios),
             "attainment": statistics.mean(request_metrics(r).met for r in reqs) if reqs else None,
             "realtime": statistics.mean(rt) if rt else None, "load": _load(),
-            "refusal_kinds": refusal_kinds([r for r in reqs if r.finish_reason is FinishReason.REJECTED])}
+            "refusal_kinds": refusal_kinds([r for r in reqs if r.finish_reason is FinishReason.REJECTED]),
+            "refused_by": {r.req_id: refusal_kind(r.error or "") for r in reqs if r.finish_reason is FinishReason.REJECTED}}
 
 
 REFUSERS = (   # (text in the refusal, who refused), most specific first: admission's message names "queued
@@ -172,15 +174,15 @@ def refusal_kind(text: str) -> str:
     return f"other ({text[:80]})"
 
 
+def refusal_kinds_of(kinds: list[str]) -> dict[str, int]:
+    return dict(Counter(kinds))
+
+
 def refusal_kinds(refused: list) -> dict[str, int]:
     """Who refused (`REFUSERS`): admission's overload estimate (429 at the door), the policy once the TTFT had
     passed with no token out (SLICE's slice_reject_lost) or once it counts the SLO lost (slice_drop_lost), a full
     queue or a queue timeout, admission's idle-device check, or anything else (named)."""
-    kinds: dict[str, int] = {}
-    for r in refused:
-        kind = refusal_kind(r.error or "")
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
+    return refusal_kinds_of([refusal_kind(r.error or "") for r in refused])
 
 
 def contention_windows(poller: IterationPoller, start: float, on: float, off: float, end: float) -> list[str]:
@@ -269,7 +271,8 @@ def _drift_line(drift: dict | None) -> str:
     if not drift:
         return "Drift detector: off"
     events = "; ".join(f"{e['term']} at {e['at_s']:.0f} s x{e.get('change', float('nan')):.2f}"
-                       + (f" ({e['error']})" if "error" in e else "") for e in drift["recent"])
+                       + (f" ({e['error']})" if "error" in e else "") + (f" [{e['reason']}]" if e.get("reason") else "")
+                       for e in drift["recent"])
     return (f"Drift detector: re-profiles decode {drift['reprofiles']['decode']}, prefill "
             f"{drift['reprofiles']['prefill']} ({events or 'none'}); pending {drift['pending']}")
 
@@ -306,9 +309,12 @@ def main() -> int:
     met_b = run_b(before, loads, rate1, args)
     for p, load in zip(phases, loads):
         p["false_refusals"] = sum(met_b[load].get(rid, False) for rid in p["refused"])
+        p["false_by"] = refusal_kinds_of([p["refused_by"][rid] for rid in p["refused"] if met_b[load].get(rid, False)])
     lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
              f"1x = {rate1:.3f} req/s, backend {args.backend})", "", head] + [_row(p) for p in phases]
-    lines += ["", "Refusals by who refused: " + "; ".join(f"{p['name']} {p['refusal_kinds'] or '-'}" for p in phases)]
+    lines += ["", "Refusals by who refused: " + "; ".join(f"{p['name']} {p['refusal_kinds'] or '-'}" for p in phases),
+              "", "False refusals by who refused: " + "; ".join(f"{p['name']} {p['false_by'] or '-'}" for p in phases
+                                                               if "false_by" in p)]
     p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
     rested = final["after_idle"]
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "

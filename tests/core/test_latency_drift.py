@@ -147,3 +147,46 @@ def test_rebase_term_replaces_one_term_and_resets_its_factor():
     assert model.decode_factor == 0.9 and model.decode_table_s[0] == 0.055
     with pytest.raises(ValueError, match="no decode sample"):
         rebase_term(model, "decode", samples[:2])
+
+
+def test_a_factor_moved_under_load_is_rechecked_after_a_long_enough_idle_gap():
+    """The idle re-check: under load prefill costs 1.4x (the online factor follows it, unbiased, so the residual
+    detector has nothing to act on); once the load is gone and the engine has been idle `recheck_idle_s`, the
+    term is re-measured and the model says what an idle engine does again; decode, whose factor stayed, is not
+    re-measured."""
+    model = _cpu_like()
+    device = _cpu_like()
+    device.prefill_per_token_s *= 1.4      # prompts under load
+    config = DriftConfig(threshold=5.0, samples=8, min_idle_s=1.0, cooldown_s=60.0, recheck_factor=0.15,
+                         recheck_idle_s=5.0)
+    loop = _Loop(model, device, config)
+    idle_p256 = _cpu_like().prefill_time(256)
+    for _ in range(10):
+        loop.burst(6)
+        loop.run_until_idle()
+        loop.idle(1.0)                     # short gaps between bursts: no re-check
+    assert model.prefill_factor > 1.2 and not loop.reprofiled
+    assert abs(model.decode_factor - 1.0) < 0.15
+    device.prefill_per_token_s /= 1.4      # the load is gone
+    loop.idle(4.0)                         # idle 5 s in all only at the next pass
+    assert not loop.reprofiled
+    loop.idle(3.0)
+    assert [t for t, _, _ in loop.reprofiled] == ["prefill"]
+    assert model.prefill_factor == 1.0
+    assert model.prefill_time(256) == pytest.approx(idle_p256, rel=0.05)
+    assert loop.detector.status()["recent"][0]["reason"].startswith("online factor")
+    loop.idle(30.0)                        # within the cooldown and the factor back at 1: nothing more
+    assert len(loop.reprofiled) == 1
+
+
+def test_the_idle_recheck_can_be_turned_off_and_rejects_bad_settings():
+    det = DriftDetector(DriftConfig(recheck_factor=None))
+    det.idle(0.0)
+    det.settled({"decode": 3.0, "prefill": 0.3}, 100.0)
+    assert det.due(100.0) is None
+    det = DriftDetector(DriftConfig(recheck_factor=0.15, recheck_idle_s=5.0, min_idle_s=1.0))
+    det.idle(0.0)
+    det.settled({"decode": 1.1, "prefill": 0.8}, 6.0)
+    assert det.due(6.0) == "prefill" and det.pending == ["prefill"]
+    with pytest.raises(ValueError, match="recheck_factor"):
+        DriftConfig(recheck_factor=0.0)
