@@ -164,6 +164,7 @@ REFUSERS = (   # (text in the refusal, who refused), most specific first: admiss
     ("SLO can no longer be met", "policy (slo lost)"),
     ("under the current load", "admission"),
     ("even on an idle device", "idle-infeasible"),
+    ("shed by the SLO controller", "controller shed"),
 )
 
 
@@ -181,7 +182,8 @@ def refusal_kinds_of(kinds: list[str]) -> dict[str, int]:
 def refusal_kinds(refused: list) -> dict[str, int]:
     """Who refused (`REFUSERS`): admission's overload estimate (429 at the door), the policy once the TTFT had
     passed with no token out (SLICE's slice_reject_lost) or once it counts the SLO lost (slice_drop_lost), a full
-    queue or a queue timeout, admission's idle-device check, or anything else (named)."""
+    queue or a queue timeout, admission's idle-device check, the SLO controller's load shedding (a lower-value
+    class refused while a higher-value one is at risk: docs/CONTROL.md), or anything else (named)."""
     return refusal_kinds_of([refusal_kind(r.error or "") for r in refused])
 
 

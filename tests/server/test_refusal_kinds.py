@@ -1,13 +1,14 @@
 """The live-fidelity benchmark names who refused each request from the refusal's own text: admission's three
 messages as `make_admit` writes them (the overload one names "queued requests ahead", which a plain "queue" test
 counted as a queue refusal in run 6 of docs/results/live-fidelity.md), the policy's and the queue timeout's as
-core/policies/slice.py and engine/async_engine.py word them."""
+core/policies/slice.py and engine/async_engine.py word them, and the SLO controller's load shedding."""
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
 from sliceserve.config import SchedulerConfig
+from sliceserve.control.controller import Controller
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import make_scheduler
 from sliceserve.request import Request, SamplingParams
@@ -41,3 +42,14 @@ def test_each_refuser_is_named_from_its_real_message():
     assert live_fidelity.refusal_kind("no first token within max_queue_time 60 s: the server is overloaded") \
         == "queue timeout"
     assert live_fidelity.refusal_kind("something new").startswith("other (")
+
+
+def test_the_controllers_load_shedding_is_named_from_its_real_message():
+    config = SchedulerConfig(policy="slice").with_overrides(num_kv_blocks=512, block_size=16, max_model_len=1024)
+    controller = Controller(make_scheduler("slice", config, LAT.copy()))
+    controller.shed_below = 2.0          # what its control cycle sets while a higher-value class is at risk
+    low = _req("e", SLO(ttft_s=5.0))
+    low.utility = 1.0
+    message = controller.admission_error(low)
+    assert message is not None
+    assert live_fidelity.refusal_kind(message) == "controller shed"
