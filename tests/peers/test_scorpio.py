@@ -120,3 +120,20 @@ def test_vbs_admission_keeps_the_tightest_tpot():
         three.add_request(make_request(f"rt{i}", 8, 100, slo=SLO(tpot_s=0.05), ignore_eos=True), 0.0)
     run_until_decoding(three)
     assert three._admissible(make_request("rt3", 8, 100, slo=SLO(tpot_s=0.05))) is True
+
+
+def test_a_running_prompts_rest_is_priced_with_the_attention_over_its_cached_part():
+    """A long prompt 1,536 tokens into its prefill still has 512 tokens to run, whose attention reads all it has
+    cached: on a CPU-profiled model (attention priced per pair) that rest takes ~0.97 s, not the ~0.18 s of a
+    fresh 512-token prompt; a newcomer with a 0.5 s TTFT behind it is infeasible."""
+    lat = STEEP.copy()
+    lat.prefill_attn_s = 1e-6
+    assert lat.prefill_time(512, 1536) > 0.5 > lat.prefill_time(512) + lat.prefill_time(32) + 0.1
+    sched = scheduler("scorpio", lat, max_num_batched_tokens=512)
+    sched.add_request(make_request("long", 2048, 4, slo=SLO(ttft_s=60.0)), 0.0)
+    for _ in range(3):
+        step(sched, 0.0, elapsed_s=0.01)
+    assert sched.requests["long"].num_computed_tokens == 1536
+    sched.add_request(make_request("next", 32, 4, slo=SLO(ttft_s=0.5)), 0.0)
+    _, ended = step(sched, 0.0, elapsed_s=0.01)
+    assert [r.req_id for r in ended] == ["next"]

@@ -80,7 +80,7 @@ class AnnealingScheduler(Policy):
         first = req.token_times_s[0] if req.token_times_s else None
         uncomputed = req.num_uncomputed_tokens
         decoding = req.status is not RequestStatus.WAITING and uncomputed <= 1
-        return Job(req.arrival_s, 0.0 if decoding else self.latency.prefill_time(uncomputed),
+        return Job(req.arrival_s, 0.0 if decoding else self.latency.prefill_time(uncomputed, req.num_computed_tokens),
                    self.lengths.remaining(req), req.slo, first, decoding)
 
     def search(self, now: float) -> None:

@@ -47,7 +47,8 @@ class QoServeScheduler(SarathiScheduler):
     def key(self, req: Request) -> tuple[bool, float, float]:
         """Hybrid priority; smaller runs first."""
         return (req.req_id in self.relegated,
-                next_deadline_s(req) + self.config.qoserve_alpha * self.latency.prefill_time(req.num_uncomputed_tokens),
+                next_deadline_s(req) + self.config.qoserve_alpha * self.latency.prefill_time(req.num_uncomputed_tokens,
+                                                                                     req.num_computed_tokens),
                 req.arrival_s)
 
     def dynamic_budget(self, now: float, decodes: list[Request]) -> int:
@@ -81,7 +82,7 @@ class QoServeScheduler(SarathiScheduler):
         for req in candidates:
             if req.req_id in self.relegated:
                 continue
-            own_s = self.latency.prefill_time(req.num_uncomputed_tokens)
+            own_s = self.latency.prefill_time(req.num_uncomputed_tokens, req.num_computed_tokens)
             tokens = ahead_tokens + req.num_uncomputed_tokens
             first_s = now + ahead_s + own_s + step_s * math.ceil(tokens / chunk)
             ttft = req.slo.ttft_s

@@ -85,12 +85,14 @@ class ScorpioScheduler(SarathiScheduler):
         ctx = sum(r.num_computed_tokens for r in decodes) / k if k else 0.0
         step_s = self.latency.decode_time(k, ctx)
         chunk = max(1, self.prefill_budget(decodes)) if decodes else self.config.max_num_batched_tokens
-        # Work already committed ahead of every waiting request: running prompts still prefilling.
-        ahead_tokens = sum(r.num_uncomputed_tokens for r in self.running if r.is_prefilling)
-        ahead_s = sum(self.latency.prefill_time(r.num_uncomputed_tokens) for r in self.running if r.is_prefilling)
+        # Work already committed ahead of every waiting request: running prompts still prefilling, each priced
+        # with its attention over the part it has cached (a long prompt's rest costs more than a fresh one).
+        prefilling = [r for r in self.running if r.is_prefilling]
+        ahead_tokens = sum(r.num_uncomputed_tokens for r in prefilling)
+        ahead_s = sum(self.latency.prefill_time(r.num_uncomputed_tokens, r.num_computed_tokens) for r in prefilling)
         kept = []
         for req in queue:
-            own_s = self.latency.prefill_time(req.num_uncomputed_tokens)
+            own_s = self.latency.prefill_time(req.num_uncomputed_tokens, req.num_computed_tokens)
             tokens = ahead_tokens + req.num_uncomputed_tokens
             first_s = now + ahead_s + own_s + step_s * math.ceil(tokens / chunk)
             ttft = req.slo.ttft_s
