@@ -86,6 +86,34 @@ class Server(ServerProcess):
         return httpx.get(self.url + "/v1/status", timeout=10).json()
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each thread of process `pid` has used (Linux /proc; {} elsewhere)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+    return out
+
+
+def thread_cpu_line(pid: int, wall_s: float) -> str:
+    """Where the server process's CPU went: its main thread (uvicorn's event loop: HTTP, streaming), its busiest
+    other thread (the engine loop, which runs the model) and the rest, as shares of the wall time: on a 2-vCPU
+    machine the event loop's Python work competes with the engine thread for the interpreter lock."""
+    cpu = thread_cpu_s(pid)
+    if not cpu:
+        return "Server threads' CPU: not readable here"
+    main = cpu.pop(pid, 0.0)
+    engine = max(cpu.values(), default=0.0)
+    rest = sum(cpu.values()) - engine
+    return (f"Server threads' CPU over {wall_s / 60:.1f} min of run A: engine thread {engine:.0f} s "
+            f"({engine / wall_s:.0%} of the wall time), main thread (event loop) {main:.0f} s ({main / wall_s:.0%}), "
+            f"other threads {rest:.0f} s ({rest / wall_s:.0%})")
+
+
 class IterationPoller(threading.Thread):
     """Takes every numbered iteration record from /v1/status once, stamped with this client's clock."""
 
@@ -232,6 +260,7 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
         print(_row(phases[-1]), flush=True)
         windows = contention_windows(poller, t0, on, off, end)
         final = server.status()["latency_model"]
+        final["threads"] = thread_cpu_line(server.proc.pid, time.monotonic() - t_first)
         # Then the server idle for a while: a drift re-profile pending at the end of the load runs in this gap
         # (its first idle second), and the figure read after it is what the server would use for the next arrival.
         time.sleep(args.idle_s)
@@ -325,7 +354,7 @@ def main() -> int:
               f"{_load()}", "", f"The server after {args.idle_s:g} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
               f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profile), l(1) {rested['decode_l1_ms']:.1f} ms "
               f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
-              _drift_line(rested.get("drift")), "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
+              _drift_line(rested.get("drift")), "", final["threads"], "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
     report = "\n".join(lines)
     print(report)
