@@ -8,9 +8,9 @@ from sliceserve.core.latency import load_profile
 from sliceserve.core.slice.mask import DecodeMask, nested_order
 from sliceserve.core.slice.wide import WideMask
 from sliceserve.request import FinishReason
-from sliceserve.sim import SimulatedExecutor
+from sliceserve.engine.core import EngineCore
+from sliceserve.sim import SimulatedExecutor, Simulator
 from tests.slice.conftest import make_req, make_slice
-from tests.slice import test_policy
 from tests.slice.test_policy import tpot
 
 CAP = 1.0 + 1e-9    # P = 1 s, no margin (the selection's cap)
@@ -94,12 +94,9 @@ def _run(wide: bool):
     rts, slow = _scene()
     sched = make_slice(load_profile("paper-4060ti"), slice_wide_columns=wide)
     recorder = _Recorder(load_profile("paper-4060ti"))
-    original = test_policy.SimulatedExecutor
-    test_policy.SimulatedExecutor = lambda device: recorder
-    try:
-        test_policy.run(sched, rts + slow, load_profile("paper-4060ti"))
-    finally:
-        test_policy.SimulatedExecutor = original
+    sim = Simulator(EngineCore(sched, recorder), max_time_s=300.0)
+    sim.add_arrivals(rts + slow)
+    sim.run()
     return rts, slow, recorder.batches
 
 
