@@ -37,7 +37,7 @@ class SchedulerConfig:
     # SLICE (arXiv 2510.18544, SLICE.md); why each default, in core/slice/__init__.py's docstring.
     slice_period_s: float | None = None  # cycle P; None: 1 s, or 2 x p(256) where prefill is slower (slice.py)
     slice_margin: float = 0.0           # cycle test: T(S) <= P * (1 - margin)
-    slice_layout: str = "spread"        # spread | prefix
+    slice_layout: str = "spread"        # spread | prefix | nested
     slice_misfit: str = "skip"          # skip | stop
     slice_min_rate: int = 1             # decode steps per cycle for requests without a TPOT SLO
     slice_feedback: bool = True
@@ -52,6 +52,7 @@ class SchedulerConfig:
     slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
     slice_lend_reserve: bool = True     # light load: a prompt's last chunk due before the reserve rebanks may spend it
     slice_drop_lost: str = "reject"     # off | reject | relegate: requests whose SLO is lost (core/slice/lost.py)
+    slice_wide_columns: bool = False    # the mask may stack slow rows into wide columns (core/slice/wide.py)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -111,7 +112,7 @@ class SchedulerConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < (2 if name == "slice_lag_window" else 1):
                 raise ValueError(f"config {name} must be an integer >= {2 if name == 'slice_lag_window' else 1}, "
                                  f"got {getattr(self, name)!r}")
-        choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread"),
+        choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread", "nested"),
                    "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank"),
                    "slice_rank": ("rate", "work"),
                    "slice_drop_lost": ("off", "reject", "relegate")}

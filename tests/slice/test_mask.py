@@ -77,7 +77,7 @@ def test_max_column_and_remove(paper):
 
 
 def test_rejects_bad_input(paper):
-    with pytest.raises(ValueError, match="prefix or spread"):
+    with pytest.raises(ValueError, match="prefix, spread or nested"):
         DecodeMask("zigzag", _l(paper))
     mask = DecodeMask("prefix", _l(paper))
     with pytest.raises(ValueError):

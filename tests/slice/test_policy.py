@@ -24,7 +24,7 @@ def tpot(req):
     return (t[-1] - t[0]) / (len(t) - 1)
 
 
-@pytest.mark.parametrize("layout", ["prefix", "spread"])
+@pytest.mark.parametrize("layout", ["prefix", "spread", "nested"])
 def test_selected_requests_meet_tpot_with_an_exact_model(paper, layout):
     # Three real-time streams plus a stream of non-real-time work that overloads the device.
     rts = [make_req(f"rt{i}", arrival=0.2 * i, prompt=128, max_tokens=60) for i in range(3)]

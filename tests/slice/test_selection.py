@@ -32,7 +32,7 @@ def test_demand_is_ceil_of_period_over_tpot():
     assert demand(None, 1.0, 3) == 3
 
 
-@pytest.mark.parametrize("layout", ["prefix", "spread"])
+@pytest.mark.parametrize("layout", ["prefix", "spread", "nested"])
 def test_five_realtime_streams_exactly_four_selected(paper, layout):
     # 20 * l(4) = 1000 ms fills P = 1 s exactly; a fifth stream cannot fit. Default config (margin 0), whose
     # period on the paper's table is the paper's 1 s.

@@ -69,7 +69,8 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         self.params = SelectionParams(self.period_s, cfg.slice_margin, cfg.slice_layout, cfg.slice_misfit,
                                       cfg.max_num_seqs, cfg.num_kv_blocks, cfg.max_num_batched_tokens,
                                       backfill_order=cfg.slice_backfill_order,
-                                      max_backfill=_BACKFILL_SCAN * cfg.max_num_seqs)
+                                      max_backfill=_BACKFILL_SCAN * cfg.max_num_seqs,
+                                      wide_columns=cfg.slice_wide_columns)
         self.feedback = SliceFeedback(self.period_s, cfg.slice_drift_tolerance, cfg.slice_lag_window,
                                       cfg.slice_catchup_factor)
         self.candidates = CandidateBuilder(latency, self.feedback, self.period_s, self.kv.blocks_for)

@@ -72,6 +72,11 @@ Parameters (SchedulerConfig), with the defaults and why:
   lines still bind (`fill.ColumnFill._keeps_reserve`). Seeds 2-4, with `slice_drop_lost`, met requests
   summed over the sweeps: Azure trace 2,935 vs 2,843, edge-mix 2,330 vs 2,308; lending under load as well
   gained nothing (2,930 / 2,312) and cost real-time (edge-mix 0.941 at 2.75 req/s seed 3, 0.644 vs 0.684 at 12).
+- `slice_wide_columns` = False (issue 21, measured and not kept): the mask keeps the `nested` layout beside
+  the configured one and runs the cheaper that fits (`wide.py`): slow rows stack into a few wide columns
+  spread over the cycle, real-time rows alone in the others (two real-time streams beside 14 nrt-250: 932 ms
+  against 10 fitting balanced). Azure trace seeds 2-4 at 1-4 req/s: 1,882 met against 1,876, real-time 3
+  fewer; edge-mix 2,318 against 2,330; decision max 3.4 ms against 1.9. Figures: docs/results/peers-issue21.md 0c.
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).

@@ -15,9 +15,16 @@ Layouts:
 - `spread`: row i has ones at (phase + floor(j*C/v_i)) mod C, j = 0..v_i-1: cyclic gaps differ by at most
   one column, so inter-token gaps are steadier. The phase is chosen to keep columns balanced (smallest
   resulting largest column, then smallest added cost), which also keeps iteration times even.
+- `nested` (`slice_layout=nested`, issue 21): row i has ones in the first v_i columns of one fixed order
+  of the C columns (`nested_order`: each next column the farthest from those before it). Every row's
+  columns are a prefix of the same order, so the cost is the paper's prefix cost (slow rows stack into
+  the same few wide columns, where l is flat: 8-15 rows cost ~125 ms on `paper-4060ti`), while the wide
+  columns lie evenly over the cycle instead of first, so the fast rows in every column (real-time) lag
+  their TPOT line by about one wide column at most, not by the whole run of wide columns prefix makes.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 from sliceserve.core.latency import LatencyModel
@@ -37,6 +44,19 @@ def spread_positions(rate: int, num_columns: int, phase: int = 0) -> list[int]:
     if not 0 < rate <= num_columns:
         raise ValueError(f"a row needs 1..{num_columns} ones, got {rate}")
     return sorted((phase + (j * num_columns) // rate) % num_columns for j in range(rate))
+
+
+@functools.lru_cache(maxsize=64)
+def nested_order(num_columns: int) -> tuple[int, ...]:
+    """The `nested` layout's column order: 0 first, then repeatedly the column whose cyclic distance to
+    the nearest column already taken is largest (the lowest such index): any prefix of it is spread over
+    the cycle (for 20 columns the first four are 0, 10, 5, 15)."""
+    order, nearest = [0], [min(c, num_columns - c) for c in range(num_columns)]
+    while len(order) < num_columns:
+        c = max(range(num_columns), key=lambda i: (nearest[i], -i))
+        order.append(c)
+        nearest = [min(d, abs(i - c), num_columns - abs(i - c)) for i, d in enumerate(nearest)]
+    return tuple(order)
 
 
 # Column sizes from which a missing l(k) is computed together with every larger one up to the batch cap.
@@ -69,8 +89,8 @@ def column_times(latency: LatencyModel, ctx_ref: float, max_k: int) -> Callable[
 class DecodeMask:
     def __init__(self, layout: str, decode_time: DecodeTime, ctx_coef_s: float = 0.0,
                  max_column: int | None = None) -> None:
-        if layout not in ("prefix", "spread"):
-            raise ValueError(f"decode-mask layout must be prefix or spread, got {layout!r}")
+        if layout not in ("prefix", "spread", "nested"):
+            raise ValueError(f"decode-mask layout must be prefix, spread or nested, got {layout!r}")
         self.layout = layout
         self._l = decode_time
         self._ctx_coef = ctx_coef_s
@@ -111,7 +131,7 @@ class DecodeMask:
         ctx_delta = self._ctx_coef * rate * ctx
         counts, l, max_column = self.counts, self._l, self.max_column
         num_columns = len(counts)
-        if self.layout == "spread" and rate > num_columns and self.rows:
+        if self.layout != "prefix" and rate > num_columns and self.rows:
             trial = self._relaid(extra=("", rate, ctx), num_columns=rate)
             return (float("inf") if trial is None else trial.cost() - self.cost()), None
         positions = list(range(rate)) if rate >= num_columns or self.layout == "prefix" else self._place(rate)
@@ -126,7 +146,7 @@ class DecodeMask:
     def add(self, req_id: str, rate: int, ctx: float = 0.0, positions: list[int] | None = None) -> None:
         if req_id in self.rows:
             raise ValueError(f"{req_id!r} already has a row")
-        if self.layout == "spread" and rate > len(self.counts) and self.rows:
+        if self.layout != "prefix" and rate > len(self.counts) and self.rows:
             relaid = self._relaid(extra=(req_id, rate, ctx), num_columns=rate, enforce=False)
             assert relaid is not None
             self.__dict__.update(relaid.__dict__)
@@ -151,6 +171,8 @@ class DecodeMask:
     def _place(self, rate: int) -> list[int]:
         if self.layout == "prefix" or rate >= len(self.counts):
             return list(range(rate))
+        if self.layout == "nested":
+            return sorted(nested_order(self.num_columns)[:rate])
         best: tuple[int, float, int] | None = None
         best_pos: list[int] = []
         for phase in range(-(-self.num_columns // rate)):

@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.slice.mask import DecodeMask, column_times
+from sliceserve.core.slice.wide import WideMask
 from sliceserve.request import Request
 
 # Decode steps per cycle a best-effort row starts at; the backfill then grows rates while the cycle fits.
@@ -73,6 +74,7 @@ class SelectionParams:
     chunk_tokens: int        # max_num_batched_tokens
     backfill_order: str = "srpt"   # srpt (shortest remaining work first) | rank (utility density)
     max_backfill: int | None = None   # best-effort candidates examined per rebuild (None = all)
+    wide_columns: bool = False     # `slice_wide_columns`: the layout or `nested`, whichever is cheaper (wide.py)
 
 
 @dataclass(slots=True)
@@ -158,6 +160,9 @@ def _empty_mask(params: SelectionParams, latency: LatencyModel, population: Popu
         # charged row by row); at zero context a CPU step with long contexts was under-charged.
         ctx_ref = population.ctx_sum / population.count if population.count else 0.0
         decode_time = column_times(latency, ctx_ref, params.max_num_seqs)
+    if params.wide_columns:
+        cap = params.period_s * (1.0 - params.margin) + 1e-9
+        return WideMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs, cap)  # type: ignore[return-value]
     return DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
 
 
