@@ -17,10 +17,13 @@ def prefill_shape(chunks: Iterable[tuple[int, int]]) -> tuple[int, float]:
     chunks' attention exactly (P can be negative: two fresh chunks score fewer pairs than one of their sum)."""
     chunks = [(n, p) for n, p in chunks if n > 0]
     total = sum(n for n, _ in chunks)
-    if total <= 0:
-        return 0, 0.0
-    pairs = sum(attention_pairs(n, p) for n, p in chunks)
-    return total, (pairs - total * (total + 1) / 2) / total
+    return total, effective_prefix(total, sum(attention_pairs(n, p) for n, p in chunks))
+
+
+def effective_prefix(tokens: int, pairs: float) -> float:
+    """The prefix P with attention_pairs(tokens, P) == pairs (0 for no tokens): prices prompt pieces whose
+    attention pairs were summed as they came (SLICE's selection adds candidates' prompts one at a time)."""
+    return (pairs - tokens * (tokens + 1) / 2) / tokens if tokens > 0 else 0.0
 
 
 def attended_length(ctx: float, buckets: list[int] | None, ctx_max: float | None = None) -> float:

@@ -222,3 +222,30 @@ def test_cycle_cost_charges_every_context_term_and_the_calibration():
     # Columns: two of {a, b}, two of {a}.
     expected = 2 * lat.decode_time(2, 64.0) + 2 * lat.decode_time(1, 64.0)
     assert sel.cycle_time_s == pytest.approx(expected)
+
+
+# A CPU-shaped model whose prompt cost includes attention per (query, key) pair, as profiled on the 2-vCPU CPU.
+CPU_ATTN = LatencyModel([0.02] * 16, prefill_base_s=0.02, prefill_per_token_s=1e-3, prefill_attn_s=1.2e-6)
+
+
+def test_pending_prompts_are_priced_each_over_its_own_prefix_never_across_prompts():
+    """Two prompts waiting, 1,500 and 500 tokens: their attention scores 1.25 M pairs (3.5 s), not the 2.0 M of
+    one 2,000-token sequence (4.4 s), so a 4 s TTFT behind the first is still reachable."""
+    first = cand("first", 20, prefill=1500, ttft=3.9)     # the earlier deadline: ranked first
+    second = cand("second", 20, prefill=500, ttft=4.0, arrival=0.01)
+    assert CPU_ATTN.prefill_time(2000) > 4.0 > CPU_ATTN.prefill_time(1500) + CPU_ATTN.prefill_time(500)
+    sel = select(ranked([first, second]), params(), CPU_ATTN, now=0.01)
+    assert [c.req.req_id for c in sel.selected] == ["first", "second"]
+    assert sel.prefill_cost_s == pytest.approx(CPU_ATTN.prefill_time(1500) + CPU_ATTN.prefill_time(500)
+                                               - CPU_ATTN.prefill_base_s)
+
+
+def test_a_half_done_prompts_rest_is_priced_with_its_attention_over_what_it_has_cached():
+    """500 tokens left of a 2,000-token prompt read the 1,500 cached: 1.6 s, where a fresh 500 costs 0.7 s;
+    with a 1 s TTFT left it cannot make it."""
+    req = make_req("half", prompt=2000, ttft=1.0)
+    req.num_computed_tokens = 1500
+    half = Candidate(req, 20, 100.0 / 20, 1.0, 4, 1, 500, 64.0)
+    assert CPU_ATTN.prefill_time(500, 1500) > 1.0 > CPU_ATTN.prefill_time(500) + 0.1
+    sel = select([half], params(), CPU_ATTN, now=0.0)
+    assert [c.req.req_id for c in sel.ttft_misses] == ["half"]

@@ -40,7 +40,7 @@ class CandidateBuilder:
     # never during one, and a rebuild under overload builds a thousand candidates (issue 21: decision cost).
     _step1_s: float = 0.0
     _per_token_s: float = 0.0
-    _prefill_s: dict[int, float] = field(default_factory=dict)
+    _prefill_s: dict[tuple[int, int], float] = field(default_factory=dict)
     _demands: dict[float | None, int] = field(default_factory=dict)   # tpot -> base demand, this rebuild
 
     _figures: tuple = ()
@@ -67,10 +67,12 @@ class CandidateBuilder:
         """The figures of the last `begin`."""
         return self._figures
 
-    def _prefill_time(self, tokens: int) -> float:
-        t = self._prefill_s.get(tokens)
+    def _prefill_time(self, tokens: int, cached: int) -> float:
+        """p of a prompt's `tokens` left to run after the `cached` it has (its attention reads them)."""
+        key = (tokens, cached)
+        t = self._prefill_s.get(key)
         if t is None:
-            t = self._prefill_s[tokens] = self.latency.prefill_time(tokens)
+            t = self._prefill_s[key] = self.latency.prefill_time(tokens, cached)
         return t
 
     def build(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float, flag: bool = True) -> Candidate:
@@ -90,9 +92,7 @@ class CandidateBuilder:
         if not needs_prefill and tpot is not None and n_out > 0:
             # Assume every later token comes one TPOT apart: what is left is time it can lend once.
             slack = req.token_times_s[0] + tpot * (max_tokens - 1) - now - tpot * remaining
-        prefill_s = self._prefill_s.get(prefill_tokens)
-        if prefill_s is None:
-            prefill_s = self._prefill_time(prefill_tokens)
+        prefill_s = self._prefill_time(prefill_tokens, req.num_computed_tokens) if prefill_tokens else 0.0
         utility, blocks_for = req.utility, self.blocks_for
         return Candidate(   # in field order
             req, rate, utility / base, selection_deadline(req, tpot, max_tokens),     # req rate density deadline
