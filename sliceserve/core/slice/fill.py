@@ -19,7 +19,9 @@ import math
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from sliceserve.core.latency_shapes import attention_pairs
 from sliceserve.core.scheduler import Batch
+from sliceserve.core.slice.selection import pieces_time
 from sliceserve.request import Request, RequestStatus
 
 _RUNNING = RequestStatus.RUNNING
@@ -41,6 +43,7 @@ class Iteration:
     extra: float = math.inf       # time the iteration may take beyond the members' own decode step
     step_s: float = 0.0           # the members' decode step, context included
     spent: int = 0                # prefill tokens taken
+    spent_pairs: float = 0.0      # their attention pairs, each chunk over its own prompt's cached part
     # Earliest TTFT deadline of the prompts this iteration completes, while still reachable: more work may
     # join only if those first tokens stay on time. (Three real-time prompts fused into one 2 s CPU
     # iteration made all three late where one after another each met its TTFT.)
@@ -130,10 +133,11 @@ class ColumnFill:
         lat = self.latency
         it.extra = min(it.extra, self._spendable(it.lines, -math.inf) - lat.decode_time(it.k),
                        it.first_due - now - it.step_s)
+        prompts_s = pieces_time(lat, it.spent, it.spent_pairs)
         for req in it.others:
             if it.budget <= 0 or it.batch.num_seqs >= self.config.max_num_seqs:
                 break
-            if lat.decode_time(it.k + 1) - lat.decode_time(it.k) + lat.prefill_time(it.spent) > it.extra:
+            if lat.decode_time(it.k + 1) - lat.decode_time(it.k) + prompts_s > it.extra:
                 break
             if self._admit(req, req.num_computed_tokens + 1, it.in_batch):
                 it.batch.add_decode(req)
@@ -164,20 +168,23 @@ class ColumnFill:
                 above = self._spendable(it.lines, self._density(req), self._keeps_reserve(req, it.budget, now))
                 allowance = above - lat.decode_time(it.k) if above < math.inf else math.inf
             allowance = min(allowance, it.first_due - now - it.step_s)
-            n = min(req.num_uncomputed_tokens, it.budget, self._tokens_within(allowance, it.spent))
+            n = min(req.num_uncomputed_tokens, it.budget,
+                    self._tokens_within(allowance, it.spent, it.spent_pairs, req.num_computed_tokens))
             # A member admitted to bank slack waits for its whole prompt to fit (selection counted on that);
             # chunks would each pay the prefill's fixed cost and wait for slack again.
             whole = rid in self._banking and it.budget >= req.num_uncomputed_tokens
             if n <= 0 or (n < req.num_uncomputed_tokens and (n < self._min_chunk() or whole)):
                 it.member_blocked = it.member_blocked or members
                 continue
-            if self._admit(req, req.num_computed_tokens + n, it.in_batch):
+            cached = req.num_computed_tokens
+            if self._admit(req, cached + n, it.in_batch):
                 it.batch.add_prefill(req, n)
                 it.in_batch.add(rid)
                 it.budget -= n
                 it.spent += n
+                it.spent_pairs += attention_pairs(n, cached)
                 due = self._first_token_due(req, n)
-                if now + it.step_s + lat.prefill_time(it.spent) <= due:
+                if now + it.step_s + pieces_time(lat, it.spent, it.spent_pairs) <= due:
                     it.first_due = min(it.first_due, due)
 
     def _keeps_reserve(self, req: Request, budget: int, now: float) -> bool:
@@ -261,17 +268,18 @@ class ColumnFill:
         line = tpot * (1.0 - self.config.slice_headroom)
         return req.token_times_s[0] + line * len(req.token_times_s) - now
 
-    def _tokens_within(self, allowance_s: float, spent: int) -> int:
-        """Most extra prefill tokens whose cost, added to `spent` tokens', stays within `allowance_s`."""
+    def _tokens_within(self, allowance_s: float, spent: int, spent_pairs: float, cached: int) -> int:
+        """Most extra prefill tokens of a prompt with `cached` tokens computed whose cost, added to the `spent`
+        tokens' (whose attention scores `spent_pairs`), stays within `allowance_s`."""
         if allowance_s == math.inf:
             return self.config.max_num_batched_tokens
         if allowance_s <= 0:
             return 0
-        p = self.latency.prefill_time
+        lat = self.latency
         lo, hi = 0, self.config.max_num_batched_tokens
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if p(spent + mid) <= allowance_s:
+            if pieces_time(lat, spent + mid, spent_pairs + attention_pairs(mid, cached)) <= allowance_s:
                 lo = mid
             else:
                 hi = mid - 1
