@@ -72,6 +72,9 @@ Parameters (SchedulerConfig), with the defaults and why:
   lines still bind (`fill.ColumnFill._keeps_reserve`). Seeds 2-4, with `slice_drop_lost`, met requests
   summed over the sweeps: Azure trace 2,935 vs 2,843, edge-mix 2,330 vs 2,308; lending under load as well
   gained nothing (2,930 / 2,312) and cost real-time (edge-mix 0.941 at 2.75 req/s seed 3, 0.644 vs 0.684 at 12).
+- `slice_fresh_order` = "off" and `slice_started_first` = "all" (issue 21, both off): the order among
+  never-started equals (`progress` | `deadline`) and whether started default-utility streams keep "started
+  first" (`valued`: only real-time does); measured, and why neither is on: `sliceserve.core.slice.fresh`.
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).

@@ -1,27 +1,26 @@
-"""SLICE's order among never-started candidates of equal utility (`slice_fresh_order`, issue 21).
+"""Who enters SLICE's selection first among candidates of equal utility (issue 21; both knobs off by default).
 
 With `slice_rank` = work, candidates rank by utility, then started streams first, then utility per output
-token left. Among never-started requests of one class that last key is shortest-output-first: a fresh
-real-time request with fewer tokens to write outranks one that arrived earlier, whatever their TTFTs.
-Edge-mix, `paper-4060ti`, 3 req/s, seed 3 (the one real-time request of 36 SLICE missed, where a 4-slot
-first-come server serves all 36): four real-time streams filled the cycle; req-108 (225-token prompt,
-TTFT deadline 35.676 s) waited for a slot. At 35.394 s a stream finished and req-109 (86 tokens, arrived
-35.351 s, deadline 35.851 s, fewer output tokens) took the slot; at 35.503 s req-109's first token was
-predicted late and req-108 took it and prefilled 83 tokens; at 35.558 s req-109 ranked above it again, and
-req-108 was paused with 142 prompt tokens left. When the next slot freed (35.596 s) its first token could
-no longer come by 35.676 s: refused. Both could have made their TTFT in deadline order.
+token left. Two orders around that, each a `SchedulerConfig` field, measured in docs/results/peers-issue21.md
+section 0c (edge-mix seeds 2-12, the Azure trace):
 
-Modes (a tier placed between "started first" and the utility per token left, for fresh candidates only;
-started streams keep tier 0, so nothing changes between them):
-- `off`: no tier (as before).
-- `progress`: a fresh request whose prompt is partly computed goes before fresh requests with nothing
-  computed, so a prompt in progress is not paused for a newcomer of its class (the prefill already spent
-  is not thrown away, and the flip-flop above cannot happen). It does not rank a prompt in progress as a
-  started stream: that was tried and lost real-time (0.944 at 3 req/s, seed 3): started streams whose
-  TPOT lines hold would then compete with prompts.
-- `deadline`: fresh requests of equal utility go earliest selection deadline (TTFT) first: earliest
-  deadline first meets every deadline whenever any order does (for one server), and the class's TTFT,
-  not its output length, is what a never-started request can still lose.
+- `slice_fresh_order`: among never-started candidates of equal utility, a tier before the utility per token
+  left. `progress`: a prompt partly computed goes first, so it is not paused for a newcomer of its class
+  with its prefill spent (it does not rank as a started stream: that was tried and lost real-time, 0.944 at
+  3 req/s seed 3, since started streams would then compete with prompts). `deadline`: earliest TTFT
+  deadline first. Neither rescues the request it was written for (edge-mix 3 req/s seed 3, req-108): ranked
+  first, it still fails the selection's banking test (`selection._can_bank`), because the real-time
+  members beside it had no banked slack for its prompt; restricted to real-time both change nothing at
+  0.25-3 req/s, and over every class they reorder nrt newcomers and lose real-time at 6 req/s.
+- `slice_started_first`: `all` (as before) or `valued`: "started first" only for classes given more than
+  the default utility (real-time, 100); a started default-utility stream ranks among newcomers of its
+  utility by utility per output token left, so a short nrt-100 newcomer passes an nrt-250 stream with
+  hundreds of tokens to go (each holds a slot ~48 s at 4 steps a cycle). At 1.25-2 req/s "started first"
+  kept 3.6-7.3 started nrt-250 streams ahead of fresh nrt-100/120, which got 2.6-3.6 of the 6-7 rows the
+  cycle allows them; `valued` gives them 3.5-4.4, nrt-100/120 within 5 points of SlidingServe at 0.75-1.75
+  req/s and +2.8% requests met (seeds 2-4), but real-time 0.902 vs 0.912 at 6 req/s and 0.747 vs 0.770 on
+  the trace at 1.4 req/s (younger nrt members bank less slack and so sit out less for a real-time prompt:
+  `fill._sits_out`), hence off by default.
 """
 from __future__ import annotations
 
