@@ -53,6 +53,8 @@ class SchedulerConfig:
     slice_lend_reserve: bool = True     # light load: a prompt's last chunk due before the reserve rebanks may spend it
     slice_drop_lost: str = "reject"     # off | reject | relegate: requests whose SLO is lost (core/slice/lost.py)
     slice_wide_columns: bool = False    # the mask may stack slow rows into wide columns (core/slice/wide.py)
+    slice_fresh_order: str = "off"      # off | progress | deadline: order among never-started equals (core/slice/fresh.py)
+    slice_started_first: str = "all"    # all | valued: whose started streams outrank newcomers (core/slice/fresh.py)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -115,7 +117,9 @@ class SchedulerConfig:
         choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread", "nested"),
                    "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank"),
                    "slice_rank": ("rate", "work"),
-                   "slice_drop_lost": ("off", "reject", "relegate")}
+                   "slice_drop_lost": ("off", "reject", "relegate"),
+                   "slice_fresh_order": ("off", "progress", "deadline"),
+                   "slice_started_first": ("all", "valued")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

@@ -77,6 +77,9 @@ Parameters (SchedulerConfig), with the defaults and why:
   spread over the cycle, real-time rows alone in the others (two real-time streams beside 14 nrt-250: 932 ms
   against 10 fitting balanced). Azure trace seeds 2-4 at 1-4 req/s: 1,882 met against 1,876, real-time 3
   fewer; edge-mix 2,318 against 2,330; decision max 3.4 ms against 1.9. Figures: docs/results/peers-issue21.md 0c.
+- `slice_fresh_order` = "off" and `slice_started_first` = "all" (issue 21, both off): the order among
+  never-started equals (`progress` | `deadline`) and whether started default-utility streams keep "started
+  first" (`valued`: only real-time does); measured, and why neither is on: `sliceserve.core.slice.fresh`.
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).

@@ -11,6 +11,7 @@ from typing import Callable
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.slice.feedback import SliceFeedback, rate_for
+from sliceserve.core.slice.fresh import fresh_tier
 from sliceserve.core.slice.selection import Candidate, demand
 from sliceserve.request import Request, RequestStatus
 from sliceserve.slo import FLOAT_SLACK_S
@@ -53,7 +54,7 @@ class CandidateBuilder:
         # The whole model's state rather than the few figures read here: p(n) is a function of it, whatever
         # terms the model grows.
         figures = (model_state(lat), cfg.max_num_seqs, cap_s, cfg.slice_min_rate, cfg.slice_rank,
-                   cfg.slice_feedback)
+                   cfg.slice_feedback, cfg.slice_fresh_order)
         if figures != self._figures:
             self._figures = figures
             self._step1_s = lat.decode_time(1)
@@ -94,12 +95,16 @@ class CandidateBuilder:
             slack = req.token_times_s[0] + tpot * (max_tokens - 1) - now - tpot * remaining
         prefill_s = self._prefill_time(prefill_tokens, req.num_computed_tokens) if prefill_tokens else 0.0
         utility, blocks_for = req.utility, self.blocks_for
-        return Candidate(   # in field order
-            req, rate, utility / base, selection_deadline(req, tpot, max_tokens),     # req rate density deadline
+        deadline = selection_deadline(req, tpot, max_tokens)
+        c = Candidate(   # in field order
+            req, rate, utility / base, deadline,                                       # req rate density deadline
             blocks_for(n_prompt + max_tokens), blocks_for(n_tokens + 1), prefill_tokens,  # blocks now_blocks
             n_tokens + rate / 2, feasible, slack,                                      # ctx feasible slack_s
             prefill_s + self._per_token_s * remaining,                                 # work_s
             utility / max(1, remaining) if cfg.slice_rank == "work" else None)         # rank
+        if n_out == 0 and cfg.slice_fresh_order != "off":
+            c.tier = fresh_tier(req, cfg.slice_fresh_order, deadline)
+        return c
 
     def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float,
               flag: bool = True) -> tuple[int, int, bool]:

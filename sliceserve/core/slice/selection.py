@@ -36,6 +36,8 @@ class Candidate:
     slack_s: float = math.inf
     work_s: float = 0.0    # predicted remaining service time (prefill + decode), for best-effort SRPT
     rank: float | None = None   # selection order if set (`slice_rank` = work), else `density`
+    tier: float = 0.0      # `slice_rank` = work: order among never-started equals before `rank` (core/slice/fresh.py)
+    started_first: bool = True   # `slice_rank` = work: a started stream outranks newcomers of its utility
 
     @property
     def sort_key(self) -> tuple:
@@ -45,7 +47,8 @@ class Candidate:
         # real-time stream for 6 s.
         if self.rank is not None:
             # `slice_rank` = work: utility first, then started streams (as above), then utility per token left.
-            return (-self.req.utility, self.req.num_output_tokens == 0, -self.rank, self.deadline,
+            return (-self.req.utility, self.req.num_output_tokens == 0 or not self.started_first, self.tier, -self.rank,
+                    self.deadline,
                     self.req.arrival_s, self.req.req_id)
         return (-self.density, self.req.num_output_tokens == 0, self.deadline, self.req.arrival_s, self.req.req_id)
 
