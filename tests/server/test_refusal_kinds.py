@@ -53,3 +53,12 @@ def test_the_controllers_load_shedding_is_named_from_its_real_message():
     message = controller.admission_error(low)
     assert message is not None
     assert live_fidelity.refusal_kind(message) == "controller shed"
+
+
+def test_a_refusal_counts_false_against_several_replays_only_when_every_replay_met_it():
+    refused = {"a", "b", "c"}
+    one = {"a": True, "b": True, "c": False}
+    two = {"a": True, "b": False, "c": False}
+    assert live_fidelity.false_in_every(refused, [one]) == 2           # the single-replay count
+    assert live_fidelity.false_in_every(refused, [one, two]) == 1      # "b" met in one replay only
+    assert live_fidelity.false_in_every(refused, [one, {}]) == 0       # a request a replay never saw did not meet
