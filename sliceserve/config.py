@@ -55,6 +55,7 @@ class SchedulerConfig:
     slice_wide_columns: bool = False    # the mask may stack slow rows into wide columns (core/slice/wide.py)
     slice_fresh_order: str = "off"      # off | progress | deadline: order among never-started equals (core/slice/fresh.py)
     slice_started_first: str = "all"    # all | valued: whose started streams outrank newcomers (core/slice/fresh.py)
+    slice_sit_out: str = "column"       # column | line: slack lower-density members need to yield to a prompt (fill.py)
 
     # Sarathi-Serve (Agrawal et al., OSDI'24): floor of the per-iteration prefill budget, in tokens.
     sarathi_min_chunk: int = 32
@@ -119,7 +120,8 @@ class SchedulerConfig:
                    "slice_rank": ("rate", "work"),
                    "slice_drop_lost": ("off", "reject", "relegate"),
                    "slice_fresh_order": ("off", "progress", "deadline"),
-                   "slice_started_first": ("all", "valued")}
+                   "slice_started_first": ("all", "valued"),
+                   "slice_sit_out": ("column", "line")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

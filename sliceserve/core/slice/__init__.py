@@ -80,6 +80,12 @@ Parameters (SchedulerConfig), with the defaults and why:
 - `slice_fresh_order` = "off" and `slice_started_first` = "all" (issue 21, both off): the order among
   never-started equals (`progress` | `deadline`) and whether started default-utility streams keep "started
   first" (`valued`: only real-time does); measured, and why neither is on: `sliceserve.core.slice.fresh`.
+- `slice_sit_out` = "column" (issue 21, measured and not kept): how far ahead of its own TPOT line a
+  lower-density member must be to sit a column out for a higher-density newcomer's prompt: a mean column
+  (`column`), or any slack at all (`line`, `fill.ColumnFill._sits_out`). Beside `slice_started_first=valued`
+  it recovers the trace's 1.4 req/s real-time cell (0.767 vs 0.770 today, 0.747 with `valued` alone) but not
+  edge-mix 6 req/s (0.892 vs 0.912), loses `valued`'s 3 req/s seed-3 gain and most of its extra requests on
+  the trace (docs/results/peers-issue21.md 0e).
 - `slice_feedback` = True, with `slice_drift_tolerance` = 0.1, `slice_lag_window` = 8 tokens and
   `slice_catchup_factor` = 2 (see `sliceserve.core.slice.feedback` for why each).
 - Utilities: `Request.utility` (real-time class 100, others 1: `sliceserve.slo.BUILTIN_CLASSES`).

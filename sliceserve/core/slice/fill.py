@@ -225,10 +225,15 @@ class ColumnFill:
           non-real-time decodes that kept every column near the real-time TPOT; first token after 0.5 s.)
         - A row whose prompt is done but that has no token yet has no line (slack inf) and never sits out:
           its next step is the first token the rule is meant to hurry (edge-mix rate 3: a real-time row
-          waited 0.6 s on its last prompt token while a lower-density member's long prompt was chunked in)."""
+          waited 0.6 s on its last prompt token while a lower-density member's long prompt was chunked in).
+        - `slice_sit_out` = line (measured, off by default): lower-density members sit out whenever they are on
+          or ahead of their own line, not only a mean column ahead (docs/results/peers-issue21.md 0e)."""
         if waiting == -math.inf or not req.token_times_s or req.slo.tpot_s is None:
             return False
-        ahead = mean_col if self._density(req) < waiting else 2 * req.slo.tpot_s
+        if self._density(req) < waiting:
+            ahead = 0.0 if self.config.slice_sit_out == "line" else mean_col
+        else:
+            ahead = 2 * req.slo.tpot_s
         return self._member_slack(req, now) > ahead
 
     def _spendable(self, lines: list[tuple[float, float]], own: float, reserve: bool = True) -> float:

@@ -20,7 +20,9 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
   cycle allows them; `valued` gives them 3.5-4.4, nrt-100/120 within 5 points of SlidingServe at 0.75-1.75
   req/s and +2.8% requests met (seeds 2-4), but real-time 0.902 vs 0.912 at 6 req/s and 0.747 vs 0.770 on
   the trace at 1.4 req/s (younger nrt members bank less slack and so sit out less for a real-time prompt:
-  `fill._sits_out`), hence off by default.
+  `fill._sits_out`), hence off by default. A looser sit-out rule (`slice_sit_out=line`) does not restore it:
+  at 6 req/s the lost real-time requests find four real-time streams that run closer to their TPOT under
+  `valued` and free their slots later (docs/results/peers-issue21.md 0e).
 """
 from __future__ import annotations
 
