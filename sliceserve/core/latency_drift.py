@@ -137,7 +137,8 @@ class DriftDetector:
         self.events.append({"term": term, "at_s": now, "reason": reason, **event})
 
     def status(self) -> dict[str, Any]:
-        return {"pending": list(self.pending), "why": dict(self.reasons), "reprofiles": dict(self.count), "recent": list(self.events),
+        return {"pending": list(self.pending), "why": dict(self.reasons), "reprofiles": dict(self.count),
+                "recent": list(self.events),
                 "bias": {t: self.bias(t) for t in TERMS},
                 "biased_since_s": {t: self.terms[t].biased_since for t in TERMS},
                 "settings": {"threshold": self.config.threshold, "samples": self.config.samples,

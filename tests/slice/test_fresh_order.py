@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from sliceserve.core.outputs import ModelOutput
-from sliceserve.core.slice.fresh import default_work_by_tokens_left
 from tests.slice.conftest import make_req, make_slice
 
 
@@ -59,8 +58,6 @@ def _started(rid: str, cls: str, utility: float, tpot: float, max_tokens: int, n
 def _first(paper, mode: str, reqs, now: float = 0.2) -> str:
     sched = make_slice(paper.copy(), slice_started_first=mode)
     cands = [sched.candidates.build(r, now, sched.config, sched.cap_s) for r in reqs]
-    if mode == "valued":
-        default_work_by_tokens_left(cands)
     return min(cands, key=lambda c: c.sort_key).req.req_id
 
 

@@ -33,7 +33,7 @@ from sliceserve.core.scheduler import Batch
 from sliceserve.core.slice.candidates import CandidateBuilder, selection_deadline
 from sliceserve.core.slice.feedback import SliceFeedback
 from sliceserve.core.slice.fill import ColumnFill
-from sliceserve.core.slice.fresh import DEFAULT_UTILITY, default_work_by_tokens_left, fresh_tier
+from sliceserve.core.slice.fresh import fresh_tier, ranks_as_started
 from sliceserve.core.slice.lost import LostWork
 from sliceserve.core.slice.selection import Selection, SelectionParams, demand, select
 from sliceserve.core.slice.waiting import WaitingIndex
@@ -143,9 +143,7 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         cfg = self.config
         if cfg.slice_rank == "work":
             tier = fresh_tier(req, cfg.slice_fresh_order, deadline) if fresh else 0.0
-            # `slice_started_first` = valued: a started default-utility stream ranks as its newcomers do.
-            first = fresh or (cfg.slice_started_first == "valued" and req.utility <= DEFAULT_UTILITY)
-            return (-req.utility, first, tier, -req.utility / max(1, req.remaining_output_tokens), deadline,
+            return (-req.utility, not ranks_as_started(req, cfg.slice_started_first), tier, -req.utility / max(1, req.remaining_output_tokens), deadline,
                     req.arrival_s, req.req_id)
         density = req.utility / demand(req.slo.tpot_s, self.period_s, cfg.slice_min_rate)
         return (-density, fresh, deadline, req.arrival_s, req.req_id)
@@ -164,8 +162,6 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         fresh = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
         if cfg.slice_drop_lost == "reject":
             fresh = self._refuse_lost(fresh, now)
-        if cfg.slice_started_first == "valued":
-            default_work_by_tokens_left(fresh)
         if cfg.slice_drop_lost == "relegate" and self._relegates(fresh):
             self._adopt(select(self._relegated_walk(fresh), self.params, self.latency, now))
             return

@@ -11,7 +11,7 @@ from typing import Callable
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.slice.feedback import SliceFeedback, rate_for
-from sliceserve.core.slice.fresh import fresh_tier
+from sliceserve.core.slice.fresh import fresh_tier, ranks_as_started
 from sliceserve.core.slice.selection import Candidate, demand
 from sliceserve.request import Request, RequestStatus
 from sliceserve.slo import FLOAT_SLACK_S
@@ -54,7 +54,7 @@ class CandidateBuilder:
         # The whole model's state rather than the few figures read here: p(n) is a function of it, whatever
         # terms the model grows.
         figures = (model_state(lat), cfg.max_num_seqs, cap_s, cfg.slice_min_rate, cfg.slice_rank,
-                   cfg.slice_feedback, cfg.slice_fresh_order)
+                   cfg.slice_feedback, cfg.slice_fresh_order, cfg.slice_started_first)
         if figures != self._figures:
             self._figures = figures
             self._step1_s = lat.decode_time(1)
@@ -104,6 +104,7 @@ class CandidateBuilder:
             utility / max(1, remaining) if cfg.slice_rank == "work" else None)         # rank
         if n_out == 0 and cfg.slice_fresh_order != "off":
             c.tier = fresh_tier(req, cfg.slice_fresh_order, deadline)
+        c.started = ranks_as_started(req, cfg.slice_started_first)
         return c
 
     def _rate(self, req: Request, now: float, cfg: SchedulerConfig, cap_s: float,

@@ -26,7 +26,6 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
 """
 from __future__ import annotations
 
-from sliceserve.core.slice.selection import Candidate
 from sliceserve.request import Request
 
 # A request's utility when its class gives none (`Request.utility`, `SLOClass.utility`).
@@ -42,11 +41,9 @@ def fresh_tier(req: Request, mode: str, deadline: float) -> float:
     return 0.0
 
 
-def default_work_by_tokens_left(cands: list[Candidate]) -> None:
-    """`slice_started_first` = valued: started streams of the default utility (every class not given more
-    value) lose "started first" and rank among newcomers of their utility by utility per output token left
-    alone (`cands`: the candidates built this rebuild, every started one among them; never-run ones, in the
-    waiting index's pool, have no output and keep their key)."""
-    for c in cands:
-        if c.req.utility <= DEFAULT_UTILITY and c.req.output_token_ids:
-            c.started_first = False
+def ranks_as_started(req: Request, mode: str) -> bool:
+    """Whether `req` keeps "started streams first" in the `work` rank under `slice_started_first` = `mode`: it
+    has output, and under `valued` its class is worth more than the default utility (a started default-utility
+    stream then ranks among newcomers of its utility by utility per output token left alone). The candidates'
+    key (`CandidateBuilder.build`) and admission's (`SliceScheduler.admission_key`) both ask this."""
+    return req.num_output_tokens > 0 and (mode == "all" or req.utility > DEFAULT_UTILITY)

@@ -37,7 +37,7 @@ class Candidate:
     work_s: float = 0.0    # predicted remaining service time (prefill + decode), for best-effort SRPT
     rank: float | None = None   # selection order if set (`slice_rank` = work), else `density`
     tier: float = 0.0      # `slice_rank` = work: order among never-started equals before `rank` (core/slice/fresh.py)
-    started_first: bool = True   # `slice_rank` = work: a started stream outranks newcomers of its utility
+    started: bool = False  # `slice_rank` = work: it outranks newcomers of its utility (fresh.ranks_as_started)
 
     @property
     def sort_key(self) -> tuple:
@@ -47,8 +47,7 @@ class Candidate:
         # real-time stream for 6 s.
         if self.rank is not None:
             # `slice_rank` = work: utility first, then started streams (as above), then utility per token left.
-            return (-self.req.utility, self.req.num_output_tokens == 0 or not self.started_first, self.tier, -self.rank,
-                    self.deadline,
+            return (-self.req.utility, not self.started, self.tier, -self.rank, self.deadline,
                     self.req.arrival_s, self.req.req_id)
         return (-self.density, self.req.num_output_tokens == 0, self.deadline, self.req.arrival_s, self.req.req_id)
 
@@ -171,15 +170,15 @@ def _can_bank(c: Candidate, now: float, deficit_s: float, prefill_s: float, mask
 
 
 def _empty_mask(params: SelectionParams, latency: LatencyModel, population: Population,
-                decode_time: Callable[[int], float] | None) -> DecodeMask:
+                decode_time: Callable[[int], float] | None, cap: float) -> DecodeMask:
     if decode_time is None:
         # A column's per-iteration context term at the candidates' mean context (the per-request term is
         # charged row by row); at zero context a CPU step with long contexts was under-charged.
         ctx_ref = population.ctx_sum / population.count if population.count else 0.0
         decode_time = column_times(latency, ctx_ref, params.max_num_seqs)
     if params.wide_columns:
-        cap = params.period_s * (1.0 - params.margin) + 1e-9
-        return WideMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs, cap)  # type: ignore[return-value]
+        return WideMask(params.layout, decode_time, latency.row_ctx_coef_s,  # type: ignore[return-value]
+                        params.max_num_seqs, cap)
     return DecodeMask(params.layout, decode_time, latency.row_ctx_coef_s, params.max_num_seqs)
 
 
@@ -197,9 +196,9 @@ def select(candidates: Iterable[Candidate], params: SelectionParams, latency: La
     if population is None:
         candidates = list(candidates)
         population = Population.of(candidates)
-    sel = Selection(mask := _empty_mask(params, latency, population, decode_time))
     # The epsilon keeps a cycle that fills P exactly (e.g. 20 * 50 ms) from failing on float rounding.
     cap = params.period_s * (1.0 - params.margin) + 1e-9
+    sel = Selection(mask := _empty_mask(params, latency, population, decode_time, cap))
     pending, pending_pairs, blocks, stopped = 0, 0.0, 0, False
     pending_s = latency.prefill_time(0)   # pieces_time(pending), kept: most candidates add no prefill
     min_slack = math.inf      # over selected members that decode (have a token already)

@@ -67,7 +67,8 @@ class WideMask:
         self._last = None
         # Layouts the row pushes past the cycle (or a column past the batch cap) are dropped; if every one
         # would be (a caller that adds without testing, e.g. work conservation), the cheapest stays.
-        keep = [t for t in trials if t[0].cost() + t[1] <= self._cap] or [min(trials, key=lambda t: t[0].cost() + t[1])]
+        keep = ([t for t in trials if t[0].cost() + t[1] <= self._cap]
+                or [min(trials, key=lambda t: t[0].cost() + t[1])])
         for m, _, pos in keep:
             m.add(req_id, rate, ctx, pos)
         self._masks = [t[0] for t in keep]
