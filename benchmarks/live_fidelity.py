@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import statistics
@@ -230,6 +231,45 @@ def contention_windows(poller: IterationPoller, start: float, on: float, off: fl
     return lines
 
 
+# The iterations /v1/status's rolling error covers (LatencyAudit's ring buffer, all kinds together).
+ROLLING = 512
+BOUNDS = {"decode": (0.10, 0.30), "prefill-bearing": (0.10, 0.30)}   # the issue's median / p90 bounds
+
+
+def rolling_series(records: list, t0: float, t1: float, window: int = ROLLING,
+                   step_s: float = 1.0) -> list[tuple[float, dict]]:
+    """The server's own rolling error (`error_stats` over its last ROLLING iterations of every kind, as
+    /v1/status computes it) every `step_s` seconds from t0 to t1, from the polled records (stamped when polled,
+    so to within the poll's 2 s)."""
+    times = [r[0] for r in records]
+    out, t = [], t0
+    while t <= t1:
+        upto = bisect.bisect_right(times, t)
+        out.append((t, error_stats(records[max(0, upto - window):upto])))
+        t += step_s
+    return out
+
+
+def settle_lines(records: list, changes: list[tuple[str, float]], end: float, window: int = ROLLING) -> list[str]:
+    """For each change (label, time) up to the next one (or `end`): how long the server's rolling error took to
+    be back within the issue's bounds for good (every second from then to the next change), and the worst
+    rolling median from 30 s after the change on."""
+    lines = []
+    for i, (label, at) in enumerate(changes):
+        until = changes[i + 1][1] if i + 1 < len(changes) else end
+        series = rolling_series(records, at, until, window)
+        cells = []
+        for kind, (med_bound, p90_bound) in BOUNDS.items():
+            ok = [kind in e and e[kind][1] <= med_bound and e[kind][2] <= p90_bound for _, e in series]
+            bad = [t for (t, _), good in zip(series, ok) if not good]
+            settled = "at once" if not bad else (f"+{bad[-1] + 1 - at:.0f} s" if bad[-1] + 1 <= until else "not")
+            late = [e[kind][1] for t, e in series if t >= at + 30 and kind in e]
+            cells.append(f"{kind} within bounds for good {settled}"
+                         + (f" (worst median from +30 s {max(late):.1%})" if late else ""))
+        lines.append(f"- {label} ({until - at:.0f} s to the next change): " + "; ".join(cells))
+    return lines
+
+
 def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tuple[list[dict], list[str], dict, dict]:
     server = Server("--overload", "reject")
     poller = IterationPoller(server)
@@ -259,8 +299,10 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
         phases.append(summarize_phase("1x + competitor", reqs, poller.between(t0, end)))
         print(_row(phases[-1]), flush=True)
         windows = contention_windows(poller, t0, on, off, end)
+        settle = settle_lines(poller.records, [("competitor started", on), ("competitor stopped", off)], end)
         final = server.status()["latency_model"]
         final["threads"] = thread_cpu_line(server.proc.pid, time.monotonic() - t_first)
+        final["settle"] = settle
         # Then the server idle for a while: a drift re-profile pending at the end of the load runs in this gap
         # (its first idle second), and the figure read after it is what the server would use for the next arrival.
         time.sleep(args.idle_s)
@@ -374,6 +416,8 @@ def main() -> int:
               f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
               _drift_line(rested.get("drift")), "", final["threads"], "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
+    lines += ["", f"The server's own rolling error (/v1/status: its last {ROLLING} iterations), each second after each change:",
+              ""] + final["settle"]
     report = "\n".join(lines)
     print(report)
     if args.output:

@@ -62,3 +62,20 @@ def test_a_refusal_counts_false_against_several_replays_only_when_every_replay_m
     assert live_fidelity.false_in_every(refused, [one]) == 2           # the single-replay count
     assert live_fidelity.false_in_every(refused, [one, two]) == 1      # "b" met in one replay only
     assert live_fidelity.false_in_every(refused, [one, {}]) == 0       # a request a replay never saw did not meet
+
+
+def _rec(t: float, kind: str, ratio: float) -> tuple:
+    return (t, kind, ratio, 1.0, 1, 0, 0.0, 0.0)
+
+
+def test_the_settle_time_is_when_the_servers_rolling_error_is_back_within_bounds_for_good():
+    # Ten decode iterations a second, exact but 50% slow-predicted from 10 s to 20 s; one exact prefill a second.
+    # Over a rolling window of 22 iterations the decode error is out of bounds until the slow ones are under a
+    # tenth of the window (p90), two seconds after the second change.
+    records = sorted([_rec(i / 10, "decode", 1.5 if 10 <= i / 10 < 20 else 1.0) for i in range(400)]
+                     + [_rec(i / 10 + 0.05, "prefill", 1.0) for i in range(0, 400, 10)], key=lambda r: r[0])
+    slow, fast = live_fidelity.settle_lines(records, [("slow", 10.0), ("fast", 20.0)], 39.0, window=22)
+    assert "decode within bounds for good not" in slow          # still 50% off when the next change comes
+    assert "decode within bounds for good +2 s" in fast
+    assert "prefill-bearing within bounds for good at once" in fast
+    assert "worst median from +30 s" not in slow                # 10 s to the next change: no reading 30 s on
