@@ -39,7 +39,7 @@ from sliceserve.core.policies import make_scheduler
 from sliceserve.engine.core import EngineCore
 from sliceserve.metrics import request_metrics
 from sliceserve.request import FinishReason, Request
-from sliceserve.server.admission import make_admit
+from sliceserve.server.admission import lost_work_config, make_admit
 from sliceserve.server.control import attach_control
 from sliceserve.server.settings import ServerSettings
 from sliceserve.sim import SimulatedExecutor, Simulator
@@ -62,7 +62,7 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
     # Prefix caching off: the simulator's prompts are all one dummy token, which would share every block.
     config = SchedulerConfig(policy=server.policy).with_overrides(
         max_num_seqs=server.max_num_seqs, max_num_batched_tokens=server.max_num_batched_tokens,
-        enable_prefix_caching=False, slice_reject_lost=overload == "reject")
+        enable_prefix_caching=False, **lost_work_config(overload))
     sched = make_scheduler(server.policy, config, profile.copy())
     sim = Simulator(EngineCore(sched, SimulatedExecutor(profile.copy(), noise=noise, seed=seed if noise_seed is None else noise_seed)),
                     max_time_s=duration_s * 4)

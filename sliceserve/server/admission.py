@@ -18,7 +18,17 @@ from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.async_engine import Rejection
 from sliceserve.request import Request
 
-__all__ = ["LoadEstimate", "drain_estimate", "estimate_under_load", "idle_infeasibility", "make_admit"]
+__all__ = ["LoadEstimate", "drain_estimate", "estimate_under_load", "idle_infeasibility", "lost_work_config",
+           "make_admit"]
+
+
+def lost_work_config(overload: str) -> dict[str, object]:
+    """What the policy does with admitted work whose SLO is lost, by the `overload` setting: with `reject` it
+    refuses it (SLICE's `slice_reject_lost` and `slice_drop_lost`, an SLO refusal the client hears at once);
+    with `best_effort` nothing admitted is refused, so both are off. The server and the offline benchmarks that
+    stand in for it (benchmarks/admission_fidelity.py) build the scheduler with these."""
+    refuse = overload == "reject"
+    return {"slice_reject_lost": refuse, "slice_drop_lost": "reject" if refuse else "off"}
 
 
 def make_admit(max_waiting: int, overload: str):

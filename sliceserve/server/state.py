@@ -8,7 +8,7 @@ from typing import Any
 from sliceserve.core.latency import LatencyModel
 from sliceserve.engine.async_engine import AsyncEngine
 from sliceserve.metrics.prometheus import ServerMetrics
-from sliceserve.server.admission import drain_estimate, make_admit
+from sliceserve.server.admission import drain_estimate, lost_work_config, make_admit
 from sliceserve.server.settings import ServerSettings
 from sliceserve.server.validation import longest_token_chars
 from sliceserve.slo import SLOClass
@@ -78,9 +78,7 @@ def build_state(settings: ServerSettings, loaded: Any | None = None,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         max_waiting=settings.max_waiting,
                         **{"enable_prefix_caching": settings.enable_prefix_caching,
-                           "slice_reject_lost": settings.overload == "reject",
-                           "slice_drop_lost": "reject" if settings.overload == "reject" else "off",
-                           **settings.scheduler})
+                           **lost_work_config(settings.overload), **settings.scheduler})
     if hasattr(core.scheduler, "period_s"):
         log.info("SLICE cycle P = %.2f s", core.scheduler.period_s)
     model_name = settings.served_model_name or getattr(loaded, "model_name", None) or "sliceserve"
