@@ -11,7 +11,9 @@ is of behaviour, not of one import resolved twice.
 
 `--after-set KEY=VALUE` runs the working tree with a config field that `--before` lacks (a new knob, set to
 the value that should reproduce the old behaviour); the field is left out of the after side's recorded
-config (the JSON's `config.scheduler`) so that the rest is still compared byte for byte.
+config (the JSON's `config.scheduler`) so that the rest is still compared byte for byte. `--after-profile-field
+NAME` likewise leaves out a latency-model field that `--before` lacks (the JSON's `config.profile_model`, e.g.
+`prefill_shape`), which the after side records at its default.
 Exits 1 and names each differing (policy, rate, seed) when anything differs.
 """
 from __future__ import annotations
@@ -42,9 +44,10 @@ def _env(tree: Path) -> dict[str, str]:
     return env
 
 
-def simulate(tree: Path, policy: str, rate: float, seed: int, out: Path, settings: tuple[str, ...] = ()) -> str:
+def simulate(tree: Path, policy: str, rate: float, seed: int, out: Path, settings: tuple[str, ...] = (),
+             profile_fields: tuple[str, ...] = ()) -> str:
     """Run one simulation with `tree`'s code (with `settings`, KEY=VALUE config fields); returns the sha256
-    of its JSON, after dropping those fields from the recorded config."""
+    of its JSON, after dropping those fields and the latency model's `profile_fields` from the recorded config."""
     cmd = [sys.executable, "-m", "sliceserve", "simulate", "--policy", policy, "--workload", "edge-mix",
            "--request-rate", str(rate), "--seed", str(seed), "--profile", "paper-4060ti",
            "--no-progress", "--output", str(out)]
@@ -52,10 +55,12 @@ def simulate(tree: Path, policy: str, rate: float, seed: int, out: Path, setting
         cmd += ["--set", kv]
     subprocess.run(cmd, cwd=tree, env=_env(tree), check=True, capture_output=True, text=True)
     data = out.read_bytes()
-    if settings:
+    if settings or profile_fields:
         doc = json.loads(data)
         for kv in settings:
             doc["config"]["scheduler"].pop(kv.split("=", 1)[0], None)
+        for name in profile_fields:
+            doc["config"]["profile_model"].pop(name, None)
         data = json.dumps(doc, indent=2).encode()
         # The before side is re-serialised the same way (`_normalised`), so only content is compared.
     return hashlib.sha256(data).hexdigest()
@@ -73,6 +78,8 @@ def main() -> int:
     ap.add_argument("--policies", default="", help="comma list (default: every policy registered before)")
     ap.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
                     help="config field for the working tree only (a knob --before lacks); repeatable")
+    ap.add_argument("--after-profile-field", action="append", default=[], metavar="NAME",
+                    help="latency-model field the working tree records and --before lacks; repeatable")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -87,9 +94,10 @@ def main() -> int:
                 for rate in rates:
                     for seed in seeds:
                         a = simulate(before, policy, rate, seed, Path(tmp) / "before.json")
-                        if args.after_set:
+                        if args.after_set or args.after_profile_field:
                             a = _normalised(Path(tmp) / "before.json")
-                        b = simulate(REPO, policy, rate, seed, Path(tmp) / "after.json", tuple(args.after_set))
+                        b = simulate(REPO, policy, rate, seed, Path(tmp) / "after.json", tuple(args.after_set),
+                                     tuple(args.after_profile_field))
                         same = a == b
                         print(f"{policy:10s} rate {rate:5g} seed {seed}: {'same' if same else 'DIFFERENT'} "
                               f"{a[:12]}{'' if same else ' vs ' + b[:12]}", flush=True)

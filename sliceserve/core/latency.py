@@ -23,7 +23,9 @@ same work, so one coefficient carries both: fitted from prefix-0 chunks alone it
 A mixed iteration costs l(k, ctx) + p(n, P) (the sum, as SLICE.md allows to start with): measured beside 1-8
 decodes at context 300, chunks of 128-512 tokens cost within 7 % of it (noise level: benchmarks/mixed_cost.py).
 Built from profiles (JSON), fitted by least squares from measured samples, calibrated online per term: l and p
-each carry a factor (measured / profiled) that every measured iteration moves by one bounded step (`observe`).
+each carry a factor (measured / profiled) that every measured iteration moves by one bounded step (`observe`),
+and p's form (level, per-token and attention parts) is corrected online too, normalised so that its factor
+still prices p(256).
 """
 from __future__ import annotations
 
@@ -72,6 +74,10 @@ class LatencyModel:
     decode_factor: float = 1.0
     prefill_factor: float = 1.0
     calibration_cap: float = 0.05     # the most one iteration moves a factor, in log space (0: calibration off)
+    # The form of p learnt online (`observe`): its level, its per-token part (linear and quadratic) and its
+    # attention part, each x these; normalised so that a first chunk of SHAPE_REFERENCE_TOKENS tokens is priced
+    # by prefill_factor alone (prefill_factor stays "online p(256) / profiled p(256)").
+    prefill_shape: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
 
     def __post_init__(self) -> None:
         if not self.decode_table_s:
@@ -83,6 +89,9 @@ class LatencyModel:
             if not self.ctx_buckets or any(not isinstance(b, int) or b <= 0 for b in self.ctx_buckets):
                 raise ValueError(f"ctx_buckets must be positive integers, got {self.ctx_buckets!r}")
             self.ctx_buckets = sorted(self.ctx_buckets)
+        if len(self.prefill_shape) != 3 or any(not (math.isfinite(x) and x > 0) for x in self.prefill_shape):
+            raise ValueError(f"prefill_shape must be three positive factors, got {self.prefill_shape!r}")
+        self.prefill_shape = [float(x) for x in self.prefill_shape]
 
     # --- prediction ----------------------------------------------------------------------------------
     def decode_time(self, k: int, ctx: float = 0.0, ctx_max: float | None = None) -> float:
@@ -131,8 +140,15 @@ class LatencyModel:
         """Seconds for a chunk of `n` prompt tokens after `prefix` cached ones (0: a prompt's first chunk)."""
         if n <= 0:
             return 0.0
-        return self.prefill_factor * (self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
-                                      + self.prefill_attn_s * attention_pairs(n, prefix))
+        base, tokens, attention = self.prefill_shape
+        return self.prefill_factor * (self.prefill_base_s * base
+                                      + (self.prefill_per_token_s * n + self.prefill_quad_s * n * n) * tokens
+                                      + self.prefill_attn_s * attention_pairs(n, prefix) * attention)
+
+    def prefill_parts(self, n: int, prefix: float = 0.0) -> tuple[float, float, float]:
+        """p(n, prefix)'s three parts as profiled (no online factor or form): level, per-token, attention."""
+        return (self.prefill_base_s, self.prefill_per_token_s * n + self.prefill_quad_s * n * n,
+                self.prefill_attn_s * attention_pairs(n, prefix))
 
     def iteration_time(self, num_decode: int, decode_ctx: float, prefill_tokens: int,
                        decode_ctx_max: float | None = None, prefill_ctx: float = 0.0) -> float:
@@ -157,17 +173,39 @@ class LatencyModel:
         prefill = self.prefill_time(sample.prefill_tokens, sample.prefill_ctx)
         if prefill <= 0:
             if decode > 0:
-                self.decode_factor = self._calibrated(self.decode_factor, sample.seconds / decode, 1.0)
+                self.decode_factor = _bounded(self.decode_factor * math.exp(self._step(sample.seconds / decode, 1.0)))
         else:
             left = max(sample.seconds - decode, 0.1 * prefill)
-            self.prefill_factor = self._calibrated(self.prefill_factor, left / prefill, prefill / (prefill + decode))
+            step = self._step(left / prefill, prefill / (prefill + decode))
+            self.prefill_factor = _bounded(self.prefill_factor * math.exp(step))
+            self._reshape_prefill(sample.prefill_tokens, sample.prefill_ctx, step)
         return decode + prefill
 
-    def _calibrated(self, factor: float, ratio: float, weight: float) -> float:
+    def _step(self, ratio: float, weight: float) -> float:
+        """One calibration step in log space: the EWMA of the log-ratio, capped."""
         step = self.ewma_alpha * weight * math.log(ratio)
-        step = min(self.calibration_cap, max(-self.calibration_cap, step))
-        low, high = FACTOR_BOUNDS
-        return min(high, max(low, factor * math.exp(step)))
+        return min(self.calibration_cap, max(-self.calibration_cap, step))
+
+    def _reshape_prefill(self, n: int, prefix: float, step: float) -> None:
+        """Moves p's form by what a chunk of `n` tokens after `prefix` says, once prefill_factor has taken
+        `step`: each part's own factor (prefill_factor x its form) moves by step x its share of the chunk's price /
+        the sum of the squared shares (normalised least mean squares): the chunk's price moves by `step` as
+        before, but the parts that make it up move most. A profile fitted at idle had the level too high and
+        the per-token part too low for a loaded server (run 7 of docs/results/live-fidelity.md, replayed: small
+        prompts under-predicted by 7-10 %, chunks after a long prefix over-predicted by 8-12 %; with the form
+        learnt online the prefill-bearing median error fell from 9.7 to 8.2 %, on llama.cpp from 9.2 to 6.5 %).
+        Then normalised at the reference chunk, where the form's correction is 1."""
+        parts = [f * p for f, p in zip(self.prefill_shape, self.prefill_parts(n, prefix))]
+        total = sum(parts)
+        if step == 0.0 or total <= 0:
+            return
+        shares = [p / total for p in parts]
+        norm = sum(x * x for x in shares)
+        shape = [_bounded(f * math.exp(step * (x / norm - 1.0))) for f, x in zip(self.prefill_shape, shares)]
+        reference = self.prefill_parts(SHAPE_REFERENCE_TOKENS)
+        level = sum(f * p for f, p in zip(shape, reference)) / sum(reference) if sum(reference) > 0 else 1.0
+        self.prefill_shape = [f / level for f in shape]
+        self.prefill_factor = _bounded(self.prefill_factor * level)
 
     def scale(self, ratio: float) -> None:
         """Every profiled time x `ratio` (a profile of a uniformly slower or faster device)."""
@@ -236,7 +274,7 @@ class LatencyModel:
     def from_dict(cls, data: dict) -> "LatencyModel":
         known = {"decode_table_s", "ctx_coef_s", "prefill_base_s", "prefill_per_token_s", "prefill_quad_s",
                  "ctx_iter_coef_s", "prefill_attn_s", "ctx_buckets", "name", "notes", "ewma_alpha", "decode_factor",
-                 "prefill_factor", "calibration_cap"}
+                 "prefill_factor", "calibration_cap", "prefill_shape"}
         unknown = sorted(set(data) - known - {"samples", "device"})
         if unknown:
             raise ValueError(f"latency profile has unknown field(s): {', '.join(unknown)}")
@@ -263,6 +301,13 @@ class LatencyModel:
 # Online calibration never takes a term below a quarter or above four times its profiled time: a larger gap
 # means the profile is of another device or representation, which a re-profile must fix, not drift.
 FACTOR_BOUNDS = (0.25, 4.0)
+# The first chunk whose price prefill_factor alone sets (`LatencyModel._reshape_prefill`): /ready's p(256).
+SHAPE_REFERENCE_TOKENS = 256
+
+
+def _bounded(factor: float) -> float:
+    low, high = FACTOR_BOUNDS
+    return min(high, max(low, factor))
 
 
 # The SLICE reference code's measured decode iterations on an RTX 4060 Ti with ChatGLM2-6B-INT4,

@@ -151,7 +151,8 @@ def rebase_term(model: LatencyModel, term: str, samples: list[IterationSample]) 
     """Replace `term`'s scale by what `samples` (fresh measurements of that term alone) say: every coefficient of
     the term x the median measured / profiled ratio, and the term's online factor back to 1. Returns the new
     effective scale relative to the old one (new prediction / old prediction). The term's shape (the decode
-    table's levels, prefill's curve) stays the profile's: a few shapes measure its level, not its form."""
+    table's levels, prefill's curve with the form learnt online, `LatencyModel.prefill_shape`) is kept: a few
+    shapes measure its level, not its form."""
     if term not in TERMS:
         raise ValueError(f"unknown latency term {term!r}; one of {TERMS}")
     if term == "decode":

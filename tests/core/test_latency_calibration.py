@@ -1,4 +1,5 @@
-"""Online calibration of the latency model: one bounded factor per term, neither moved by the other's error."""
+"""Online calibration of the latency model: one bounded factor per term, neither moved by the other's error, and
+prefill's form learnt beside its factor."""
 from __future__ import annotations
 
 import math
@@ -73,6 +74,50 @@ def test_calibration_off_with_a_zero_cap():
     assert (model.decode_factor, model.prefill_factor) == (1.0, 1.0)
 
 
+def _prefill_samples(truth: LatencyModel, n: int, seed: int = 0) -> list[IterationSample]:
+    """Prompt chunks of every size, some after a cached prefix, measured from `truth` with +-10% noise."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tokens, prefix = rng.choice([16, 32, 64, 128, 256, 512]), rng.choice([0, 0, 256, 1024])
+        out.append(IterationSample(0, 0.0, tokens, truth.prefill_time(tokens, prefix) * rng.uniform(0.9, 1.1), prefix))
+    return out
+
+
+def _profile_with_attention() -> LatencyModel:
+    return LatencyModel([0.01], prefill_base_s=0.045, prefill_per_token_s=0.001, prefill_attn_s=1.5e-6)
+
+
+def test_prefills_form_is_learnt_where_one_factor_can_only_average():
+    # What a loaded CPU server showed against its idle profile (docs/results/live-fidelity.md run 7): a lower
+    # level and a dearer per-token part. One factor over-prices small chunks and under-prices large ones.
+    truth = _profile_with_attention()
+    truth.prefill_base_s *= 0.6
+    truth.prefill_per_token_s *= 1.3
+    class OneFactor(LatencyModel):
+        def _reshape_prefill(self, n: int, prefix: float, step: float) -> None:
+            pass                                                      # the form held at the profile's
+
+    learnt, one_factor = _profile_with_attention(), OneFactor(**_profile_with_attention().to_dict())
+    for s in _prefill_samples(truth, 3000):
+        learnt.observe(s)
+        one_factor.observe(s)
+    shapes = [(16, 0), (64, 0), (256, 0), (512, 0), (64, 1024), (512, 1024)]
+    errors = {name: max(abs(m.prefill_time(n, p) / truth.prefill_time(n, p) - 1) for n, p in shapes)
+              for name, m in (("learnt", learnt), ("one factor", one_factor))}
+    assert errors["learnt"] < 0.03 and errors["one factor"] > 0.2
+    assert learnt.prefill_shape[0] < 0.8 and learnt.prefill_shape[1] > 1.05   # lower level, dearer tokens
+
+
+def test_the_prefill_factor_alone_still_prices_the_reference_chunk():
+    model = _profile_with_attention()
+    profiled = model.prefill_time(256)
+    for s in _prefill_samples(_profile_with_attention(), 50, seed=3):
+        model.observe(IterationSample(0, 0.0, s.prefill_tokens, s.seconds * 1.7, s.prefill_ctx))
+    assert model.prefill_shape != [1.0, 1.0, 1.0]
+    assert model.prefill_time(256) == pytest.approx(model.prefill_factor * profiled)
+
+
 def test_factors_survive_copy_and_json(tmp_path):
     model = load_profile("paper-4060ti")
     model.observe(IterationSample(2, 0.0, 0, 1.0))
@@ -80,6 +125,9 @@ def test_factors_survive_copy_and_json(tmp_path):
     model.save(path)
     again = LatencyModel.load(path)
     assert again.decode_factor == model.decode_factor == model.copy().decode_factor > 1.0
+    model.observe(IterationSample(0, 0.0, 32, 1.0))
+    model.save(path)
+    assert LatencyModel.load(path).prefill_shape == model.prefill_shape != [1.0, 1.0, 1.0]
 
 
 def test_bucketed_runner_is_charged_the_bucket_of_the_longest_context():

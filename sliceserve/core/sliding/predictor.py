@@ -162,8 +162,9 @@ class BatchLatencyPredictor:
                     memo[(ki, dc)] = self.prior.decode_time(int(ki), dc / ki if ki else 0.0)
             decode = np.array([memo[(ki, dc)] for ki, dc in zip(k, x[rows, 4])])
             p = self.prior
-            pre = np.where(n > 0, p.prefill_factor * (p.prefill_base_s + p.prefill_per_token_s * n
-                                                      + p.prefill_quad_s * n * n), 0.0)
+            base, tokens, _ = p.prefill_shape
+            pre = np.where(n > 0, p.prefill_factor * (p.prefill_base_s * base + (p.prefill_per_token_s * n
+                                                      + p.prefill_quad_s * n * n) * tokens), 0.0)
             out[rows] = decode + pre
         out[x[:, 1] == 0] = 0.0
         return out
