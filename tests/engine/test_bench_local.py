@@ -31,6 +31,13 @@ def test_slo_scale_is_the_ratio_of_single_decode_steps():
     assert latency_scale(LatencyModel([0.007])).slo == pytest.approx(0.5)
 
 
+def test_slo_scale_reads_the_decode_step_at_the_reference_prompts_context():
+    # A quick profile whose fit put the level near zero and the cost in the context slope (2.4 ms at context 0,
+    # 9.8 ms at 256, as one did on the 2-vCPU CPU): scaled at context 0 every TPOT bound fell below one step.
+    fit = LatencyModel([0.0024], ctx_iter_coef_s=(0.0098 - 0.0024) / 256)
+    assert latency_scale(fit).slo == pytest.approx(0.0098 / 0.014)
+
+
 def test_ttft_scale_follows_prefill_but_never_below_the_decode_scale():
     assert REFERENCE_PREFILL_S == pytest.approx(0.020 + 0.00025 * 256)
     # A CPU-like device: decode 4.5x the reference, a 256-token prompt 12.7x.
