@@ -11,8 +11,8 @@ Everything the server decides rests on its latency model; this measures how righ
 3. A second fresh idle profile once run A's server is gone: the server's calibrated p(256) after the run is
    compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a drift re-profile
    was pending, it runs in that gap).
-4. Run B: the same arrivals against `--overload best_effort`: a request refused in A that met its SLO in B
-   was a false refusal (`--replays N`: B N times, and also the refusals whose request met in every replay).
+4. Run B: the same arrivals (the contention phase with its competitor at the same times) against
+   `--overload best_effort`: a request refused in A that met its SLO in B was a false refusal (`--replays N`: B N times, and also the refusals whose request met in every replay).
 Printed per load: iteration error |pred/meas - 1| (median, p90) per kind, admission-time predicted / measured
 TTFT of admitted requests, refusals and false refusals, attainment; for the contention phase the error in
 10 s windows around each change. The load average is printed beside every figure.
@@ -285,18 +285,10 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
             phases.append(summarize_phase(f"{load:g}x", reqs, poller.between(t0, time.monotonic())))
             print(_row(phases[-1]), flush=True)
         t0 = time.monotonic()
-        on, off = t0 + args.phase_s / 3, t0 + 2 * args.phase_s / 3
-        competitor: list[subprocess.Popen] = []
-
-        def start_competitor() -> None:
-            competitor.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
-
-        threading.Timer(args.phase_s / 3, start_competitor).start()
-        threading.Timer(2 * args.phase_s / 3, lambda: [p.kill() for p in competitor]).start()
-        reqs = run_phase(server, profile, rate1, args.phase_s, args.seed + 10)
+        reqs, on, off = contention_phase(server, profile, rate1, args)
         time.sleep(2.5)
         end = time.monotonic()
-        phases.append(summarize_phase("1x + competitor", reqs, poller.between(t0, end)))
+        phases.append(summarize_phase(CONTENTION, reqs, poller.between(t0, end)))
         print(_row(phases[-1]), flush=True)
         windows = contention_windows(poller, t0, on, off, end)
         settle = settle_lines(poller.records, [("competitor started", on), ("competitor stopped", off)], end)
@@ -316,12 +308,45 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
     return phases, windows, final, reqs_by_phase
 
 
-def run_b(profile: LatencyModel, loads: list[float], rate1: float, args) -> dict[float, dict[str, bool]]:
+CONTENTION = "1x + competitor"
+
+
+def contention_phase(server: Server, profile: LatencyModel, rate1: float, args) -> tuple[list, float, float]:
+    """1x with a CPU-bound competitor started a third of the way in and stopped at two thirds (killed in any
+    case when the phase ends); returns the requests and when the competitor started and stopped."""
+    t0 = time.monotonic()
+    on, off = t0 + args.phase_s / 3, t0 + 2 * args.phase_s / 3
+    competitor: list[subprocess.Popen] = []
+
+    def stop() -> None:
+        for proc in competitor:
+            proc.kill()
+
+    timers = [threading.Timer(args.phase_s / 3, lambda: competitor.append(
+                  subprocess.Popen([sys.executable, "-c", "while True: pass"]))),
+              threading.Timer(2 * args.phase_s / 3, stop)]
+    for timer in timers:
+        timer.start()
+    try:
+        reqs = run_phase(server, profile, rate1, args.phase_s, args.seed + 10)
+    finally:
+        for timer in timers:
+            timer.cancel()
+        stop()
+    return reqs, on, off
+
+
+def run_b(profile: LatencyModel, loads: list[float], rate1: float, args) -> dict[float | str, dict[str, bool]]:
+    """The same arrivals, every load and the contention phase (its competitor at the same times), against
+    `--overload best_effort`: whether each request met its SLO."""
     server = Server("--overload", "best_effort")
     try:
-        return {load: {r.req_id: request_metrics(r).met
-                       for r in run_phase(server, profile, load * rate1, args.phase_s, args.seed + i)}
-                for i, load in enumerate(loads)}
+        met: dict[float | str, dict[str, bool]] = {
+            load: {r.req_id: request_metrics(r).met
+                   for r in run_phase(server, profile, load * rate1, args.phase_s, args.seed + i)}
+            for i, load in enumerate(loads)}
+        met[CONTENTION] = {r.req_id: request_metrics(r).met for r in contention_phase(server, profile, rate1, args)[0]}
+        return met
     finally:
         server.stop()
 
@@ -392,7 +417,7 @@ def main() -> int:
     minutes = (time.monotonic() - t_start) / 60
     after_idle = idle_profile(work / "idle-after.json")
     replays = [run_b(before, loads, rate1, args) for _ in range(args.replays)]
-    for p, load in zip(phases, loads):
+    for p, load in zip(phases, [*loads, CONTENTION]):
         met_b = replays[0][load]
         p["false_refusals"] = sum(met_b.get(rid, False) for rid in p["refused"])
         p["false_by"] = refusal_kinds_of([p["refused_by"][rid] for rid in p["refused"] if met_b.get(rid, False)])
