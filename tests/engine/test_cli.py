@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from sliceserve.cli import main  # noqa: E402
-from sliceserve.core.latency import load_profile  # noqa: E402
+from sliceserve.core.latency import LatencyModel, load_profile  # noqa: E402
 
 # 256 blocks of the tiny model's KV (2 layers x 2 heads x 16 dims, fp32): allocation stays trivial.
 KV_BYTES = str(256 * 2 * 2 * 16 * 2 * 16 * 4)
@@ -55,8 +55,9 @@ def test_bench_local_writes_results_json(tiny_llama_dir, tmp_path, capsys):
     data = json.loads(path.read_text())
     cfg = data["config"]
     assert cfg["engine"] == "local" and cfg["policies"] == ["vllm", "orca"]
-    # Derived scale: this device's l(1) over the paper GPU's 14 ms.
-    assert cfg["slo_scale"] == pytest.approx(cfg["profile_model"]["decode_table_s"][0] / 0.014)
+    # Derived scale: this device's l(1) at the reference prompt's context (256) over the paper GPU's 14 ms.
+    device = LatencyModel.from_dict(cfg["profile_model"])
+    assert cfg["slo_scale"] == pytest.approx(device.decode_time(1, 256) / 0.014)
     assert cfg["ttft_scale"] >= cfg["slo_scale"]   # TTFT follows prefill, never below the decode factor
     assert "slo_scale_rule" in cfg and cfg["scheduler"]["num_kv_blocks"] == 256
     assert set(data["results"]) == {"vllm", "orca"}
