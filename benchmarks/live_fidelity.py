@@ -12,7 +12,8 @@ Everything the server decides rests on its latency model; this measures how righ
    compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a drift re-profile
    was pending, it runs in that gap).
 4. Run B: the same arrivals (the contention phase with its competitor at the same times) against
-   `--overload best_effort`: a request refused in A that met its SLO in B was a false refusal (`--replays N`: B N times, and also the refusals whose request met in every replay).
+   `--overload best_effort`: a request refused in A that met its SLO in B was a false refusal (`--replays N`: B N
+   times, and also the refusals whose request met in every replay).
 Printed per load: iteration error |pred/meas - 1| (median, p90) per kind, admission-time predicted / measured
 TTFT of admitted requests, refusals and false refusals, attainment; for the contention phase the error in
 10 s windows around each change. The load average is printed beside every figure.
@@ -441,8 +442,8 @@ def main() -> int:
               f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
               _drift_line(rested.get("drift")), "", final["threads"], "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
-    lines += ["", f"The server's own rolling error (/v1/status: its last {ROLLING} iterations), each second after each change:",
-              ""] + final["settle"]
+    lines += ["", f"The server's own rolling error (/v1/status: its last {ROLLING} iterations), each second after "
+              "each change:", ""] + final["settle"]
     report = "\n".join(lines)
     print(report)
     if args.output:

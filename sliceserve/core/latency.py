@@ -203,7 +203,8 @@ class LatencyModel:
         norm = sum(x * x for x in shares)
         shape = [_bounded(f * math.exp(step * (x / norm - 1.0))) for f, x in zip(self.prefill_shape, shares)]
         reference = self.prefill_parts(SHAPE_REFERENCE_TOKENS)
-        level = sum(f * p for f, p in zip(shape, reference)) / sum(reference) if sum(reference) > 0 else 1.0
+        profiled = sum(reference)
+        level = sum(f * p for f, p in zip(shape, reference)) / profiled if profiled > 0 else 1.0
         self.prefill_shape = [f / level for f in shape]
         self.prefill_factor = _bounded(self.prefill_factor * level)
 

@@ -143,8 +143,8 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         cfg = self.config
         if cfg.slice_rank == "work":
             tier = fresh_tier(req, cfg.slice_fresh_order, deadline) if fresh else 0.0
-            return (-req.utility, not ranks_as_started(req, cfg.slice_started_first), tier, -req.utility / max(1, req.remaining_output_tokens), deadline,
-                    req.arrival_s, req.req_id)
+            return (-req.utility, not ranks_as_started(req, cfg.slice_started_first), tier,
+                    -req.utility / max(1, req.remaining_output_tokens), deadline, req.arrival_s, req.req_id)
         density = req.utility / demand(req.slo.tpot_s, self.period_s, cfg.slice_min_rate)
         return (-density, fresh, deadline, req.arrival_s, req.req_id)
 
