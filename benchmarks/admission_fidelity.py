@@ -7,15 +7,16 @@ is the live benchmark's (benchmarks/live_fidelity.py) with the device simulated:
   scale derived from it (`bench.device_scale`), and 1x = the live benchmark's sustainable edge-mix rate;
 - the server's defaults: SLICE, 16 sequences, 512 batched tokens, 64 waiting, the feedback controller wired
   as the server wires it (`attach_control`), the server's admission hook (`make_admit`) and, with
-  `--overload reject`, SLICE's refusal of requests whose TTFT passed (`slice_reject_lost`);
+  `--overload reject`, SLICE's refusals of lost work (`lost_work_config`: `slice_reject_lost`, `slice_drop_lost`);
 - every load and seed run twice on the same arrivals, `reject` and `best_effort`: a request refused in the
   first that met its SLO in the second is a false refusal.
 Printed per load (all seeds pooled): predicted / simulated TTFT of admitted requests (median, p10, p90),
-refusals (at the door / by the policy), false refusals (met in the best_effort replay, the issue's definition),
-those met in every one of `--replays` best_effort replays (the others with 2% iteration noise), and the
-replays' own disagreement: of the requests that missed in the first replay, the share that met in the
-second. That share is the floor of the first count: a refusal of exactly the requests that miss in one
-replay would score it against another. Then attainment and real-time attainment.
+refusals by who refused (the live benchmark's `refusal_kind`: admission's 429 at the door, the policy once the
+TTFT passed or once it counts the SLO lost, the controller's shedding), false refusals (met in the best_effort
+replay, the issue's definition), those met in every one of `--replays` best_effort replays (the others with 2%
+iteration noise), and the replays' own disagreement: of the requests that missed in the first replay, the
+share that met in the second. That share is the floor of the first count: a refusal of exactly the requests
+that miss in one replay would score it against another. Then attainment and real-time attainment.
 
     nice -n 19 python benchmarks/admission_fidelity.py --seeds 1,2,3 --duration-s 300
 """
@@ -47,7 +48,7 @@ from sliceserve.workload import generate, get_preset
 from sliceserve.workload.spec import to_requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_fidelity import sustainable_rate  # noqa: E402  (1x as the live benchmark defines it)
+from live_fidelity import refusal_kind, sustainable_rate  # noqa: E402  (1x and who refused: the live benchmark's)
 
 DONE = (FinishReason.STOP, FinishReason.LENGTH)
 
@@ -74,15 +75,6 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
     return sim.run().requests
 
 
-def refused_by(req: Request) -> str:
-    """Who refused: the policy once the TTFT had passed with no token out (SLICE's `slice_reject_lost`; its
-    message shares admission's prefix, so it is told first), admission on its TTFT or its TPOT estimate."""
-    text = req.error or ""
-    if "no first token within" in text:
-        return "policy"
-    return "door ttft" if "predicted ttft" in text else "door tpot" if "predicted tpot" in text else "other"
-
-
 def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]) -> dict:
     """`runs`: per seed, the reject run and its best_effort replays (the first as given, the others with
     `JITTER` iteration noise)."""
@@ -99,7 +91,7 @@ def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]
                 ratios.append(r.predicted_ttft_s / m.ttft_s)
             if r.finish_reason is FinishReason.REJECTED:
                 refusals += 1
-                kind = refused_by(r)
+                kind = refusal_kind(r.error or "")
                 kinds[kind] = kinds.get(kind, 0) + 1
                 false += met_b[0][r.req_id]
                 robust += all(mb[r.req_id] for mb in met_b)
