@@ -273,6 +273,9 @@ def settle_lines(records: list, changes: list[tuple[str, float]], end: float, wi
 
 def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tuple[list[dict], list[str], dict, dict]:
     server = Server("--overload", "reject")
+    # The model the server starts from (its own start-up estimate), kept with the records so that its iterations
+    # can be replayed offline through another version of the model (benchmarks/replay_latency.py).
+    start_model = server.status()["latency_model"]["coefficients"]
     poller = IterationPoller(server)
     poller.start()
     phases, reqs_by_phase = [], {}
@@ -305,7 +308,8 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
         server.stop()
     if args.records:
         Path(args.records).write_text(json.dumps({"t0": t_first, "records": poller.records,
-                                                  "drift": final.get("drift")}) + "\n")
+                                                  "drift": final.get("drift"), "start_model": start_model,
+                                                  "end_model": final.get("coefficients")}) + "\n")
     return phases, windows, final, reqs_by_phase
 
 
