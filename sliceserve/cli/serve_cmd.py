@@ -24,7 +24,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add("--max-num-batched-tokens", type=int)
     add("--max-waiting", type=int, help="bounded waiting queue; arrivals beyond it get 503 (default: 64)")
     add("--max-queue-time", dest="max_queue_time_s", type=float, metavar="S",
-        help="a request without a first token after S seconds gets 503 (default: 60)")
+        help="a request without a first token after S seconds, or after its TTFT bound if longer, gets 503 "
+             "(default: 60)")
     add("--overload", choices=("reject", "best_effort"),
         help="a request whose SLO can't be met under current load: 429 (reject) or serve it (best_effort)")
     add("--latency-profile", help="latency profile JSON from `sliceserve profile` (default: measure at start)")

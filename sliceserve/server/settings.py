@@ -80,8 +80,9 @@ class ServerSettings(BaseModel):
     max_num_batched_tokens: int = Field(default=512, gt=0)
     # Bounded waiting queue: arrivals beyond it get 503.
     max_waiting: int = Field(default=64, gt=0)
-    # A request without its first token after this many seconds gets 503 (stream: an error event), so every
-    # request ends with an answer even when a utility-ordered policy keeps serving others first. None: wait.
+    # A request without its first token after this many seconds (or its own TTFT bound, if longer) gets 503
+    # (stream: an error event), so every request ends with an answer even when a utility-ordered policy keeps
+    # serving others first. None: wait.
     max_queue_time_s: float | None = Field(default=60.0, gt=0)
     # A request whose SLO cannot be met under the current load: refuse (429 + Retry-After) or serve anyway.
     overload: Literal["reject", "best_effort"] = "best_effort"
