@@ -18,7 +18,7 @@ iteration noise), and the replays' own disagreement: of the requests that missed
 share that met in the second. That share is the floor of the first count: a refusal of exactly the requests
 that miss in one replay would score it against another. Then attainment and real-time attainment.
 
-    nice -n 19 python benchmarks/admission_fidelity.py --seeds 1,2,3 --duration-s 300
+    nice -n 19 python benchmarks/admission_fidelity.py --seeds 1,2,3 --duration-s 300 [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from sliceserve.bench.device_scale import latency_scale
+from sliceserve.cli.simulate_cmd import parse_setting
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel, load_profile
 from sliceserve.core.policies import make_scheduler
@@ -54,8 +55,10 @@ DONE = (FinishReason.STOP, FinishReason.LENGTH)
 
 
 def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, overload: str,
-             noise: float, controller: bool, noise_seed: int | None = None) -> list[Request]:
-    """One simulated server run of edge-mix at `rate`; every arrival, ended one way or another."""
+             noise: float, controller: bool, noise_seed: int | None = None,
+             settings: dict | None = None) -> list[Request]:
+    """One simulated server run of edge-mix at `rate`; every arrival, ended one way or another. `settings`:
+    scheduler fields set on top of the server's (`--set`), in both the reject run and its replays."""
     server = ServerSettings()
     scale = latency_scale(profile)
     wl = generate("edge-mix", rate, duration_s, seed, mix=get_preset("edge-mix", scale.slo, scale.ttft))
@@ -63,7 +66,7 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
     # Prefix caching off: the simulator's prompts are all one dummy token, which would share every block.
     config = SchedulerConfig(policy=server.policy).with_overrides(
         max_num_seqs=server.max_num_seqs, max_num_batched_tokens=server.max_num_batched_tokens,
-        enable_prefix_caching=False, **lost_work_config(overload))
+        enable_prefix_caching=False, **lost_work_config(overload)).with_overrides(**(settings or {}))
     sched = make_scheduler(server.policy, config, profile.copy())
     sim = Simulator(EngineCore(sched, SimulatedExecutor(profile.copy(), noise=noise, seed=seed if noise_seed is None else noise_seed)),
                     max_time_s=duration_s * 4)
@@ -135,22 +138,26 @@ def main() -> int:
     ap.add_argument("--duration-s", type=float, default=300.0, help="seconds of arrivals per run (default 300)")
     ap.add_argument("--noise", type=float, default=0.0, help="lognormal sigma on each iteration's time (default 0)")
     ap.add_argument("--no-controller", action="store_true", help="leave the feedback controller out")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a SchedulerConfig field on top of the server's defaults, as `simulate --set`; repeatable")
     ap.add_argument("--replays", type=int, default=3,
                     help=f"best_effort replays per run: the first with --noise, the others with {JITTER:g} (default 3)")
     args = ap.parse_args()
     logging.getLogger("sliceserve.control").setLevel(logging.ERROR)   # the controller's at-risk warnings
     profile = load_profile(args.profile)
+    settings = dict(parse_setting(s) for s in args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     rate1 = sustainable_rate(profile, seeds[0])
     print(f"profile {profile.name}: p(256) {profile.prefill_time(256) * 1e3:.0f} ms, l(1) "
           f"{profile.decode_time(1) * 1e3:.1f} ms; 1x = {rate1:.3f} req/s of edge-mix; {latency_scale(profile)}; "
-          f"seeds {seeds}, {args.duration_s:g} s each, noise {args.noise:g}", flush=True)
+          f"seeds {seeds}, {args.duration_s:g} s each, noise {args.noise:g}; settings {settings or 'the server defaults'}",
+          flush=True)
     print(HEAD, flush=True)
     for load in (float(x) for x in args.loads.split(",")):
         ctl = not args.no_controller
-        runs = [(run_once(profile, load * rate1, args.duration_s, seed, "reject", args.noise, ctl),
+        runs = [(run_once(profile, load * rate1, args.duration_s, seed, "reject", args.noise, ctl, settings=settings),
                  [run_once(profile, load * rate1, args.duration_s, seed, "best_effort",
-                           args.noise if i == 0 else JITTER, ctl, noise_seed=seed + 1000 * i)
+                           args.noise if i == 0 else JITTER, ctl, noise_seed=seed + 1000 * i, settings=settings)
                   for i in range(args.replays)]) for seed in seeds]
         print(row(summarize(load, runs)), flush=True)
     return 0

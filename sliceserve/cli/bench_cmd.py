@@ -69,11 +69,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _scheduler_overrides(args: argparse.Namespace) -> dict:
-    from sliceserve.cli.simulate_cmd import _setting  # the same KEY=VALUE reading as `simulate --set`
+    from sliceserve.cli.simulate_cmd import parse_setting  # the same KEY=VALUE reading as `simulate --set`
 
     names = ("max_num_seqs", "max_num_batched_tokens")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    overrides.update(_setting(s) for s in args.set)
+    overrides.update(parse_setting(s) for s in args.set)
     reserved = sorted(set(overrides) & {"num_kv_blocks", "block_size", "max_model_len", "policy"})
     if reserved:
         raise ValueError(f"--set {', '.join(reserved)}: the local engine takes these from the model and --policy")

@@ -57,7 +57,8 @@ def _number(flag: str, text: str, *, integer: bool = False, minimum: float = 0.0
     return value
 
 
-def _setting(text: str) -> tuple[str, object]:
+def parse_setting(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` of `--set` as (key, value): true/false, none/null, an int, a float, else the text."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--set needs KEY=VALUE, got {text!r}")
@@ -82,7 +83,7 @@ def build_config(args: argparse.Namespace) -> SchedulerConfig:
         value = getattr(args, field)
         if value is not None:
             overrides[field] = int(_number(flag, value, integer=True))
-    overrides.update(_setting(s) for s in args.set)
+    overrides.update(parse_setting(s) for s in args.set)
     return SchedulerConfig().with_overrides(**overrides)
 
 
