@@ -23,6 +23,13 @@ from sliceserve.request import FinishReason, Request, RequestStatus
 SLO_REFUSAL = "SLO cannot be met under the current load"
 
 
+def is_slo_refusal(reason: FinishReason | None, error: str | None) -> bool:
+    """Whether a request that ended with `reason` and `error` was refused by its policy (`Scheduler.reject`: the
+    server answers 429 `slo_infeasible`) rather than timed out in the queue (the engine's `max_queue_time_s`: 503
+    `queue_timeout`); both end REJECTED once admitted."""
+    return reason is FinishReason.REJECTED and (error or "").startswith(SLO_REFUSAL)
+
+
 class Scheduler:
     name = "base"
     # Check every planned batch's invariants in schedule() (tests turn it on).

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from sliceserve.core.scheduler import SLO_REFUSAL
+from sliceserve.core.scheduler import is_slo_refusal
 from sliceserve.engine.async_engine import Rejection, RequestStream, StreamEvent
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request
@@ -70,7 +70,7 @@ def _leaders(reqs: list[Request]) -> list[Request]:
 def _failure(ev: StreamEvent) -> APIError | None:
     if ev.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
         return None
-    if ev.finish_reason is FinishReason.REJECTED and ev.error and ev.error.startswith(SLO_REFUSAL):
+    if is_slo_refusal(ev.finish_reason, ev.error):
         # The policy refused it once its SLO could no longer be met (e.g. SLICE's slice_reject_lost).
         return APIError(429, ev.error, type="rate_limit_error", code="slo_infeasible", headers={"Retry-After": "1"})
     if ev.finish_reason is FinishReason.REJECTED:   # timed out in the queue (max_queue_time_s): try later

@@ -60,3 +60,22 @@ def test_iterations_carry_the_schedulers_prediction_made_before_it_learnt():
     # The first prediction is the model's before any calibration: half of what the device measured.
     assert its[0]["predicted_ms"] == pytest.approx(TINY_LATENCY.prefill_time(20) * 1e3)
     assert its[0]["measured_ms"] == pytest.approx(2 * its[0]["predicted_ms"])
+
+
+def test_refusals_after_admission_carry_the_status_the_client_got():
+    # A policy's refusal of an admitted request is answered 429 slo_infeasible (server/serving.py); only the
+    # queue timeout is 503. The dashboard had listed both as queue timeouts.
+    from sliceserve.request import FinishReason
+    from tests.core.schedhelpers import make_request, scheduler
+
+    sched = scheduler("vllm")
+    refused, late = make_request("refused", 8, 4), make_request("late", 8, 4)
+    for r in (refused, late):
+        assert sched.add_request(r, 0.0)
+    sched.reject(refused, 1.0, "TTFT: no first token within 1 s; retry later")
+    sched.abort("late", 61.0, FinishReason.REJECTED, error="no first token within max_queue_time 60 s: retry later")
+    recorder = ActivityRecorder()
+    for r in (refused, late):
+        recorder.on_finish(r)
+    kinds = {x["req_id"]: (x["kind"], x["status"], x["message"]) for x in recorder.snapshot()["refusals"]}
+    assert kinds == {"refused": ("slo_infeasible", 429, refused.error), "late": ("queue_timeout", 503, late.error)}

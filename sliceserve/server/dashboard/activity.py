@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sliceserve.core.outputs import StepResult
-from sliceserve.core.scheduler import Scheduler
+from sliceserve.core.scheduler import Scheduler, is_slo_refusal
 from sliceserve.metrics.request_metrics import request_metrics
 from sliceserve.request import FinishReason, Request, RequestStatus
 
@@ -93,7 +93,9 @@ class ActivityRecorder:
                                   "tpot_ms": ms(m.tpot_s), "e2e_ms": ms(m.e2e_s), "met": m.met,
                                   "reason": req.finish_reason.value if req.finish_reason else None,
                                   "end_s": req.finished_s})
-            if req.finish_reason is FinishReason.REJECTED:   # admitted, then timed out in the queue
+            if is_slo_refusal(req.finish_reason, req.error):   # admitted, then refused by its policy: 429
+                self._refusal(req, "slo_infeasible", 429, req.error, req.finished_s)
+            elif req.finish_reason is FinishReason.REJECTED:   # admitted, then timed out in the queue: 503
                 self._refusal(req, "queue_timeout", 503, req.error or "not scheduled in time", req.finished_s)
 
     # --- event loop (HTTP layer) -----------------------------------------------------------------------
