@@ -14,7 +14,7 @@ in) so that the simulator's tests and benchmarks/admission_fidelity.py measure t
 from __future__ import annotations
 
 from sliceserve.core.feasibility import LoadEstimate, drain_estimate, estimate_under_load, idle_infeasibility
-from sliceserve.core.scheduler import Scheduler
+from sliceserve.core.scheduler import SLO_REFUSAL, Scheduler
 from sliceserve.engine.async_engine import Rejection
 from sliceserve.request import Request
 
@@ -47,11 +47,11 @@ def make_admit(max_waiting: int, overload: str):
         if overload != "reject" or req.slo.is_empty:
             return None
         if req.slo.ttft_s is not None and waited + est.ttft_s > req.slo.ttft_s:
-            return Rejection("overloaded", f"SLO cannot be met under the current load: predicted ttft "
+            return Rejection("overloaded", f"{SLO_REFUSAL}: predicted ttft "
                              f"{(waited + est.ttft_s) * 1e3:.0f} ms > {req.slo.ttft_s * 1e3:g} ms ({est.why})",
                              retry_after_s=max(1.0, est.drain_s))
         if req.slo.tpot_s is not None and est.tpot_s > req.slo.tpot_s:
-            return Rejection("overloaded", f"SLO cannot be met under the current load: predicted tpot "
+            return Rejection("overloaded", f"{SLO_REFUSAL}: predicted tpot "
                              f"{est.tpot_s * 1e3:.0f} ms > {req.slo.tpot_s * 1e3:g} ms ({est.tpot_why})",
                              retry_after_s=max(1.0, est.drain_s))
         return None
