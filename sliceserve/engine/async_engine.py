@@ -242,7 +242,8 @@ class AsyncEngine:
     def _queue_limit_s(self, req: Request) -> float | None:
         """How long `req` may wait for its first token before it gets 503: `max_queue_time_s`, or its own TTFT
         bound where that is longer. A client that asked for its first token within 97 s (edge-mix's nrt-250
-        under the SLO scale of a llama.cpp CPU server) is not cut off at 60 s while its SLO can still be met; once that bound has passed, the policy's own refusal or this limit ends it."""
+        under the SLO scale of a llama.cpp CPU server) is not cut off at 60 s while its SLO can still be met;
+        once that bound has passed, the policy's own refusal or this limit ends it."""
         limit = self.max_queue_time_s
         if limit is None:
             return None
