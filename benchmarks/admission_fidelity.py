@@ -105,7 +105,7 @@ def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]
     q = np.quantile(ratios, [0.1, 0.5, 0.9]) if ratios else [float("nan")] * 3
     return {"load": load, "n": len(met), "ratio": q, "n_ratios": len(ratios), "refusals": refusals,
             "kinds": kinds, "false": false, "robust": robust, "attainment": statistics.mean(met),
-            "realtime": statistics.mean(rt), "floor": flipped / missed_b if missed_b else None,
+            "realtime": statistics.mean(rt) if rt else float("nan"), "floor": flipped / missed_b if missed_b else None,
             "attainment_b": statistics.mean(request_metrics(r).met for _, b in runs for r in b[0])}
 
 
@@ -150,12 +150,13 @@ def main() -> int:
     rate1 = sustainable_rate(profile, seeds[0])
     print(f"profile {profile.name}: p(256) {profile.prefill_time(256) * 1e3:.0f} ms, l(1) "
           f"{profile.decode_time(1) * 1e3:.1f} ms; 1x = {rate1:.3f} req/s of edge-mix; {latency_scale(profile)}; "
-          f"seeds {seeds}, {args.duration_s:g} s each, noise {args.noise:g}; settings {settings or 'the server defaults'}",
-          flush=True)
+          f"seeds {seeds}, {args.duration_s:g} s each, noise {args.noise:g}; "
+          f"settings {settings or 'the server defaults'}", flush=True)
     print(HEAD, flush=True)
     for load in (float(x) for x in args.loads.split(",")):
         ctl = not args.no_controller
-        runs = [(run_once(profile, load * rate1, args.duration_s, seed, "reject", args.noise, ctl, settings=settings),
+        runs = [(run_once(profile, load * rate1, args.duration_s, seed, "reject", args.noise, ctl,
+                          settings=settings),
                  [run_once(profile, load * rate1, args.duration_s, seed, "best_effort",
                            args.noise if i == 0 else JITTER, ctl, noise_seed=seed + 1000 * i, settings=settings)
                   for i in range(args.replays)]) for seed in seeds]
