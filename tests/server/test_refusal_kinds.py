@@ -79,3 +79,20 @@ def test_the_settle_time_is_when_the_servers_rolling_error_is_back_within_bounds
     assert "decode within bounds for good +2 s" in fast
     assert "prefill-bearing within bounds for good at once" in fast
     assert "worst median from +30 s" not in slow                # 10 s to the next change: no reading 30 s on
+
+
+def test_queue_timeouts_are_named_from_the_engines_own_messages():
+    # Both wordings the engine writes: the plain limit, and a request's own TTFT bound where that is longer.
+    from sliceserve.engine.async_engine import AsyncEngine
+    from sliceserve.engine.core import EngineCore
+    from sliceserve.sim import SimulatedExecutor
+
+    config = SchedulerConfig(policy="vllm").with_overrides(num_kv_blocks=512, block_size=16, max_model_len=1024)
+    sched = make_scheduler("vllm", config, LAT.copy())
+    engine = AsyncEngine(EngineCore(sched, SimulatedExecutor(LAT.copy())), max_queue_time_s=60.0)
+    plain, long_ttft = _req("plain", SLO()), _req("long", SLO(ttft_s=97.0))
+    for r in (plain, long_ttft):
+        assert sched.add_request(r, 0.0)
+    engine._expire_waiting(98.0)
+    assert "TTFT bound" in long_ttft.error and "TTFT bound" not in plain.error
+    assert [live_fidelity.refusal_kind(r.error) for r in (plain, long_ttft)] == ["queue timeout", "queue timeout"]
