@@ -66,7 +66,7 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
     # Prefix caching off: the simulator's prompts are all one dummy token, which would share every block.
     config = SchedulerConfig(policy=server.policy).with_overrides(
         max_num_seqs=server.max_num_seqs, max_num_batched_tokens=server.max_num_batched_tokens,
-        enable_prefix_caching=False, **lost_work_config(overload)).with_overrides(**(settings or {}))
+        enable_prefix_caching=False, **lost_work_config(overload)).with_overrides(**(settings or {}))   # --set wins
     sched = make_scheduler(server.policy, config, profile.copy())
     sim = Simulator(EngineCore(sched, SimulatedExecutor(profile.copy(), noise=noise, seed=seed if noise_seed is None else noise_seed)),
                     max_time_s=duration_s * 4)

@@ -239,26 +239,23 @@ class AsyncEngine:
         if self.observer is not None:
             self.observer.on_finish(req)
 
-    def _queue_limit_s(self, req: Request) -> float | None:
-        """How long `req` may wait for its first token before it gets 503: `max_queue_time_s`, or its own TTFT
-        bound where that is longer. A client that asked for its first token within 97 s (edge-mix's nrt-250
-        under the SLO scale of a llama.cpp CPU server) is not cut off at 60 s while its SLO can still be met;
-        once that bound has passed, the policy's own refusal or this limit ends it."""
-        limit = self.max_queue_time_s
-        if limit is None:
-            return None
-        ttft = req.slo.ttft_s
-        return limit if ttft is None else max(limit, ttft)
-
     def _expire_waiting(self, now: float) -> None:
-        sched = self.core.scheduler
+        """503 for every request still without its first token after `max_queue_time_s`, or after its own TTFT
+        bound where that is longer: a client that asked for its first token within 97 s (edge-mix's nrt-250 under
+        the SLO scale of a llama.cpp CPU server) is not cut off at 60 s while its SLO can still be met; once that
+        bound has passed, the policy's own refusal or this limit ends it."""
+        sched, queue_s = self.core.scheduler, self.max_queue_time_s
         # Any request still without its first token: waiting, or prefilled and then left paused (SLICE may
-        # prefill a best-effort request and never find time to decode it); aborting frees its KV too.
-        late = [(r, limit) for r in sched.requests.values()
-                if r.num_output_tokens == 0 and now - r.arrival_s > (limit := self._queue_limit_s(r))]
+        # prefill a best-effort request and never find time to decode it); aborting frees its KV too. Past the
+        # plain limit first (one comparison a request on every pass), then its own TTFT.
+        late = []
+        for r in sched.requests.values():
+            if r.num_output_tokens == 0 and now - r.arrival_s > queue_s:
+                limit = max(queue_s, r.slo.ttft_s or 0.0)
+                if now - r.arrival_s > limit:
+                    late.append((r, limit))
         hint = self.retry_hint(sched) if late and self.retry_hint is not None else None
         for r, limit in late:
-            queue_s = self.max_queue_time_s
             within = (f"max_queue_time {limit:g} s" if limit == queue_s else
                       f"its TTFT bound of {limit:g} s (longer than max_queue_time {queue_s:g} s)")
             why = (f"no first token within {within}: the server is overloaded and serves higher-value requests "
