@@ -6,13 +6,15 @@ last measured level once the engine has been idle a while: sliceserve.core.laten
 timed on the executor with synthetic requests whose KV blocks come from the scheduler's own allocator (free
 blocks only), and the drifted term's scale is replaced by what they measure. Kept short (one to two seconds
 on the 2-vCPU CPU: a request arriving meanwhile waits that long once): decode at batch 1 and 4 over two
-contexts, prefill of 64 and 128 tokens, each the median of two timings after an untimed warm-up.
+contexts, prefill of one chunk of the reference length (256 tokens, `SHAPE_REFERENCE_TOKENS`), each the
+median of two timings after an untimed warm-up.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable
 
+from sliceserve.core.latency import SHAPE_REFERENCE_TOKENS
 from sliceserve.core.latency_drift import DriftDetector, rebase_term
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.executor_api import Executor
@@ -24,8 +26,15 @@ log = logging.getLogger(__name__)
 # untimed warm-up per shape: after an idle gap the first run of a shape is cold (live, load ~2: a 64-token
 # prompt 160 ms where a warm one takes 104-126 ms, a batch-1 decode 34 ms for 23), and the median of two
 # timings is their mean, so without it the re-profile rebased prefill 1.4x above a fresh idle profile.
+# Prefill is timed at the reference chunk, the one its online factor prices (`LatencyModel.prefill_shape`): the
+# form learnt under load is kept through a re-profile, and scaling it by short prompts extrapolated the idle
+# device through the loaded form. Live run 14 (docs/results/live-fidelity.md): chunks of 64 and 128 tokens at
+# 1.05 and 1.00x the start-up profile, through the form the server ended with (its level part at 0.61), rebase
+# p(256) to 1.08x that profile's; on llama.cpp (run 4), whose profile prices prompts per token alone, they
+# rebased p(256) to 1.19x the server's start-up profile, 1.42x a fresh idle one. One chunk of 256 costs about
+# what the two did (torch, int8: 0.90 s against 0.72 s for the whole re-profile).
 GRIDS = {"decode": ProfileGrid((1, 4), (64, 256), (16,), repeats=2, warmup=1),
-         "prefill": ProfileGrid((1,), (16, 32), (64, 128), repeats=2, warmup=1)}
+         "prefill": ProfileGrid((1,), (16, 32), (SHAPE_REFERENCE_TOKENS,), repeats=2, warmup=1)}
 
 
 class IdleReprofiler:

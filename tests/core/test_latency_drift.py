@@ -190,3 +190,24 @@ def test_the_idle_recheck_can_be_turned_off_and_rejects_bad_settings():
     assert det.due(6.0) == "prefill" and det.pending == ["prefill"]
     with pytest.raises(ValueError, match="recheck_factor"):
         DriftConfig(recheck_factor=0.0)
+
+
+def test_the_prefill_reprofile_prices_the_reference_chunk_whatever_form_was_learnt_under_load():
+    """Live run 14: the form learnt under load (level part 0.61, per-token 1.08, attention 0.79) is kept through a
+    re-profile, so short prompts timed on the idle device were extrapolated to p(256) through it, 8 % above the
+    idle device. The re-profile's prefill grid times the reference chunk, the one the online factor prices, so
+    after a re-profile p(256) is what the idle device takes, whatever the form."""
+    from sliceserve.engine.reprofile import GRIDS
+
+    idle = LatencyModel([0.0112, 0.0122], ctx_coef_s=8.7e-6, prefill_base_s=0.0272, prefill_per_token_s=0.000932,
+                        prefill_attn_s=1.08e-6)      # run 14's start-up profile, the device idle
+    model = idle.copy()
+    model.prefill_shape = [0.606, 1.076, 0.793]
+    model.prefill_factor = 1.15                     # under load
+    assert model.prefill_time(256) == pytest.approx(1.15 * idle.prefill_time(256), rel=0.01)  # normalised at 256
+    grid = GRIDS["prefill"]
+    samples = [IterationSample(0, 0.0, n, idle.prefill_time(n)) for n in grid.chunks]
+    rebase_term(model, "prefill", samples)
+    assert model.prefill_factor == 1.0
+    assert model.prefill_time(256) == pytest.approx(idle.prefill_time(256), rel=0.005)
+    assert model.prefill_shape == [0.606, 1.076, 0.793]   # the form is kept
