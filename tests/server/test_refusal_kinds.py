@@ -81,6 +81,16 @@ def test_the_settle_time_is_when_the_servers_rolling_error_is_back_within_bounds
     assert "worst median from +30 s" not in slow                # 10 s to the next change: no reading 30 s on
 
 
+def test_seconds_whose_window_holds_no_iteration_of_a_kind_are_not_counted_out_of_bounds():
+    # Live run 15: after the competitor stopped the load drained, the last 512 iterations became all decodes, and
+    # the prefill-bearing cell read "not" although every second that held a prompt chunk was within the bounds.
+    records = sorted([_rec(i / 10, "decode", 1.0) for i in range(400)]
+                     + [_rec(i + 0.05, "prefill", 1.0) for i in range(0, 25)], key=lambda r: r[0])
+    (line,) = live_fidelity.settle_lines(records, [("stopped", 10.0)], 39.0, window=22)
+    assert "prefill-bearing within bounds for good at once" in line
+    assert "decode within bounds for good at once" in line
+
+
 def test_queue_timeouts_are_named_from_the_engines_own_messages():
     # Both wordings the engine writes: the plain limit, and a request's own TTFT bound where that is longer.
     from sliceserve.engine.async_engine import AsyncEngine
