@@ -438,10 +438,14 @@ def main() -> int:
               "", "False refusals by who refused: " + "; ".join(f"{p['name']} {p['false_by'] or '-'}" for p in phases
                                                                if "false_by" in p)]
     p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
+    # p(256) without the online factor: the coefficients as the last profile or idle re-profile measured them
+    # (the factor is what load did to them since).
+    p_measured = p_server / final["factors"]["prefill"]
     rested = final["after_idle"]
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
               f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
-              f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f}; "
+              f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f} "
+              f"(without it, as last measured: p(256) {p_measured:.0f} ms, ratio {p_measured / p_idle:.2f}); "
               f"{_load()}", "", f"The server after {args.idle_s:g} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
               f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profile), l(1) {rested['decode_l1_ms']:.1f} ms "
               f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
