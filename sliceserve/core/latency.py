@@ -9,7 +9,9 @@ p(n, P)   = prefill_base_s + prefill_per_token_s * n + prefill_quad_s * n**2 + p
 Two context slopes because devices differ: on a CPU attention work grows with every request's context
 (k * ctx); on a launch-bound GPU a decode step's attention runs padded to the batch's context, so its time
 grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.2 ms at context 64, 5.7 ms at
-1024, batch 1 and 8 alike). The fit keeps whichever the samples support (non-negative). With CUDA graphs the
+1024, batch 1 and 8 alike). The fit keeps whichever the samples support (non-negative); a CPU's profile fits the
+per-request slope alone (`fit(iteration_slope=False)`), since noise let a few-point fit hand it to the other one
+(see `fit`). With CUDA graphs the
 runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs what its bucket costs: the
 profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
 iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
@@ -221,12 +223,21 @@ class LatencyModel:
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, samples: Iterable[IterationSample], name: str = "fitted", notes: str = "",
-            ctx_buckets: list[int] | None = None) -> "LatencyModel":
+            ctx_buckets: list[int] | None = None, iteration_slope: bool = True) -> "LatencyModel":
         """Least squares on relative error (each sample weighted by 1 / its time: a 3 ms step mispredicted by
         1 ms matters as much as a 300 ms one by 100 ms): decode-only samples give one level per batch size plus
         the two context slopes (a slope the samples would make negative is dropped; levels then made
         non-decreasing in k); prefill-only samples give p(n, P): a level, a per-token slope and, once three
-        shapes (n, P) differ, the attention pairs' coefficient (a slope that would come out negative is dropped)."""
+        shapes (n, P) differ, the attention pairs' coefficient (a slope that would come out negative is dropped).
+        `iteration_slope=False` fits the per-request context slope alone (k * ctx), for a CPU, whose attention
+        has no per-iteration part: the two columns differ only in how the slope grows with k, and with two
+        contexts and a few % of timing noise the start-up estimate's fit gave the slope to the per-iteration
+        column in 14-30 % of simulated start-ups (a per-request device, 5-10 % lognormal noise; fitting the
+        per-request slope alone cut their mean error over k 1-8 and contexts 200-800 by 11 %), as it did on a
+        live llama.cpp server (run 4 of docs/results/live-fidelity.md: 21 us a token per iteration, where its
+        decodes under load fit 9 us per request and the online decode factor sat at 0.4-0.8 to make up for
+        it). Decodes under load on the 2-vCPU CPU, torch and llama.cpp alike, fit the per-request slope alone as
+        well as both (median error within 0.2 points over five live runs)."""
         samples = list(samples)
         decode = [s for s in samples if s.prefill_tokens == 0 and s.num_decode > 0]
         prefill = [s for s in samples if s.num_decode == 0 and s.prefill_tokens > 0]
@@ -241,8 +252,8 @@ class LatencyModel:
             x[row, col[s.num_decode]] = 1.0
             x[row, -2] = s.num_decode * s.decode_ctx
             x[row, -1] = attended_length(s.decode_ctx, ctx_buckets, s.decode_ctx_max)
-        coef = relative_lstsq(x, y, keep=len(ks))
-        ctx_coef, ctx_iter = float(coef[-2]), float(coef[-1])
+        coef = relative_lstsq(x if iteration_slope else x[:, :-1], y, keep=len(ks))
+        ctx_coef, ctx_iter = float(coef[len(ks)]), float(coef[len(ks) + 1]) if iteration_slope else 0.0
         counts = [sum(s.num_decode == k for s in decode) for k in ks]
         # More sequences never make a decode step cheaper: noisy levels (a CPU shared with other processes
         # once gave l(8) < l(1)) are replaced by their closest non-decreasing fit.

@@ -249,8 +249,10 @@ def profile_loaded(loaded, grid: ProfileGrid, *, seed: int = 0, progress: bool =
     notes = f"measured by sliceserve profile: {grid.num_points - len(skipped)} points, median of {grid.repeats}"
     if skipped:
         notes += f"; skipped {len(skipped)} (KV / length limits)"
+    # A CPU's decode attention grows with each request's context only (`LatencyModel.fit`).
+    on_cpu = str(getattr(loaded, "device", "")).split(":")[0] == "cpu"
     model = LatencyModel.fit(samples, name=name or f"{info.get('model_name', 'model')}@{info.get('device', '?')}",
-                             ctx_buckets=buckets)
+                             ctx_buckets=buckets, iteration_slope=not on_cpu)
     model.notes = f"{notes}; fit error {fit_error(model, samples):.1%} (mean |relative error| on the samples)"
     return model, {"device": info, "samples": [asdict(s) for s in samples]}
 

@@ -1,6 +1,7 @@
 import json
 import random
 
+import numpy as np
 import pytest
 
 from sliceserve.core.latency import IterationSample, LatencyModel, load_profile
@@ -59,6 +60,28 @@ def test_fit_separates_per_request_and_per_iteration_context_slopes(per_request,
     assert fit.ctx_iter_coef_s == pytest.approx(per_iteration, abs=4e-7)
     for k, ctx in ((1, 100.0), (8, 1500.0), (4, 600.0)):
         assert fit.decode_time(k, ctx) == pytest.approx(truth.decode_time(k, ctx), rel=0.03)
+
+
+def test_a_cpu_fit_keeps_the_context_slope_per_request():
+    # A per-request device (CPU attention), timed as the start-up estimate times it: batch 1-8 at two contexts,
+    # 5 % lognormal noise. On this draw the two-slope fit hands the slope to the per-iteration column and
+    # over-prices a lone decode at context 430 by 16 %, as a live llama.cpp start-up did (run 4); the CPU fit
+    # (`iteration_slope=False`) keeps it per request.
+    def level(k: int) -> float:
+        return float(np.interp(k, [1, 2, 4, 8], [0.0115, 0.0226, 0.044, 0.087]))
+
+    def truth(k: int, ctx: float) -> float:
+        return level(k) + 9e-6 * k * ctx
+
+    rng = random.Random(13)
+    samples = [IterationSample(k, ctx, 0, truth(k, ctx) * rng.lognormvariate(0, 0.05))
+               for k in range(1, 9) for ctx in (16.0, 256.0)]
+    both = LatencyModel.fit(samples)
+    cpu = LatencyModel.fit(samples, iteration_slope=False)
+    assert both.ctx_iter_coef_s > both.ctx_coef_s
+    assert both.decode_time(1, 430.0) / truth(1, 430.0) > 1.10
+    assert cpu.ctx_iter_coef_s == 0.0 and cpu.ctx_coef_s == pytest.approx(9e-6, rel=0.25)
+    assert cpu.decode_time(1, 430.0) == pytest.approx(truth(1, 430.0), rel=0.05)
 
 
 def test_padded_context_buckets_set_the_per_iteration_term():

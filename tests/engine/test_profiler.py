@@ -63,6 +63,7 @@ def test_quick_profile_of_a_tiny_model_is_loadable(tiny_loaded, tmp_path):
     loaded = load_profile(str(path))
     assert loaded.decode_table_s == model.decode_table_s and len(loaded.decode_table_s) == 4
     assert all(0 < t < 5 for t in loaded.decode_table_s) and loaded.prefill_time(64) > 0
+    assert loaded.ctx_iter_coef_s == 0.0    # a CPU profile prices context per request (LatencyModel.fit)
     data = json.loads(path.read_text())
     assert data["device"]["model_name"] == tiny_loaded.model_name
     assert data["device"]["torch_threads"] == 1
