@@ -60,14 +60,14 @@ class IdleReprofiler:
         if term is None or self.scheduler.has_unfinished():
             return
         lat, kv = self.scheduler.latency, self.scheduler.kv
-        before = lat.decode_time(1) if term == "decode" else lat.prefill_time(128)
+        before = lat.decode_time(1) if term == "decode" else lat.prefill_time(SHAPE_REFERENCE_TOKENS)
         event: dict[str, Any] = {"before_ms": before * 1e3}
         try:
             samples, _ = measure(self.executor, GRIDS[term], num_kv_blocks=kv.num_free_blocks,
                                  block_size=kv.block_size, max_model_len=self.scheduler.config.max_model_len,
                                  vocab_size=self.vocab_size, progress=False, allocator=kv)
             event["change"] = rebase_term(lat, term, samples)
-            event["after_ms"] = (lat.decode_time(1) if term == "decode" else lat.prefill_time(128)) * 1e3
+            event["after_ms"] = (lat.decode_time(1) if term == "decode" else lat.prefill_time(SHAPE_REFERENCE_TOKENS)) * 1e3
             event["shapes"] = [[s.num_decode, round(s.decode_ctx), s.prefill_tokens, s.seconds * 1e3] for s in samples]
         except Exception as exc:  # noqa: BLE001 - a failed re-profile leaves the model as it was; serving goes on
             log.exception("latency re-profile of %s failed", term)

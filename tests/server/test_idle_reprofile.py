@@ -42,10 +42,10 @@ def test_biased_prefill_is_reprofiled_in_an_idle_gap_and_serving_is_unchanged(ti
     assert drift["reprofiles"]["prefill"] == 1, drift
     event = [e for e in drift["recent"] if e["term"] == "prefill"][0]
     assert "error" not in event and event["change"] < 0.5 and lat.prefill_factor == 1.0
-    # The model now says what the runner measured in the gap (the median ratio of its 64- and 128-token prompts).
-    measured_128 = [ms for k, _, n, ms in event["shapes"] if k == 0 and n == 128][0]
-    assert lat.prefill_time(128) * 1e3 == pytest.approx(event["after_ms"])
-    assert 0.5 < event["after_ms"] / measured_128 < 2.0 and lat.prefill_time(128) < 0.5 * p128
+    # The model now says what the runner measured in the gap: p(256), the reference chunk it timed, exactly.
+    measured_256 = [ms for k, _, n, ms in event["shapes"] if k == 0 and n == 256][0]
+    assert lat.prefill_time(256) * 1e3 == pytest.approx(event["after_ms"])
+    assert event["after_ms"] == pytest.approx(measured_256, rel=1e-6) and lat.prefill_time(128) < 0.5 * p128
     assert re.search(r'sliceserve:latency_reprofiles_total\{term="prefill"\} 1\.0', metrics)
     # The same prompt after the re-profile: served from the prefix cache, the same greedy tokens.
     assert again.choices[0].text == first[3].choices[0].text and cached > 0
