@@ -60,14 +60,13 @@ class IdleReprofiler:
         if term is None or self.scheduler.has_unfinished():
             return
         lat, kv = self.scheduler.latency, self.scheduler.kv
-        before = lat.decode_time(1) if term == "decode" else lat.prefill_time(SHAPE_REFERENCE_TOKENS)
-        event: dict[str, Any] = {"before_ms": before * 1e3}
+        event: dict[str, Any] = {"before_ms": _reading_ms(lat, term)}
         try:
             samples, _ = measure(self.executor, GRIDS[term], num_kv_blocks=kv.num_free_blocks,
                                  block_size=kv.block_size, max_model_len=self.scheduler.config.max_model_len,
                                  vocab_size=self.vocab_size, progress=False, allocator=kv)
             event["change"] = rebase_term(lat, term, samples)
-            event["after_ms"] = (lat.decode_time(1) if term == "decode" else lat.prefill_time(SHAPE_REFERENCE_TOKENS)) * 1e3
+            event["after_ms"] = _reading_ms(lat, term)
             event["shapes"] = [[s.num_decode, round(s.decode_ctx), s.prefill_tokens, s.seconds * 1e3] for s in samples]
         except Exception as exc:  # noqa: BLE001 - a failed re-profile leaves the model as it was; serving goes on
             log.exception("latency re-profile of %s failed", term)
@@ -76,6 +75,11 @@ class IdleReprofiler:
         log.info("latency model: %s re-profiled in an idle gap: %s", term, event)
         if self.on_reprofile is not None:
             self.on_reprofile(term)
+
+
+def _reading_ms(lat: Any, term: str) -> float:
+    """The figure a re-profile event shows before and after: l(1) for decode, p(256), the chunk it times, for prefill."""
+    return (lat.decode_time(1) if term == "decode" else lat.prefill_time(SHAPE_REFERENCE_TOKENS)) * 1e3
 
 
 def attach(engine: Any, audit: Any, loaded: Any, detector: DriftDetector | None = None) -> IdleReprofiler:
