@@ -18,7 +18,7 @@ iteration noise), and the replays' own disagreement: of the requests that missed
 share that met in the second. That share is the floor of the first count: a refusal of exactly the requests
 that miss in one replay would score it against another. Then attainment and real-time attainment.
 
-    nice -n 19 python benchmarks/admission_fidelity.py --seeds 1,2,3 --duration-s 300 [--set KEY=VALUE ...]
+    nice -n 19 python benchmarks/admission_fidelity.py --seeds 1,2,3 --duration-s 300 [--policy P] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from sliceserve.bench.device_scale import latency_scale
 from sliceserve.cli.simulate_cmd import parse_setting
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel, load_profile
-from sliceserve.core.policies import make_scheduler
+from sliceserve.core.policies import available_policies, make_scheduler
 from sliceserve.engine.core import EngineCore
 from sliceserve.metrics import request_metrics
 from sliceserve.request import FinishReason, Request
@@ -56,10 +56,11 @@ DONE = (FinishReason.STOP, FinishReason.LENGTH)
 
 def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, overload: str,
              noise: float, controller: bool, noise_seed: int | None = None,
-             settings: dict | None = None) -> list[Request]:
+             settings: dict | None = None, policy: str | None = None) -> list[Request]:
     """One simulated server run of edge-mix at `rate`; every arrival, ended one way or another. `settings`:
-    scheduler fields set on top of the server's (`--set`), in both the reject run and its replays."""
-    server = ServerSettings()
+    scheduler fields set on top of the server's (`--set`), in both the reject run and its replays; `policy`:
+    another policy than the server's default (`sliceserve serve --policy`)."""
+    server = ServerSettings() if policy is None else ServerSettings(policy=policy)
     scale = latency_scale(profile)
     wl = generate("edge-mix", rate, duration_s, seed, mix=get_preset("edge-mix", scale.slo, scale.ttft))
     reqs = to_requests(wl.specs, wl.classes)
@@ -81,7 +82,7 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
 def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]) -> dict:
     """`runs`: per seed, the reject run and its best_effort replays (the first as given, the others with
     `JITTER` iteration noise)."""
-    ratios, refusals, false, robust, kinds = [], 0, 0, 0, {}
+    ratios, refusals, false, robust, kinds, false_kinds = [], 0, 0, 0, {}, {}
     met, rt, missed_b, flipped = [], [], 0, 0
     for rejected_run, replays in runs:
         met_b = [{r.req_id: request_metrics(r).met for r in replay} for replay in replays]
@@ -98,13 +99,14 @@ def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]
                 kinds[kind] = kinds.get(kind, 0) + 1
                 false += met_b[0][r.req_id]
                 robust += all(mb[r.req_id] for mb in met_b)
+                false_kinds[kind] = false_kinds.get(kind, 0) + met_b[0][r.req_id]
         if len(met_b) > 1:   # the replays' own disagreement: missed in the first, met in the second
             missed = [rid for rid, ok in met_b[0].items() if not ok]
             missed_b += len(missed)
             flipped += sum(met_b[1][rid] for rid in missed)
     q = np.quantile(ratios, [0.1, 0.5, 0.9]) if ratios else [float("nan")] * 3
     return {"load": load, "n": len(met), "ratio": q, "n_ratios": len(ratios), "refusals": refusals,
-            "kinds": kinds, "false": false, "robust": robust, "attainment": statistics.mean(met),
+            "kinds": kinds, "false_kinds": false_kinds, "false": false, "robust": robust, "attainment": statistics.mean(met),
             "realtime": statistics.mean(rt) if rt else float("nan"), "floor": flipped / missed_b if missed_b else None,
             "attainment_b": statistics.mean(request_metrics(r).met for _, b in runs for r in b[0])}
 
@@ -115,14 +117,15 @@ def _share(n: int, d: int) -> str:
 
 def row(s: dict) -> str:
     p10, p50, p90 = s["ratio"]
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["kinds"].items())) or "-"
+    # who refused: how many, and how many of those met their SLO in the (first) best_effort replay
+    kinds = ", ".join(f"{k} {v} ({s['false_kinds'].get(k, 0)} false)" for k, v in sorted(s["kinds"].items())) or "-"
     floor = f"{s['floor']:.1%}" if s["floor"] is not None else "-"
     return (f"| {s['load']:g}x | {s['n']} | {p50:.2f} | {p10:.2f} / {p90:.2f} | {s['n_ratios']} | {s['refusals']} "
             f"({kinds}) | {_share(s['false'], s['refusals'])} | {_share(s['robust'], s['refusals'])} | {floor} | "
             f"{s['attainment']:.3f} | {s['attainment_b']:.3f} | {s['realtime']:.3f} |")
 
 
-HEAD = ("| load | requests | pred/sim TTFT median | p10 / p90 | admitted | refusals (who) | false refusals "
+HEAD = ("| load | requests | pred/sim TTFT median | p10 / p90 | admitted | refusals (who: n (false)) | false refusals "
         "(met in the replay) | met in every replay | replays' own flips | attainment (reject) | attainment "
         "(best effort) | realtime (reject) |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 # Iteration noise of the extra best_effort replays: how much a replay's verdicts move when nothing but the
@@ -138,6 +141,8 @@ def main() -> int:
     ap.add_argument("--duration-s", type=float, default=300.0, help="seconds of arrivals per run (default 300)")
     ap.add_argument("--noise", type=float, default=0.0, help="lognormal sigma on each iteration's time (default 0)")
     ap.add_argument("--no-controller", action="store_true", help="leave the feedback controller out")
+    ap.add_argument("--policy", default=None, choices=available_policies(),
+                    help="serve with this policy instead of the server's default (as `sliceserve serve --policy`)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a SchedulerConfig field on top of the server's defaults, as `simulate --set`; repeatable")
     ap.add_argument("--replays", type=int, default=3,
@@ -151,14 +156,15 @@ def main() -> int:
     print(f"profile {profile.name}: p(256) {profile.prefill_time(256) * 1e3:.0f} ms, l(1) "
           f"{profile.decode_time(1) * 1e3:.1f} ms; 1x = {rate1:.3f} req/s of edge-mix; {latency_scale(profile)}; "
           f"seeds {seeds}, {args.duration_s:g} s each, noise {args.noise:g}; "
-          f"settings {settings or 'the server defaults'}", flush=True)
+          f"policy {args.policy or ServerSettings().policy}; settings {settings or 'the server defaults'}", flush=True)
     print(HEAD, flush=True)
     for load in (float(x) for x in args.loads.split(",")):
         ctl = not args.no_controller
         runs = [(run_once(profile, load * rate1, args.duration_s, seed, "reject", args.noise, ctl,
-                          settings=settings),
+                          settings=settings, policy=args.policy),
                  [run_once(profile, load * rate1, args.duration_s, seed, "best_effort",
-                           args.noise if i == 0 else JITTER, ctl, noise_seed=seed + 1000 * i, settings=settings)
+                           args.noise if i == 0 else JITTER, ctl, noise_seed=seed + 1000 * i, settings=settings,
+                           policy=args.policy)
                   for i in range(args.replays)]) for seed in seeds]
         print(row(summarize(load, runs)), flush=True)
     return 0

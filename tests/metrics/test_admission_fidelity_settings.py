@@ -30,3 +30,15 @@ def test_settings_reach_the_scheduler():
     assert all(r.finish_reason is not None for r in single)
     served = lambda reqs: sum(r.finish_reason in (FinishReason.STOP, FinishReason.LENGTH) for r in reqs)
     assert served(single) < served(default)
+
+
+def test_the_policy_reaches_the_simulated_server():
+    """`--policy`: the same arrivals served by another policy. SLICE refuses admitted work once its TTFT has
+    passed (`slice_reject_lost`, with `reject`); FCFS vLLM never does, so its refusals all come from the door."""
+    kinds = lambda reqs: {admission_fidelity.refusal_kind(r.error or "") for r in reqs
+                          if r.finish_reason is FinishReason.REJECTED}
+    run = lambda policy: admission_fidelity.run_once(load_profile("cpu-epyc-int8"), 2.0, 60.0, 1, "reject", 0.0,
+                                                     False, policy=policy)
+    assert "policy (ttft lost)" in kinds(run(None))
+    vllm = kinds(run("vllm"))
+    assert vllm and "policy (ttft lost)" not in vllm and vllm <= {"admission", "queue full", "queue timeout"}

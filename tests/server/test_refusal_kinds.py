@@ -106,3 +106,23 @@ def test_queue_timeouts_are_named_from_the_engines_own_messages():
     engine._expire_waiting(98.0)
     assert "TTFT bound" in long_ttft.error and "TTFT bound" not in plain.error
     assert [live_fidelity.refusal_kind(r.error) for r in (plain, long_ttft)] == ["queue timeout", "queue timeout"]
+
+
+def test_the_replays_own_disagreement_counts_the_first_replays_misses_that_the_second_met():
+    first = {"a": False, "b": False, "c": True, "d": False}
+    second = {"a": True, "b": False, "c": False}      # "d" never reached the second replay: not a meet
+    assert live_fidelity.replay_flips(first, second) == (3, 1)
+    assert live_fidelity.replay_flips({"a": True}, {"a": False}) == (0, 0)
+
+
+def test_the_replay_lines_report_every_phase():
+    phases = [{"name": "1x", "refused": {"a"}, "false_in_every": 1, "attainment": 0.5},
+              {"name": "2x", "refused": set(), "false_in_every": 0, "attainment": 0.25}]
+    one = {1.0: {"a": True, "b": False}, 2.0: {"c": False, "d": False}}
+    two = {1.0: {"a": True, "b": True}, 2.0: {"c": True, "d": False}}
+    text = "\n".join(live_fidelity.replay_lines(phases, [1.0, 2.0], [one, two]))
+    assert "1x 1 / 1; 2x 0 / 0" in text
+    assert "1x 1 / 1 (100%); 2x 1 / 2 (50%)" in text
+    assert "1x 0.500 vs 0.500; 2x 0.250 vs 0.000" in text
+    alone = "\n".join(live_fidelity.replay_lines(phases, [1.0, 2.0], [one]))
+    assert "disagreement" not in alone and "1x 0.500 vs 0.500" in alone
