@@ -193,6 +193,7 @@ REFUSERS = (   # (text in the refusal, who refused), most specific first: admiss
     ("max_queue_time", "queue timeout"),
     ("TTFT: no first token within", "policy (ttft lost)"),
     ("SLO can no longer be met", "policy (slo lost)"),
+    ("TTFT: first token predicted", "policy (ttft predicted)"),   # SCORPIO's refusal of the unattainable
     ("under the current load", "admission"),
     ("even on an idle device", "idle-infeasible"),
     ("shed by the SLO controller", "controller shed"),

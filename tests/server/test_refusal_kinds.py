@@ -126,3 +126,17 @@ def test_the_replay_lines_report_every_phase():
     assert "1x 0.500 vs 0.500; 2x 0.250 vs 0.000" in text
     alone = "\n".join(live_fidelity.replay_lines(phases, [1.0, 2.0], [one]))
     assert "disagreement" not in alone and "1x 0.500 vs 0.500" in alone
+
+
+def test_scorpios_refusal_of_the_unattainable_is_the_policys_not_the_doors():
+    """SCORPIO refuses queued requests whose first token it predicts after their TTFT (core/policies/scorpio.py);
+    its message carries the scheduler's SLO-refusal prefix, which alone reads as admission's."""
+    config = SchedulerConfig(policy="scorpio").with_overrides(num_kv_blocks=512, block_size=16, max_model_len=1024)
+    sched = make_scheduler("scorpio", config, LAT.copy())
+    a, b = _req("a", SLO(ttft_s=0.3)), _req("b", SLO(ttft_s=0.35))
+    sched.add_request(a, 0.0)
+    sched.add_request(b, 0.0)     # least deadline first: behind a's 200-token prompt, ~0.42 s to its first token
+    sched.schedule(0.0)
+    messages = {r.error for r in (a, b) if r.error}
+    assert messages, "scorpio refused nothing"
+    assert {live_fidelity.refusal_kind(m) for m in messages} == {"policy (ttft predicted)"}
