@@ -49,7 +49,8 @@ from sliceserve.workload import generate, get_preset
 from sliceserve.workload.spec import to_requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_fidelity import refusal_kind, sustainable_rate  # noqa: E402  (1x and who refused: the live benchmark's)
+# 1x, who refused and the replays' own disagreement: as the live benchmark reads them
+from live_fidelity import refusal_kind, replay_flips, sustainable_rate  # noqa: E402
 
 DONE = (FinishReason.STOP, FinishReason.LENGTH)
 
@@ -101,12 +102,12 @@ def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]
                 robust += all(mb[r.req_id] for mb in met_b)
                 false_kinds[kind] = false_kinds.get(kind, 0) + met_b[0][r.req_id]
         if len(met_b) > 1:   # the replays' own disagreement: missed in the first, met in the second
-            missed = [rid for rid, ok in met_b[0].items() if not ok]
-            missed_b += len(missed)
-            flipped += sum(met_b[1][rid] for rid in missed)
+            missed, met_again = replay_flips(met_b[0], met_b[1])
+            missed_b, flipped = missed_b + missed, flipped + met_again
     q = np.quantile(ratios, [0.1, 0.5, 0.9]) if ratios else [float("nan")] * 3
     return {"load": load, "n": len(met), "ratio": q, "n_ratios": len(ratios), "refusals": refusals,
-            "kinds": kinds, "false_kinds": false_kinds, "false": false, "robust": robust, "attainment": statistics.mean(met),
+            "kinds": kinds, "false_kinds": false_kinds, "false": false, "robust": robust,
+            "attainment": statistics.mean(met),
             "realtime": statistics.mean(rt) if rt else float("nan"), "floor": flipped / missed_b if missed_b else None,
             "attainment_b": statistics.mean(request_metrics(r).met for _, b in runs for r in b[0])}
 
