@@ -11,10 +11,10 @@ Two context slopes because devices differ: on a CPU attention work grows with ev
 grows with the context whatever the batch size (CUDA-graph decode on an H100: 3.2 ms at context 64, 5.7 ms at
 1024, batch 1 and 8 alike). The fit keeps whichever the samples support (non-negative); a CPU's profile fits the
 per-request slope alone (`fit(iteration_slope=False)`), since noise let a few-point fit hand it to the other one
-(see `fit`). With CUDA graphs the
-runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step costs what its bucket costs: the
-profile records the buckets, and the per-iteration term then uses the bucket's length (H100 fidelity runs:
-iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6% with the buckets).
+(see `fit`). With CUDA graphs the runner pads contexts to buckets (sliceserve.model.cuda_graphs) and a step
+costs what its bucket costs: the profile records the buckets, and the per-iteration term then uses the bucket's
+length (H100 fidelity runs: iteration-time error 7.9-11.1% with a straight line through the context, 5.0-6.6%
+with the buckets).
 The attention term is why a prompt's later chunks cost more than its first: on the 2-vCPU CPU (int8, one thread)
 a 512-token chunk took 691 ms after no cached token and 1604 ms after 1536 (1.16 us per pair, the same for
 256-token chunks), while a model of n alone, calibrated online, charged every chunk the average: it
@@ -253,7 +253,8 @@ class LatencyModel:
             x[row, -2] = s.num_decode * s.decode_ctx
             x[row, -1] = attended_length(s.decode_ctx, ctx_buckets, s.decode_ctx_max)
         coef = relative_lstsq(x if iteration_slope else x[:, :-1], y, keep=len(ks))
-        ctx_coef, ctx_iter = float(coef[len(ks)]), float(coef[len(ks) + 1]) if iteration_slope else 0.0
+        ctx_coef = float(coef[len(ks)])
+        ctx_iter = float(coef[len(ks) + 1]) if iteration_slope else 0.0
         counts = [sum(s.num_decode == k for s in decode) for k in ks]
         # More sequences never make a decode step cheaper: noisy levels (a CPU shared with other processes
         # once gave l(8) < l(1)) are replaced by their closest non-decreasing fit.
