@@ -140,3 +140,37 @@ def test_scorpios_refusal_of_the_unattainable_is_the_policys_not_the_doors():
     messages = {r.error for r in (a, b) if r.error}
     assert messages, "scorpio refused nothing"
     assert {live_fidelity.refusal_kind(m) for m in messages} == {"policy (ttft predicted)"}
+
+
+class _IdleServer:
+    """A fake /v1/status on a fake clock: its drift re-checks leave `pending` one by one, one every `each_s`
+    seconds from `first_s` on."""
+
+    def __init__(self, pending: list[str], first_s: float, each_s: float) -> None:
+        self.t, self.pending, self.first_s, self.each_s = 0.0, pending, first_s, each_s
+        self.reads = 0
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+    def status(self) -> dict:
+        self.reads += 1
+        done = 0 if self.t < self.first_s else 1 + int((self.t - self.first_s) // self.each_s)
+        left = self.pending[done:]
+        return {"latency_model": {"prefill_256_ms": 300.0 if left else 250.0, "drift": {"pending": left}}}
+
+
+def test_the_rested_reading_waits_for_the_pending_rechecks_but_not_forever():
+    # llama.cpp run 6: both re-checks still pending at 10 s; the reading now comes once they have run.
+    srv = _IdleServer(["decode", "prefill"], first_s=11.0, each_s=6.0)
+    rested = live_fidelity.rested_status(srv.status, 10.0, 60.0, clock=lambda: srv.t, sleep=srv.sleep)
+    assert rested["drift"]["pending"] == [] and rested["prefill_256_ms"] == 250.0
+    assert rested["rested_s"] == 17.0
+    # Nothing pending: read once, right after the idle seconds.
+    srv = _IdleServer([], first_s=0.0, each_s=1.0)
+    rested = live_fidelity.rested_status(srv.status, 10.0, 60.0, clock=lambda: srv.t, sleep=srv.sleep)
+    assert (srv.reads, rested["rested_s"]) == (1, 10.0)
+    # A re-check that never runs: read at idle + settle seconds, still pending, and said so.
+    srv = _IdleServer(["prefill"], first_s=1e9, each_s=1.0)
+    rested = live_fidelity.rested_status(srv.status, 10.0, 5.0, clock=lambda: srv.t, sleep=srv.sleep)
+    assert rested["drift"]["pending"] == ["prefill"] and rested["rested_s"] == 15.0
