@@ -20,9 +20,13 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
   cycle allows them; `valued` gives them 3.5-4.4, nrt-100/120 within 5 points of SlidingServe at 0.75-1.75
   req/s and +2.8% requests met (seeds 2-4), but real-time 0.902 vs 0.912 at 6 req/s and 0.747 vs 0.770 on
   the trace at 1.4 req/s (younger nrt members bank less slack and so sit out less for a real-time prompt:
-  `fill._sits_out`), hence off by default. A looser sit-out rule (`slice_sit_out=line`) does not restore it:
+  `fill._sits_out`). A looser sit-out rule (`slice_sit_out=line`) does not restore it:
   at 6 req/s the lost real-time requests find four real-time streams that run closer to their TPOT under
-  `valued` and free their slots later (docs/results/peers-issue21.md 0e).
+  `valued` and free their slots later (docs/results/peers-issue21.md 0e). Read against SLICE before issue 21,
+  the issue's own reference, `valued` meets more of its cells on `paper-4060ti`. On the CPU profile the server
+  measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There a
+  passed stream waits long for a row, since a CPU decode step grows steeply with the batch, and then loses its
+  TPOT. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So it is off by default.
 """
 from __future__ import annotations
 
