@@ -293,6 +293,7 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
             print(_row(phases[-1]), flush=True)
         t0 = time.monotonic()
         reqs, on, off = contention_phase(server, profile, rate1, args)
+        reqs_by_phase[CONTENTION] = reqs
         time.sleep(2.5)
         end = time.monotonic()
         phases.append(summarize_phase(CONTENTION, reqs, poller.between(t0, end)))
@@ -375,6 +376,21 @@ def run_b(profile: LatencyModel, loads: list[float], rate1: float, args) -> dict
         server.stop()
 
 
+def request_rows(reqs_by_phase: dict, replays: list[dict[float | str, dict[str, bool]]]) -> list[dict]:
+    """Every run A request as its client saw it (`RequestMetrics.to_record`), with its phase, SLO bounds, the
+    server's admission-time predictions, its refusal message, and whether it met its SLO in each best_effort
+    replay: what a single TTFT ratio or false-refusal count is made of, for reading one request at a time."""
+    rows = []
+    for phase, reqs in reqs_by_phase.items():
+        for r in reqs:
+            slo = r.slo
+            rows.append({"phase": phase if isinstance(phase, str) else f"{phase:g}x", **request_metrics(r).to_record(),
+                         "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s},
+                         "predicted_ttft_s": r.predicted_ttft_s, "predicted_tpot_s": r.predicted_tpot_s,
+                         "error": r.error, "met_in_replays": [b.get(phase, {}).get(r.req_id) for b in replays]})
+    return rows
+
+
 def false_in_every(refused: set[str], replays: list[dict[str, bool]]) -> int:
     """Refusals whose request met its SLO in every best_effort replay: with one replay the issue's false-refusal
     count; with several, a count that a replay's own luck does not inflate (two replays differing only by ~2 %
@@ -448,6 +464,8 @@ def main() -> int:
                     help="after --idle-s, seconds more to wait for the server's pending drift re-profiles to run before "
                          "its model is read (default 60)")
     ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
+    ap.add_argument("--requests", default=None,
+                    help="write every run A request (JSON lines: measured, predicted, refusal, met in each replay) here")
     ap.add_argument("--replays", type=int, default=1,
                     help="best_effort replays of the same arrivals (default 1, the issue's measure; with more, also "
                          "prints the refusals whose request met its SLO in every replay)")
@@ -478,6 +496,8 @@ def main() -> int:
         p["false_refusals"] = sum(met_b.get(rid, False) for rid in p["refused"])
         p["false_by"] = refusal_kinds_of([p["refused_by"][rid] for rid in p["refused"] if met_b.get(rid, False)])
         p["false_in_every"] = false_in_every(p["refused"], [r[load] for r in replays])
+    if args.requests:
+        Path(args.requests).write_text("".join(json.dumps(row) + "\n" for row in request_rows(reqs_a, replays)))
     lines = ["", f"### Live fidelity ({time.strftime('%Y-%m-%d %H:%M')}, seed {args.seed}, {args.phase_s:g} s per load, "
              f"1x = {rate1:.3f} req/s, backend {args.backend})", "", head] + [_row(p) for p in phases]
     lines += replay_lines(phases, [*loads, CONTENTION], replays)

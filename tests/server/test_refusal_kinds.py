@@ -5,13 +5,15 @@ core/policies/slice.py and engine/async_engine.py word them, and the SLO control
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.control.controller import Controller
 from sliceserve.core.latency import LatencyModel
 from sliceserve.core.policies import make_scheduler
-from sliceserve.request import Request, SamplingParams
+from sliceserve.core.scheduler import Scheduler
+from sliceserve.request import FinishReason, Request, SamplingParams
 from sliceserve.server.admission import make_admit
 from sliceserve.slo import SLO
 
@@ -174,3 +176,19 @@ def test_the_rested_reading_waits_for_the_pending_rechecks_but_not_forever():
     srv = _IdleServer(["prefill"], first_s=1e9, each_s=1.0)
     rested = live_fidelity.rested_status(srv.status, 10.0, 5.0, clock=lambda: srv.t, sleep=srv.sleep)
     assert rested["drift"]["pending"] == ["prefill"] and rested["rested_s"] == 15.0
+
+
+def test_each_request_row_carries_its_prediction_its_refusal_and_every_replays_verdict():
+    served = _req("a", SLO(ttft_s=1.0))
+    served.predicted_ttft_s, served.predicted_tpot_s = 0.4, 0.05
+    refused = _req("b", SLO(ttft_s=1.0))
+    Scheduler.end_unadmitted(refused, FinishReason.REJECTED, 2.0, "TTFT: no first token within 1 s")
+    rows = live_fidelity.request_rows({0.5: [served], live_fidelity.CONTENTION: [refused]},
+                                      [{0.5: {"a": True}, live_fidelity.CONTENTION: {"b": True}},
+                                       {0.5: {"a": False}, live_fidelity.CONTENTION: {"b": True}}])
+    by_id = {r["req_id"]: r for r in rows}
+    assert by_id["a"]["phase"] == "0.5x" and by_id["b"]["phase"] == live_fidelity.CONTENTION
+    assert (by_id["a"]["predicted_ttft_s"], by_id["a"]["slo"]["ttft_s"]) == (0.4, 1.0)
+    assert by_id["a"]["met_in_replays"] == [True, False] and by_id["b"]["met_in_replays"] == [True, True]
+    assert by_id["b"]["finish_reason"] == "rejected" and "no first token" in by_id["b"]["error"]
+    json.dumps(rows)   # the file is JSON lines
