@@ -384,7 +384,8 @@ def request_rows(reqs_by_phase: dict, replays: list[dict[float | str, dict[str, 
     for phase, reqs in reqs_by_phase.items():
         for r in reqs:
             slo = r.slo
-            rows.append({"phase": phase if isinstance(phase, str) else f"{phase:g}x", **request_metrics(r).to_record(),
+            name = phase if isinstance(phase, str) else f"{phase:g}x"
+            rows.append({"phase": name, **request_metrics(r).to_record(),
                          "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s},
                          "predicted_ttft_s": r.predicted_ttft_s, "predicted_tpot_s": r.predicted_tpot_s,
                          "error": r.error, "met_in_replays": [b.get(phase, {}).get(r.req_id) for b in replays]})
@@ -461,8 +462,8 @@ def main() -> int:
     ap.add_argument("--idle-s", type=float, default=10.0,
                     help="seconds the server stays idle after the load before its model is read again (default 10)")
     ap.add_argument("--settle-s", type=float, default=60.0,
-                    help="after --idle-s, seconds more to wait for the server's pending drift re-profiles to run before "
-                         "its model is read (default 60)")
+                    help="after --idle-s, seconds more to wait for the server's pending drift re-profiles to run "
+                         "before its model is read (default 60)")
     ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
     ap.add_argument("--requests", default=None,
                     help="write every run A request (JSON lines: measured, predicted, refusal, met in each replay) here")

@@ -26,7 +26,8 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
   the issue's own reference, `valued` meets more of its cells on `paper-4060ti`. On the CPU profile the server
   measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There a
   passed stream waits long for a row, since a CPU decode step grows steeply with the batch, and then loses its
-  TPOT. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So it is off by default.
+  TPOT. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So it is
+  off by default.
 """
 from __future__ import annotations
 
