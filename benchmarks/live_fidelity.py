@@ -466,7 +466,8 @@ def main() -> int:
                          "before its model is read (default 60)")
     ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
     ap.add_argument("--requests", default=None,
-                    help="write every run A request (JSON lines: measured, predicted, refusal, met in each replay) here")
+                    help="write every run A request here (JSON lines: measured, predicted, refusal, met in each "
+                         "replay)")
     ap.add_argument("--replays", type=int, default=1,
                     help="best_effort replays of the same arrivals (default 1, the issue's measure; with more, also "
                          "prints the refusals whose request met its SLO in every replay)")
@@ -514,7 +515,8 @@ def main() -> int:
               f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
               f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f} "
               f"(without it, as last measured: p(256) {p_measured:.0f} ms, ratio {p_measured / p_idle:.2f}); "
-              f"{_load()}", "", f"The server after {rested['rested_s']:.0f} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
+              f"{_load()}", "",
+              f"The server after {rested['rested_s']:.0f} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
               f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profile), l(1) {rested['decode_l1_ms']:.1f} ms "
               f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
               _drift_line(rested.get("drift")), "", final["threads"], "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
