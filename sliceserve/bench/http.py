@@ -101,6 +101,16 @@ def _fill_tokens(req: Request, chunk_times: list[float], n: int) -> None:
         req.token_times_s = np.linspace(chunk_times[0], chunk_times[-1], n).tolist() if n > 1 else [chunk_times[0]]
 
 
+def http_error(status: int, body: str) -> str:
+    """The request's error from a non-200 answer: the server's own message whole (an SLO refusal names the
+    prediction's parts, which a benchmark reads back: live_fidelity.py's request file), else the body's start."""
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status}: {body[:200]}"
+    return f"HTTP {status}: {message}"
+
+
 def _take_predictions(req: Request, report: dict[str, Any]) -> None:
     sec = lambda ms: None if ms is None else ms / 1e3  # noqa: E731
     req.predicted_ttft_s, req.predicted_tpot_s = sec(report.get("predicted_ttft_ms")), sec(report.get("predicted_tpot_ms"))
@@ -115,7 +125,7 @@ async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) 
             if r.status_code != 200:
                 text = (await r.aread()).decode(errors="replace")
                 kind = FinishReason.REJECTED if r.status_code in (400, 429, 503) else FinishReason.ERROR
-                return _end(req, kind, clock(), f"HTTP {r.status_code}: {text[:200]}")
+                return _end(req, kind, clock(), http_error(r.status_code, text))
             async for line in r.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue

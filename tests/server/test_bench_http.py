@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from sliceserve.bench.http import parse_goodput, run_http
+from sliceserve.bench.http import http_error, parse_goodput, run_http
 from sliceserve.bench.report import summary_table
 from sliceserve.cli import bench_cmd
 from tests.server.helpers import LiveServer, make_state
@@ -68,3 +68,13 @@ def test_bench_url_scale_from_a_pinned_profile(tmp_path):
     given = _chosen_scale(_args("--url", "http://x", "--request-rate", "1", "--duration", "1",
                                 "--slo-scale", "4.5", "--ttft-scale", "11"))
     assert (given.slo, given.ttft) == (4.5, 11.0)
+
+
+def test_a_refusals_message_is_kept_whole_for_the_benchmarks_that_read_it():
+    # Run 18's request file cut admission's reason at 200 characters, just before the prediction's parts.
+    why = ("SLO cannot be met under the current load: predicted ttft 4417 ms > 3989.88 ms (1 of 1 queued requests "
+           "ahead in slice's order, 480 prompt tokens queued ahead + its own 268: prefill 1012 ms of device time, "
+           "in what 3 paced streams ahead leave (they take 77% of it now))")
+    body = '{"error":{"message":"' + why + '","type":"rate_limit_error","code":"overloaded"}}'
+    assert http_error(429, body) == f"HTTP 429: {why}"
+    assert http_error(502, "<html>" + "x" * 500) == "HTTP 502: <html>" + "x" * 194   # not JSON: its start
