@@ -24,10 +24,10 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
   at 6 req/s the lost real-time requests find four real-time streams that run closer to their TPOT under
   `valued` and free their slots later (docs/results/peers-issue21.md 0e). Read against SLICE before issue 21,
   the issue's own reference, `valued` meets more of its cells on `paper-4060ti`. On the CPU profile the server
-  measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There a
-  passed stream waits long for a row, since a CPU decode step grows steeply with the batch, and then loses its
-  TPOT. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So it is
-  off by default.
+  measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There the
+  16 sequences and their KV bound the mask, not the cycle, and a passed stream is paused, often loses its KV and
+  then its TPOT. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So
+  it is off by default.
 """
 from __future__ import annotations
 
