@@ -25,8 +25,8 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
   `valued` and free their slots later (docs/results/peers-issue21.md 0e). Read against SLICE before issue 21,
   the issue's own reference, `valued` meets more of its cells on `paper-4060ti`. On the CPU profile the server
   measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There the
-  16 sequences and their KV bound the mask, not the cycle, and a passed stream is paused, often loses its KV and
-  then its TPOT. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So
+  16 sequences and their KV bound the mask, not the cycle: a passed stream is paused and later loses its TPOT,
+  and preemptions by recompute rise 1.6-3x. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So
   it is off by default.
 """
 from __future__ import annotations
