@@ -22,12 +22,12 @@ section 0d (edge-mix seeds 2-12, the Azure trace):
   the trace at 1.4 req/s (younger nrt members bank less slack and so sit out less for a real-time prompt:
   `fill._sits_out`). A looser sit-out rule (`slice_sit_out=line`) does not restore it:
   at 6 req/s the lost real-time requests find four real-time streams that run closer to their TPOT under
-  `valued` and free their slots later (docs/results/peers-issue21.md 0e). Read against SLICE before issue 21,
-  the issue's own reference, `valued` meets more of its cells on `paper-4060ti`. On the CPU profile the server
-  measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There the
-  16 sequences and their KV bound the mask, not the cycle: a passed stream is paused and later loses its TPOT,
-  and preemptions by recompute rise 1.6-3x. Passing only streams well ahead of their TPOT line does not serve both devices either (0h). So
-  it is off by default.
+  `valued` and free their slots later (docs/results/peers-issue21.md 0e). Read against SLICE before issue 21, the
+  issue's own reference, `valued` meets more of its cells on `paper-4060ti`. On the CPU profile the server
+  measures, though, it meets fewer SLOs: attainment 0.911 vs 0.939 at 1x and 0.539 vs 0.585 at 2x. There the 16
+  sequences and their KV bound the mask, not the cycle: a passed stream is paused and later loses its TPOT, and
+  preemptions by recompute rise 1.6-3x. Passing only streams well ahead of their TPOT line does not serve both
+  devices either (0h). So it is off by default.
 """
 from __future__ import annotations
 
