@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
+from sliceserve.engine.door import admit_or_displace, end_late, late_requests
 from sliceserve.engine.hooks import AdmitFn, EngineObserver, Rejection
 from sliceserve.engine.streams import RequestStream, StreamEvent
 from sliceserve.request import FinishReason, Request
@@ -173,34 +174,14 @@ class AsyncEngine:
 
     def _apply_adds(self, adds: list[tuple[Request, asyncio.Future, RequestStream]], now: float) -> None:
         for req, fut, stream in adds:
-            verdict = self.admit(self.core.scheduler, req, now) if self.admit is not None else None
-            if verdict is not None and verdict.kind == "queue_full":
-                verdict = self._displace(req, now, verdict)
+            verdict, displaced = admit_or_displace(self.core.scheduler, self.admit, req, now)
+            if displaced is not None:
+                self._finish_stream(displaced)
             if verdict is None and not self.core.add_request(req, now):
                 verdict = Rejection("invalid", req.error or "request rejected")
             if verdict is None:
                 self._streams[req.req_id] = stream
             self._resolve(fut, verdict if verdict is not None else stream)
-
-    def _displace(self, req: Request, now: float, full: Rejection) -> Rejection | None:
-        """Full waiting queue: refuse its least valuable unstarted request instead of `req`, if `req` is worth
-        more and would be admitted in its place (else `req` gets its own answer and the victim stays). Without
-        this a flood of low-utility work (an embedding burst) fills the queue and the real-time class is
-        refused at the door, however the policy would have ranked it."""
-        sched = self.core.scheduler
-        victims = [r for r in sched.waiting if r.utility < req.utility and r.num_output_tokens == 0]
-        if not victims:
-            return full
-        victim = min(victims, key=lambda r: (r.utility, -r.arrival_s))   # the newest of the least valuable
-        with sched.waiting_without(victim):   # ask the admit hook as if its place were free
-            verdict = self.admit(sched, req, now)
-        if verdict is None:
-            done = sched.abort(victim.req_id, now, FinishReason.REJECTED,
-                               error=f"displaced from the full waiting queue by a request of higher utility "
-                                     f"({req.utility:g} > {victim.utility:g}); retry later")
-            if done is not None:
-                self._finish_stream(done)
-        return verdict
 
     def _resolve(self, fut: asyncio.Future, value: object) -> None:
         def settle() -> None:
@@ -240,29 +221,12 @@ class AsyncEngine:
             self.observer.on_finish(req)
 
     def _expire_waiting(self, now: float) -> None:
-        """503 for every request still without its first token after `max_queue_time_s`, or after its own TTFT
-        bound where that is longer: a client that asked for its first token within 97 s (edge-mix's nrt-250 under
-        the SLO scale of a llama.cpp CPU server) is not cut off at 60 s while its SLO can still be met; once that
-        bound has passed, the policy's own refusal or this limit ends it."""
-        sched, queue_s = self.core.scheduler, self.max_queue_time_s
-        # Any request still without its first token: waiting, or prefilled and then left paused (SLICE may
-        # prefill a best-effort request and never find time to decode it); aborting frees its KV too. Past the
-        # plain limit first (one comparison a request on every pass), then its own TTFT.
-        late = []
-        for r in sched.requests.values():
-            if r.num_output_tokens == 0 and now - r.arrival_s > queue_s:
-                limit = max(queue_s, r.slo.ttft_s or 0.0)
-                if now - r.arrival_s > limit:
-                    late.append((r, limit))
+        """503 for every request past the queue's time limit (`door.late_requests`), with a Retry-After hint."""
+        sched = self.core.scheduler
+        late = late_requests(sched, now, self.max_queue_time_s)
         hint = self.retry_hint(sched) if late and self.retry_hint is not None else None
-        for r, limit in late:
-            within = (f"max_queue_time {limit:g} s" if limit == queue_s else
-                      f"its TTFT bound of {limit:g} s (longer than max_queue_time {queue_s:g} s)")
-            why = (f"no first token within {within}: the server is overloaded and serves higher-value requests "
-                   "first; retry later")
-            req = sched.abort(r.req_id, now, FinishReason.REJECTED, error=why)
-            if req is not None:
-                self._finish_stream(req, hint)
+        for req in end_late(sched, late, self.max_queue_time_s, now):
+            self._finish_stream(req, hint)
 
     def _check_stall(self, since: float | None, now: float) -> float | None:
         sched = self.core.scheduler

@@ -2,7 +2,8 @@
 them the engine steps back to back, each step advancing the clock by its modelled duration.
 
 Like the server's `AsyncEngine` it takes an admission hook and an observer (`engine/hooks.py`), called the
-same way, so what the server plugs in (the feedback controller: `attach_control`) runs here on virtual time."""
+same way, so what the server plugs in (the feedback controller: `attach_control`) runs here on virtual time; and
+it keeps the server's waiting-queue rules (`engine/door.py`: displacement from a full queue, `max_queue_time_s`)."""
 from __future__ import annotations
 
 import heapq
@@ -12,6 +13,7 @@ from typing import Callable
 
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.engine.core import EngineCore, StepResult
+from sliceserve.engine.door import admit_or_displace, end_late, late_requests
 from sliceserve.engine.hooks import AdmitFn, EngineObserver
 from sliceserve.request import FinishReason, Request
 
@@ -27,10 +29,13 @@ class SimResult:
 
 
 class Simulator:
-    def __init__(self, core: EngineCore, max_time_s: float | None = None) -> None:
-        """`max_time_s`: virtual time after which unfinished requests are aborted (they count as missed)."""
+    def __init__(self, core: EngineCore, max_time_s: float | None = None,
+                 max_queue_time_s: float | None = None) -> None:
+        """`max_time_s`: virtual time after which unfinished requests are aborted (they count as missed).
+        `max_queue_time_s`: the server's setting of that name (None: requests wait for their first token)."""
         self.core = core
         self.max_time_s = max_time_s
+        self.max_queue_time_s = max_queue_time_s
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self._arrivals: list[Request] = []
@@ -49,11 +54,23 @@ class Simulator:
             self.at(req.arrival_s, lambda now, r=req: self._arrive(r, now))
 
     def _arrive(self, req: Request, now: float) -> None:
-        verdict = self.admit(self.core.scheduler, req, now) if self.admit is not None else None
+        verdict, displaced = admit_or_displace(self.core.scheduler, self.admit, req, now)
+        if displaced is not None:
+            self._ended(displaced)
         if verdict is not None:   # the server answers it with an HTTP error; here it ends refused
             Scheduler.end_unadmitted(req, FinishReason.REJECTED, now, verdict.message)
             return
         self.core.add_request(req, now)
+
+    def _ended(self, req: Request) -> None:
+        """An admitted request ended outside a step (displaced, past the queue's time limit, or at the end)."""
+        if self.observer is not None:
+            self.observer.on_finish(req)
+
+    def _expire_waiting(self, now: float) -> None:
+        sched = self.core.scheduler
+        for req in end_late(sched, late_requests(sched, now, self.max_queue_time_s), self.max_queue_time_s, now):
+            self._ended(req)
 
     def _observe(self, step: StepResult) -> None:
         for req in step.finished:
@@ -69,6 +86,8 @@ class Simulator:
                 action(now)
             if self.max_time_s is not None and now >= self.max_time_s:
                 break
+            if self.max_queue_time_s is not None:
+                self._expire_waiting(now)
             if core.has_unfinished():
                 step = core.step(now)
                 if self.observer is not None:
@@ -89,8 +108,8 @@ class Simulator:
     def _abort_all(self, now: float, why: str) -> None:
         for req_id in list(self.core.scheduler.requests):
             req = self.core.scheduler.abort(req_id, now, FinishReason.ABORT, error=why)
-            if req is not None and self.observer is not None:
-                self.observer.on_finish(req)
+            if req is not None:
+                self._ended(req)
         for req in self._arrivals:  # arrivals the limit cut off before they were even added
             if not req.status.is_finished:
                 Scheduler.end_unadmitted(req, FinishReason.ABORT, now, why)
