@@ -6,7 +6,8 @@ is the live benchmark's (benchmarks/live_fidelity.py) with the device simulated:
 - the CPU profile the live server measures (`cpu-epyc-int8`: the embedded model, int8, one thread), the SLO
   scale derived from it (`bench.device_scale`), and 1x = the live benchmark's sustainable edge-mix rate;
 - the server's defaults: SLICE, 16 sequences, 512 batched tokens, 64 waiting, the feedback controller wired
-  as the server wires it (`attach_control`), the server's admission hook (`make_admit`) and, with
+  as the server wires it (`attach_control`), the server's admission hook (`make_admit`), its waiting-queue
+  rules (`engine/door.py`: displacement from a full queue, `max_queue_time_s` 60 s) and, with
   `--overload reject`, SLICE's refusals of lost work (`lost_work_config`: `slice_reject_lost`, `slice_drop_lost`);
 - every load and seed run twice on the same arrivals, `reject` and `best_effort`: a request refused in the
   first that met its SLO in the second is a false refusal.
@@ -71,7 +72,7 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
         enable_prefix_caching=False, **lost_work_config(overload)).with_overrides(**(settings or {}))   # --set wins
     sched = make_scheduler(server.policy, config, profile.copy())
     sim = Simulator(EngineCore(sched, SimulatedExecutor(profile.copy(), noise=noise, seed=seed if noise_seed is None else noise_seed)),
-                    max_time_s=duration_s * 4)
+                    max_time_s=duration_s * 4, max_queue_time_s=server.max_queue_time_s)
     sim.admit = make_admit(server.max_waiting, overload)
     if controller:
         state = SimpleNamespace(engine=sim, metrics=SimpleNamespace(registry=CollectorRegistry()))
