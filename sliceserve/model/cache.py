@@ -3,7 +3,8 @@
 Dequantising the embedded GGUF takes 16-20 s and building its tokenizer ~6 s (DESIGN.md, measured here);
 a converted copy reloads in under 3 s. The cache is outside the repository: $SLICESERVE_CACHE, else
 ~/.cache/sliceserve. Each conversion writes into a private temporary directory that is renamed into place,
-so concurrent processes (parallel test runs) never see a half-written copy.
+so concurrent processes (parallel test runs) never see a half-written copy; a copy left by a process that
+ended mid-conversion is removed by the next conversion of that part.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def cached_dir(gguf_path: str | os.PathLike, part: str, build: Callable[[Path], 
     if (final / ".complete").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=final.parent))
+    _sweep_orphans(final.parent, part)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{part}-{os.getpid()}-", dir=final.parent))
     try:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")
@@ -48,6 +50,26 @@ def cached_dir(gguf_path: str | os.PathLike, part: str, build: Callable[[Path], 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _sweep_orphans(parent: Path, part: str) -> None:
+    """Remove the temporary copies of `part` whose process is gone: one ended mid-conversion (killed, or
+    stopped while the server was loading, which ends the process without Python's teardown: server/run.py)
+    and left a copy as large as the model. Each copy is named `.<part>-<pid>-<random>`."""
+    for tmp in parent.glob(f".{part}-*"):
+        pid = tmp.name[len(part) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def gguf_tokenizer_dir(gguf_path: str | os.PathLike) -> Path:

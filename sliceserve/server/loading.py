@@ -33,6 +33,11 @@ class LoadingApp:
         self.build, self.lifecycle, self.on_failure = build, lifecycle, on_failure
         self.app: Any = None
         self._stack = AsyncExitStack()
+        self._loader: threading.Thread | None = None
+
+    def still_loading(self) -> bool:
+        """Whether the model load is still running (the server was stopped before it finished)."""
+        return self._loader is not None and self._loader.is_alive()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -75,7 +80,8 @@ class LoadingApp:
                 result = exc
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
 
-        threading.Thread(target=work, name="sliceserve-load", daemon=True).start()
+        self._loader = threading.Thread(target=work, name="sliceserve-load", daemon=True)
+        self._loader.start()
         result = await done
         try:
             if isinstance(result, BaseException):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,5 +99,20 @@ def serve(settings: ServerSettings) -> None:
     app = LoadingApp(build, lifecycle, on_failure=lambda: setattr(server, "should_exit", True))
     server = _make_server(app, settings, lifecycle)
     server.run(sockets=[sock])
+    if app.still_loading():
+        _exit_during_load()
     if lifecycle.failure is not None:
         raise ValueError(lifecycle.failure)
+
+
+def _exit_during_load() -> None:
+    """End the process now: it was stopped (SIGTERM, Ctrl+C) while the model was loading. The load runs in a
+    daemon thread, usually inside torch, and an interpreter that exits under a thread running torch code
+    aborts (C++ terminate: "terminate called without an active exception", exit 134). Nothing was served
+    and nothing is half-written where it counts (the model cache renames a finished copy into place, and
+    sweeps the temporary copies of processes that are gone), so Python's teardown is skipped."""
+    log.info("stopped while the model was loading")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

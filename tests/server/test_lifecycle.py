@@ -134,3 +134,49 @@ def test_sigterm_drains_four_streams(tiny_llama_dir, timeout_s):
         else:
             assert last["choices"][0]["finish_reason"] == "length"
             assert sum(len(c["text"]) > 0 for line in out[:-1] for c in json.loads(line[6:])["choices"]) > 100
+
+
+# A model load that never ends, inside torch: what a SIGTERM meets a few seconds into loading a real model
+# (dequantising the GGUF, the latency quick-estimate).
+_SPINNING_LOAD = """
+import sys, torch
+import sliceserve.server.state as state
+
+def load_forever(settings, *args, **kwargs):
+    a = torch.randn(256, 256)
+    while True:
+        a = (a @ a).tanh()
+
+state.build_state = load_forever
+from sliceserve.server.run import serve
+from sliceserve.server.settings import ServerSettings
+serve(ServerSettings(port=int(sys.argv[1])))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_stopping_while_the_model_loads_exits_cleanly(sig):
+    """Before: the interpreter exited under the loader thread's torch code and the process aborted (exit 134,
+    "terminate called without an active exception")."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _SPINNING_LOAD, str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["status"] == "loading":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        time.sleep(0.5)   # the loader is in torch by now
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "terminate called" not in err and "Traceback" not in err
+    assert "stopped while the model was loading" in err
