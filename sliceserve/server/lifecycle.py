@@ -3,7 +3,8 @@
 SIGTERM (or Ctrl+C) starts a drain instead of uvicorn's abrupt stop: new generation requests get 503 while
 the listening socket stays open, in-flight requests may finish for `shutdown_timeout_s`, then every request
 still running is ended by the engine (a streaming client gets an error event and `data: [DONE]`, a waiting
-one a JSON error), and only then does uvicorn exit (exit code 0).
+one a JSON error), and only then does uvicorn exit (exit code 0). A second signal during the drain ends the
+requests still in flight at once, the same way; a third is uvicorn's immediate exit.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Lifecycle:
         self.inflight = 0              # generation requests being answered (event loop only)
         self.failure: str | None = None
         self.state: Any = None         # ServingState once loaded
+        self._cut = False              # a second stop signal: end what is in flight now (event loop only)
 
     @property
     def admitting(self) -> bool:
@@ -53,13 +55,21 @@ class Lifecycle:
         self.phase = Phase.DRAINING
         log.info("draining: %d requests in flight, waiting up to %g s", self.inflight, self.shutdown_timeout_s)
         deadline = clock() + self.shutdown_timeout_s
-        while self.inflight > 0 and clock() < deadline:
+        while self.inflight > 0 and clock() < deadline and not self._cut:
             await asyncio.sleep(_POLL_S)
         if self.inflight > 0 and self.state is not None:
-            log.warning("shutdown timeout: ending %d requests still in flight", self.inflight)
-            self.state.engine.abort_all(f"server shut down: still running after the {self.shutdown_timeout_s:g} s "
-                                        "shutdown timeout")
+            if self._cut:
+                log.warning("second stop signal: ending %d requests still in flight", self.inflight)
+                why = "server shut down: stopped by a second signal while draining"
+            else:
+                log.warning("shutdown timeout: ending %d requests still in flight", self.inflight)
+                why = f"server shut down: still running after the {self.shutdown_timeout_s:g} s shutdown timeout"
+            self.state.engine.abort_all(why)
             deadline = clock() + _FLUSH_S
             while self.inflight > 0 and clock() < deadline:
                 await asyncio.sleep(_POLL_S)
         stop()
+
+    def cut(self) -> None:
+        """End the drain's wait now (a second stop signal): what is still in flight is ended at once."""
+        self._cut = True

@@ -51,16 +51,22 @@ def _make_server(app: Any, settings: ServerSettings, lifecycle: Lifecycle):
 
     class DrainingServer(uvicorn.Server):
         """uvicorn, except that the first SIGTERM / Ctrl+C drains (lifecycle.drain) instead of stopping; a
-        second one is uvicorn's own immediate exit."""
+        second one ends the requests still in flight at once, each with an explicit error (uvicorn's own exit
+        cancelled them: a plain-text 500 and a traceback each); a third is uvicorn's immediate exit."""
 
         async def serve(self, sockets: list[socket.socket] | None = None) -> None:
             self._loop = asyncio.get_running_loop()
             self._drain_task: asyncio.Task | None = None
+            self._cut = False
             await super().serve(sockets)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self._drain_task is None and lifecycle.phase in (Phase.LOADING, Phase.SERVING):
                 self._loop.call_soon_threadsafe(self._start_drain)
+                return
+            if lifecycle.phase is Phase.DRAINING and not self._cut:
+                self._cut = True
+                self._loop.call_soon_threadsafe(lifecycle.cut)
                 return
             super().handle_exit(sig, frame)
 

@@ -180,3 +180,40 @@ def test_stopping_while_the_model_loads_exits_cleanly(sig):
     assert proc.returncode == 0, err
     assert "terminate called" not in err and "Traceback" not in err
     assert "stopped while the model was loading" in err
+
+
+def test_a_second_signal_ends_what_is_in_flight_at_once_with_an_error_each(tiny_llama_dir):
+    """Before: the second signal was uvicorn's own exit, which cancelled the handlers: a plain request got a
+    plain-text 500 and the log a traceback per request."""
+    proc, url, _ = _start_tiny(tiny_llama_dir, "60")
+    try:
+        outs = [[] for _ in range(3)]
+        started = [threading.Event() for _ in range(3)]
+        threads = [threading.Thread(target=_stream, args=(url, o, s)) for o, s in zip(outs, started)]
+        plain: list[httpx.Response] = []
+        threads.append(threading.Thread(target=lambda: plain.append(httpx.post(
+            url + "/v1/completions", json={"prompt": "one two", "max_tokens": 900, "ignore_eos": True},
+            timeout=120))))
+        for t in threads:
+            t.start()
+        assert all(s.wait(60) for s in started)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert httpx.get(url + "/health", timeout=10).json()["status"] == "draining"
+        proc.send_signal(signal.SIGTERM)
+        begun = time.monotonic()
+        for t in threads:
+            t.join(60)
+        _, err = proc.communicate(timeout=60)
+        print(f"ended {time.monotonic() - begun:.2f} s after the second signal (load {os.getloadavg()[0]:.1f})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    for out in outs:
+        assert out[-1] == "data: [DONE]"
+        assert "stopped by a second signal" in json.loads(out[-2][len("data: "):])["error"]["message"]
+    (resp,) = plain
+    assert resp.headers["content-type"].startswith("application/json")
+    assert "stopped by a second signal" in resp.json()["error"]["message"], resp.text
