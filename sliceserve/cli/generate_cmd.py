@@ -1,4 +1,5 @@
-"""`sliceserve generate --prompt "..."`: one prompt through the local engine; text to stdout, timings to stderr."""
+"""`sliceserve generate --prompt "..."`: one prompt through the local engine; text to stdout as it is generated,
+timings to stderr."""
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,33 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-threads", "--threads", dest="threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
 
 
+def _show(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     from sliceserve.engine.llm import LLM
     from sliceserve.request import SamplingParams
+    from sliceserve.server.detok import Detokenizer
 
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
     llm = LLM(args.model, policy=args.policy, device=args.device, dtype=args.dtype, profile=args.profile,
               num_threads=args.threads, backend=args.backend, cuda_graphs=args.cuda_graphs)
-    out = llm.generate(args.prompt, params, use_chat_template=args.chat)[0]
+    # The text as it comes (stop strings and half characters held back, as a server stream does); Ctrl+C
+    # leaves what was generated on the screen.
+    detok = Detokenizer(llm.tokenizer, params.stop)
+    try:
+        out = llm.generate(args.prompt, params, use_chat_template=args.chat,
+                           on_tokens=lambda _, ids: _show(detok.push(ids)))[0]
+    except KeyboardInterrupt:
+        _show(detok.push([], final=True) + "\n")
+        raise
     if out.error:
+        _show("\n" if detok.sent else "")
         raise ValueError(f"generation failed ({out.finish_reason}): {out.error}")
-    print(out.text)
+    print(out.text[detok.sent:])
     t = out.timings
     ms = lambda v: "-" if v is None else f"{v * 1e3:.1f} ms"  # noqa: E731
     print(f"[{len(out.prompt_token_ids)} prompt + {len(out.token_ids)} output tokens, finish={out.finish_reason}, "

@@ -8,12 +8,12 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sliceserve.config import SchedulerConfig
 from sliceserve.core.latency import LatencyModel, load_profile
 from sliceserve.core.policies import make_scheduler
-from sliceserve.engine.core import EngineCore
+from sliceserve.engine.core import EngineCore, StepResult
 from sliceserve.engine.wallclock import WallClockDriver
 from sliceserve.executor_api import check_scheduler_fits
 from sliceserve.request import Request, SamplingParams
@@ -91,6 +91,22 @@ def resolve_latency(loaded: Any, profile: str | os.PathLike | LatencyModel | Non
     from sliceserve.model.profiler import quick_estimate
 
     return quick_estimate(loaded)
+
+
+def _new_tokens(reqs: list[Request], on_tokens: Callable[[int, list[int]], None]) -> Callable[[StepResult], None]:
+    """A driver's step hook that hands each request's new output tokens to `on_tokens(index, ids)`."""
+    index = {r.req_id: i for i, r in enumerate(reqs)}
+    told = [0] * len(reqs)
+
+    def on_step(step: StepResult) -> None:
+        for rid in step.sched.requests:
+            i = index.get(rid)
+            if i is not None and len(reqs[i].output_token_ids) > told[i]:
+                new = reqs[i].output_token_ids[told[i]:]
+                told[i] += len(new)
+                on_tokens(i, new)
+
+    return on_step
 
 
 def _as_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
@@ -191,11 +207,15 @@ class LLM:
     def generate(self, prompts: Prompt | Sequence[Prompt], sampling_params: SamplingParams | Sequence[
                  SamplingParams] | None = None, slos: SLO | Sequence[SLO | None] | None = None,
                  slo_classes: str | Sequence[str | None] | None = None,
-                 use_chat_template: bool = False) -> list[GenerationOutput]:
-        """Generate for every prompt (a string or a list of token ids); results in prompt order."""
+                 use_chat_template: bool = False,
+                 on_tokens: Callable[[int, list[int]], None] | None = None) -> list[GenerationOutput]:
+        """Generate for every prompt (a string or a list of token ids); results in prompt order.
+        `on_tokens(i, new_token_ids)`: called after each step for every sequence that got tokens in it, `i`
+        its place among all the sequences (prompt order, `n` per prompt), so a caller can show them as they
+        come (`sliceserve generate`)."""
         prompts = _as_list(prompts)
         reqs = self.make_requests(prompts, sampling_params, slos, slo_classes, use_chat_template)
-        WallClockDriver(self.engine).run(reqs)
+        WallClockDriver(self.engine, on_step=None if on_tokens is None else _new_tokens(reqs, on_tokens)).run(reqs)
         outputs, i = [], 0
         for p in prompts:
             n = reqs[i].sampling_params.n

@@ -74,3 +74,28 @@ def test_bench_local_writes_results_json(tiny_llama_dir, tmp_path, capsys):
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "--request-rate", "0", "--duration", "1"]) == 2
     assert "--request-rate must be positive" in capsys.readouterr().err
+
+
+def test_generate_streams_tokens_as_steps_make_them_and_keeps_the_stop_string_out(tiny_llama_dir, tiny_loaded,
+                                                                                  capsys):
+    from sliceserve.engine.llm import LLM
+    from sliceserve.request import SamplingParams
+
+    llm = LLM(tiny_loaded, policy="vllm")
+    seen: list[tuple[int, list[int]]] = []
+    full = llm.generate(["Hello there", "Bye"], SamplingParams(max_tokens=12),
+                        on_tokens=lambda i, ids: seen.append((i, list(ids))))
+    # One token per sequence per decode step, told in order: the pieces rebuild each output exactly.
+    for i, out in enumerate(full):
+        pieces = [ids for j, ids in seen if j == i]
+        assert [t for ids in pieces for t in ids] == out.token_ids
+        assert len(pieces) == len(out.token_ids)
+
+    text = full[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 3]   # three characters from the middle of the greedy text
+    assert stop.strip(), text
+    rc = main(["generate", "--prompt", "Hello there", "--model", str(tiny_llama_dir), "--max-tokens", "12",
+               "--policy", "vllm", "--threads", "1", "--dtype", "float32", "--stop", stop])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert out == text[:text.find(stop)] + "\n"
