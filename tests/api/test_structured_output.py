@@ -65,3 +65,18 @@ def test_bad_schema_and_two_constraints_are_400(client):
         client.chat.completions.create(model="smol", messages=msgs, response_format={"type": "json_object"},
                                        extra_body={"guided_choice": ["a"]})
     assert exc.value.body["param"] == "guided_choice"
+
+
+def test_ollama_format_constrains_the_answer(server):
+    """Ollama's `format` (a JSON schema, or "json") through the official `ollama` client: the same grammar."""
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=server.url, timeout=600)
+    schema = SCHEMAS[0]
+    ask = [{"role": "user", "content": f"Answer with JSON matching this schema: {json.dumps(schema)}"}]
+    resp = client.chat(model="smol", messages=ask, format=schema, options={"temperature": 0, "num_predict": 200})
+    assert resp.done_reason == "stop", resp.message.content
+    jsonschema.validate(json.loads(resp.message.content), schema)
+    gen = client.generate(model="smol", prompt="Describe a cat as JSON.", format="json",
+                          options={"temperature": 0, "num_predict": 200})
+    assert gen.done_reason == "stop", gen.response
+    assert isinstance(json.loads(gen.response), dict)

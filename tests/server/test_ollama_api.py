@@ -133,8 +133,9 @@ def test_slo_rides_along_in_body_and_headers(server):
     ({"options": {"num_predict": "many"}}, "num_predict"),
     ({"options": {"num_ctx": [1]}}, "num_ctx"),
     ({"options": {"stop": 5}}, "stop"),
-    ({"format": "json"}, "format"),
-    ({"format": {"type": "object"}}, "format"),
+    ({"format": "yaml"}, "format"),
+    ({"format": ["json"]}, "format"),
+    ({"options": {"min_p": 2}}, "min_p"),
     ({"images": ["aGVsbG8="]}, "images"),
     ({"think": True}, "think"),
     ({"template": "{{ .Prompt }}"}, "template"),
@@ -148,8 +149,7 @@ def test_unsupported_options_are_refused_naming_them(server, kw, field):
 
 
 def test_chat_refusals_and_neutral_values(client):
-    for kw, field in (({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-                      ({"format": "json"}, "format")):
+    for kw, field in (({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),):
         with pytest.raises(ollama.ResponseError) as err:
             client.chat(model="tiny", messages=[{"role": "user", "content": "Hi"}], **kw)
         assert err.value.status_code == 400 and field in err.value.error
@@ -202,3 +202,15 @@ def test_langchain_chat_ollama(server):
     assert msg.content == _openai_chat(server, "Hi there!", 6)
     assert msg.response_metadata["done"] is True and msg.usage_metadata["output_tokens"] >= 1
     assert "".join(c.content for c in llm.stream("Hi there!")) == msg.content
+
+
+def test_min_p_is_honoured(client):
+    """min_p = 1 keeps only the most likely token: a hot, seeded sample then equals the greedy answer."""
+    msgs = [{"role": "user", "content": "Hi there!"}]
+    greedy = client.chat(model="tiny", messages=msgs, options=GREEDY).message.content
+    hot = {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "num_predict": 6}
+    kept = [client.chat(model="tiny", messages=msgs, options={**hot, "seed": s, "min_p": 1.0}).message.content
+            for s in range(3)]
+    assert kept == [greedy] * 3
+    free = {client.chat(model="tiny", messages=msgs, options={**hot, "seed": s}).message.content for s in range(3)}
+    assert free != {greedy}       # the control: without min_p the same samples wander

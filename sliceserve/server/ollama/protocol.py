@@ -15,10 +15,12 @@ from sliceserve.server.protocol import APIError
 
 # Ollama's documented defaults (docs/modelfile.md, "PARAMETER"), used when a request leaves them out.
 DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
-HONOURED = frozenset({"temperature", "top_k", "top_p", "seed", "num_predict", "stop", "num_ctx"})
-# Accepted only at their neutral value: what the option does when it is off.
+# min_p as llama.cpp's: drop tokens less likely than min_p times the most likely one (model/logits_processing.py).
+HONOURED = frozenset({"temperature", "top_k", "top_p", "min_p", "seed", "num_predict", "stop", "num_ctx"})
+# Accepted only at their neutral value: what the option does when it is off. The penalties stay here: the
+# engine's (OpenAI's) count the whole prompt and output, Ollama's only the last `repeat_last_n` tokens.
 NEUTRAL: dict[str, Any] = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-                           "mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0, "min_p": 0.0}
+                           "mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0}
 # Meaningful only with a penalty or mirostat on (so honoured, trivially, while those are off).
 DEPENDENT = {"repeat_last_n": "repeat_penalty", "penalize_newline": "repeat_penalty",
              "mirostat_tau": "mirostat", "mirostat_eta": "mirostat"}
@@ -61,6 +63,7 @@ class HonouredOptions(BaseModel):
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    min_p: float | None = None
     seed: int | None = None
     num_predict: int | None = None
     num_ctx: int | None = None
@@ -78,10 +81,19 @@ class _Base(EmbeddingSLOFields):
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
+    def response_format(self) -> dict[str, Any] | None:
+        """`format` as the OpenAI `response_format` the generation path constrains by (server/structured.py):
+        "json" is JSON mode, an object is a JSON schema; a 400 for anything else."""
+        if self.format in (None, ""):
+            return None
+        if self.format == "json":
+            return {"type": "json_object"}
+        if isinstance(self.format, dict):
+            return {"type": "json_schema", "json_schema": {"name": "format", "schema": self.format}}
+        raise APIError(400, f"format must be \"json\" or a JSON schema object, got {self.format!r}", param="format")
+
     def refuse_unsupported(self) -> None:
-        if self.format not in (None, ""):
-            raise APIError(400, "format (JSON mode or a JSON schema) is not supported yet: structured output is "
-                           "still to come; leave it out", param="format", code="unsupported_format")
+        self.response_format()
         if self.think not in (None, False):
             raise APIError(400, "think is not supported: this model has no thinking mode", param="think")
         if self.logprobs or self.top_logprobs:

@@ -23,6 +23,7 @@ from sliceserve.server.intake import read_body
 from sliceserve.server.requests import build_requests, chat_prompt_ids
 from sliceserve.server.serving import submit_one, wait_disconnect
 from sliceserve.server.state import ServingState
+from sliceserve.server.structured import compile_spec, spec_for
 
 
 class OllamaRoute(APIRoute):
@@ -83,9 +84,9 @@ def _common(state: ServingState, body: ChatBody | GenerateBody) -> dict[str, Any
     models.check(state, body.model)
     body.refuse_unsupported()
     options = sampling_fields(body.options)
-    out = {k: options[k] for k in ("temperature", "top_k", "top_p", "seed", "stop") if k in options}
+    out = {k: options[k] for k in ("temperature", "top_k", "top_p", "min_p", "seed", "stop") if k in options}
     out.update(model=state.model_name, slo=body.slo.model_dump(exclude_none=True) if body.slo else None, slo_class=body.slo_class,
-               utility=body.utility, priority=body.priority)
+               utility=body.utility, priority=body.priority, response_format=body.response_format())
     return {**out, "_options": options}
 
 
@@ -112,7 +113,9 @@ def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequ
 
 async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequest | CompletionRequest) -> Response:
     state = _state(http)
-    [req] = await asyncio.to_thread(build_requests, state, oa, http.headers)   # tokenising off the event loop
+    spec = spec_for(oa)                                   # `format`, as the OpenAI routes constrain by it
+    await compile_spec(spec, state.tokenizer, param="format")
+    [req] = await asyncio.to_thread(build_requests, state, oa, http.headers, spec)   # tokenising off the event loop
     stream = await submit_one(state, req)
     shape = Shape(state, chat=isinstance(body, ChatBody))
     if body.stream:
