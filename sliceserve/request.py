@@ -41,6 +41,10 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
+    # llama.cpp's (Ollama's) window instead: the three penalties count only the last `penalty_last_n` tokens
+    # of prompt and output together (0: no penalty). None: OpenAI's and vLLM's meaning above (repetition over
+    # the whole prompt and output, frequency and presence over the output).
+    penalty_last_n: int | None = None
     logit_bias: dict[int, float] | None = None
     min_tokens: int = 0
     min_p: float = 0.0
@@ -70,6 +74,8 @@ class SamplingParams:
             raise ValueError("presence_penalty and frequency_penalty must be in [-2, 2]")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if self.penalty_last_n is not None and self.penalty_last_n < 0:
+            raise ValueError(f"penalty_last_n must be >= 0 (0: no penalty), got {self.penalty_last_n!r}")
         if not 0 <= self.min_tokens <= self.max_tokens:
             raise ValueError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens!r}")
         if not 0.0 <= self.min_p <= 1.0:

@@ -2,7 +2,8 @@
 
 Order (as vLLM applies them): repetition penalty (CTRL, Keskar et al. 2019: divide positive logits,
 multiply negative ones, for every token seen in prompt or output), frequency and presence penalties
-(OpenAI: subtract `frequency * count + presence * (count > 0)` over output tokens), logit_bias, min_tokens
+(OpenAI: subtract `frequency * count + presence * (count > 0)` over output tokens; with `penalty_last_n`, as
+llama.cpp and Ollama count them, all three over the last n tokens of prompt and output), logit_bias, min_tokens
 (end tokens barred until that many were generated), the grammar's mask, then min_p (drop tokens less
 likely than min_p times the most likely one). Temperature, top-k and top-p follow in the sampler.
 
@@ -27,13 +28,18 @@ def process(logits: torch.Tensor, req: Request, allowed: np.ndarray | None = Non
     p = req.sampling_params
     logits = logits.clone()
     out_ids = req.output_token_ids
+    counted = out_ids   # what frequency and presence count
+    if p.penalty_last_n is not None:
+        n = p.penalty_last_n
+        counted = (list(req.prompt_token_ids[-n:]) + list(out_ids))[-n:] if n else []
     if p.repetition_penalty != 1.0:
-        seen = torch.tensor(sorted(set(req.prompt_token_ids) | set(out_ids)), dtype=torch.long)
+        window = counted if p.penalty_last_n is not None else (*req.prompt_token_ids, *out_ids)
+        seen = torch.tensor(sorted(set(window)), dtype=torch.long)
         seen = seen[seen < logits.shape[0]]
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
-    if (p.frequency_penalty or p.presence_penalty) and out_ids:
-        counts = torch.bincount(torch.tensor(out_ids, dtype=torch.long), minlength=logits.shape[0])
+    if (p.frequency_penalty or p.presence_penalty) and counted:
+        counts = torch.bincount(torch.tensor(counted, dtype=torch.long), minlength=logits.shape[0])
         counts = counts[: logits.shape[0]].to(logits.dtype)
         logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
     if p.logit_bias:

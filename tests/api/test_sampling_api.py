@@ -119,3 +119,29 @@ def test_vllm_endpoints(server):
     from sliceserve import __version__
 
     assert httpx.get(url + "/version").json() == {"version": __version__}
+
+
+def test_ollama_penalties_count_the_last_repeat_last_n_tokens_with_ollamas_defaults(client, server):
+    """Ollama's repeat_penalty applies as llama.cpp's, over the last repeat_last_n tokens of prompt and answer;
+    absent, Ollama's defaults (1.1 over 64). While that window holds the whole conversation (34 prompt + 24
+    answer tokens) it equals the OpenAI routes' repetition_penalty, which counts everything; repeat_last_n 0
+    turns it off; a window of 8 reaches back only into the answer."""
+    ollama = pytest.importorskip("ollama")
+    ol = ollama.Client(host=server.url, timeout=600)
+    msgs = [{"role": "user", "content": "Tell me a story"}]
+
+    def openai(**kw) -> str:
+        return client.chat.completions.create(model="smol", messages=msgs, max_tokens=24, temperature=0,
+                                              **kw).choices[0].message.content
+
+    def ours(**options) -> str:
+        return ol.chat(model="smol", messages=msgs,
+                       options={"temperature": 0, "num_predict": 24, **options}).message.content
+
+    plain, strong = openai(), openai(extra_body={"repetition_penalty": 1.3})
+    assert strong != plain                                 # the control: this penalty changes the answer
+    assert ours(repeat_penalty=1.3) == strong
+    assert ours(repeat_penalty=1.3, repeat_last_n=-1) == strong
+    assert ours(repeat_penalty=1.3, repeat_last_n=0) == plain
+    assert ours() == openai(extra_body={"repetition_penalty": 1.1})   # Ollama's defaults
+    assert ours(repeat_penalty=1.3, repeat_last_n=8) != strong         # the prompt's tokens left the window

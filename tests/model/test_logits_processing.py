@@ -27,6 +27,23 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative():
     assert out.tolist() == [1.0, 1.0, -4.0, 2.0, 0.5, 1.0]   # seen: 1, 2, 3 (prompt) and 3, 4 (output)
 
 
+def test_penalties_over_the_last_n_tokens_as_llama_cpp_counts_them():
+    # prompt [1, 2, 3] + output [3, 4, 4]: the last 4 tokens are 3 (the prompt's), 3, 4, 4; the last 5 add 2.
+    out = process(torch.zeros(8), _req(frequency_penalty=0.5, presence_penalty=1.0, penalty_last_n=4))
+    assert out.tolist() == [0, 0, 0, -2.0, -2.0, 0, 0, 0]
+    out = process(torch.zeros(8), _req(frequency_penalty=0.5, presence_penalty=1.0, penalty_last_n=5))
+    assert out.tolist() == [0, 0, -1.5, -2.0, -2.0, 0, 0, 0]
+    logits = torch.tensor([1.0, 2.0, -2.0, 4.0, 1.0, 1.0])
+    out = process(logits, _req(repetition_penalty=2.0, penalty_last_n=2))
+    assert out.tolist() == [1.0, 2.0, -2.0, 4.0, 0.5, 1.0]   # only 4 is in the last 2 tokens
+    window_of_all = process(logits, _req(repetition_penalty=2.0, penalty_last_n=100))
+    assert window_of_all.tolist() == process(logits, _req(repetition_penalty=2.0)).tolist()
+    off = process(logits, _req(repetition_penalty=2.0, frequency_penalty=1.0, penalty_last_n=0))
+    assert off.tolist() == logits.tolist()
+    with pytest.raises(ValueError, match="penalty_last_n"):
+        SamplingParams(penalty_last_n=-1)
+
+
 def test_logit_bias_min_tokens_min_p_and_mask():
     logits = torch.tensor([5.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     out = process(logits, _req(logit_bias={2: 3.0}, min_tokens=5))

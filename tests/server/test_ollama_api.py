@@ -12,7 +12,8 @@ from tests.server.helpers import LiveServer, make_state
 
 ollama = pytest.importorskip("ollama")
 
-GREEDY = {"temperature": 0, "num_predict": 6}
+# Greedy, and without Ollama's default repeat penalty (1.1 over the last 64 tokens): the OpenAI routes' greedy.
+GREEDY = {"temperature": 0, "num_predict": 6, "repeat_penalty": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,9 @@ def test_slo_rides_along_in_body_and_headers(server):
 
 
 @pytest.mark.parametrize("kw, field", [
-    ({"options": {"repeat_penalty": 1.3}}, "repeat_penalty"),
+    ({"options": {"repeat_last_n": -5}}, "repeat_last_n"),
+    ({"options": {"penalize_newline": False}}, "penalize_newline"),
+    ({"options": {"repeat_penalty": 0}}, "repeat_penalty"),
     ({"options": {"mirostat": 2}}, "mirostat"),
     ({"options": {"num_thread": 4}}, "num_thread"),
     ({"options": {"num_gpu": 1}}, "num_gpu"),
@@ -214,3 +217,4 @@ def test_min_p_is_honoured(client):
     assert kept == [greedy] * 3
     free = {client.chat(model="tiny", messages=msgs, options={**hot, "seed": s}).message.content for s in range(3)}
     assert free != {greedy}       # the control: without min_p the same samples wander
+

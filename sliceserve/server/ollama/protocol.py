@@ -1,7 +1,7 @@
 """Ollama request bodies and how their `options` map to sampling parameters.
 
-Every field is either honoured or refused with a 400 naming it; Ollama accepts a few knobs (penalties,
-mirostat, tail-free sampling) this engine cannot apply yet: their neutral values ("off") are accepted, any
+Every field is either honoured or refused with a 400 naming it; Ollama accepts a few knobs (mirostat,
+tail-free and typical sampling) this engine cannot apply yet: their neutral values ("off") are accepted, any
 other value is refused. Load-time options (threads, GPU layers, mmap) belong to `sliceserve serve`.
 """
 from __future__ import annotations
@@ -14,16 +14,18 @@ from sliceserve.server.embeddings import EmbeddingInput, EmbeddingSLOFields
 from sliceserve.server.protocol import APIError
 
 # Ollama's documented defaults (docs/modelfile.md, "PARAMETER"), used when a request leaves them out.
-DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
-# min_p as llama.cpp's: drop tokens less likely than min_p times the most likely one (model/logits_processing.py).
-HONOURED = frozenset({"temperature", "top_k", "top_p", "min_p", "seed", "num_predict", "stop", "num_ctx"})
-# Accepted only at their neutral value: what the option does when it is off. The penalties stay here: the
-# engine's (OpenAI's) count the whole prompt and output, Ollama's only the last `repeat_last_n` tokens.
-NEUTRAL: dict[str, Any] = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-                           "mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0}
-# Meaningful only with a penalty or mirostat on (so honoured, trivially, while those are off).
-DEPENDENT = {"repeat_last_n": "repeat_penalty", "penalize_newline": "repeat_penalty",
-             "mirostat_tau": "mirostat", "mirostat_eta": "mirostat"}
+DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1,
+                            "repeat_last_n": 64}
+# min_p as llama.cpp's: drop tokens less likely than min_p times the most likely one; the three penalties as
+# llama.cpp counts them, over the last `repeat_last_n` tokens of prompt and output (model/logits_processing.py).
+HONOURED = frozenset({"temperature", "top_k", "top_p", "min_p", "seed", "num_predict", "stop", "num_ctx",
+                      "repeat_penalty", "presence_penalty", "frequency_penalty", "repeat_last_n"})
+# Accepted only at their neutral value: what the option does when it is off.
+NEUTRAL: dict[str, Any] = {"mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0,
+                           # llama.cpp penalises a newline like any other token (its penalize_nl is gone)
+                           "penalize_newline": True}
+# Meaningful only with mirostat on (so honoured, trivially, while it is off).
+DEPENDENT = {"mirostat_tau": "mirostat", "mirostat_eta": "mirostat"}
 LOAD_TIME = frozenset({"numa", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all",
                        "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread", "num_keep"})
 
@@ -40,7 +42,7 @@ def sampling_fields(options: dict[str, Any] | None) -> dict[str, Any]:
             continue
         if name in NEUTRAL:
             if value != NEUTRAL[name]:
-                raise _refuse(name, f"is not supported yet (only its neutral value {NEUTRAL[name]!r}, i.e. off)")
+                raise _refuse(name, f"is not supported yet (only {NEUTRAL[name]!r}, what it means off)")
         elif name in DEPENDENT:
             continue   # no effect while its parent option is off, which NEUTRAL enforces
         elif name in LOAD_TIME:
@@ -64,6 +66,10 @@ class HonouredOptions(BaseModel):
     top_k: int | None = None
     top_p: float | None = None
     min_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_last_n: int | None = None
     seed: int | None = None
     num_predict: int | None = None
     num_ctx: int | None = None

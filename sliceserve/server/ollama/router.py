@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request as HTTPRequest
@@ -72,6 +73,18 @@ def _limits(state: ServingState, options: dict[str, Any], num_prompt: int) -> in
     return predict
 
 
+def _penalty_window(state: ServingState, options: dict[str, Any]) -> int:
+    """repeat_last_n as the penalties' window in tokens (`SamplingParams.penalty_last_n`): -1 is the whole
+    context (num_ctx), 0 turns the penalties off."""
+    n = options["repeat_last_n"]
+    if n == -1:
+        return options.get("num_ctx") or state.max_model_len
+    if n < 0:
+        raise APIError(400, f"repeat_last_n must be -1 (the context), 0 (off) or a token count, got {n}",
+                       param="options.repeat_last_n")
+    return n
+
+
 def _openai(kind: type, fields: dict[str, Any]) -> Any:
     try:
         return kind.model_validate(fields)
@@ -84,7 +97,13 @@ def _common(state: ServingState, body: ChatBody | GenerateBody) -> dict[str, Any
     models.check(state, body.model)
     body.refuse_unsupported()
     options = sampling_fields(body.options)
-    out = {k: options[k] for k in ("temperature", "top_k", "top_p", "min_p", "seed", "stop") if k in options}
+    out = {k: options[k] for k in ("temperature", "top_k", "top_p", "min_p", "seed", "stop", "presence_penalty",
+                                   "frequency_penalty") if k in options}
+    if not options["repeat_penalty"] > 0:
+        raise APIError(400, f"option 'repeat_penalty' must be > 0 (1 is off), got {options['repeat_penalty']}",
+                       param="options.repeat_penalty")
+    out["repetition_penalty"] = options["repeat_penalty"]
+    _penalty_window(state, options)   # a bad repeat_last_n is a 400 before anything is built
     out.update(model=state.model_name, slo=body.slo.model_dump(exclude_none=True) if body.slo else None, slo_class=body.slo_class,
                utility=body.utility, priority=body.priority, response_format=body.response_format())
     return {**out, "_options": options}
@@ -116,6 +135,9 @@ async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequ
     spec = spec_for(oa)                                   # `format`, as the OpenAI routes constrain by it
     await compile_spec(spec, state.tokenizer, param="format")
     [req] = await asyncio.to_thread(build_requests, state, oa, http.headers, spec)   # tokenising off the event loop
+    # The penalties count as llama.cpp's do: the last repeat_last_n tokens of prompt and output.
+    req.sampling_params = replace(req.sampling_params,
+                                  penalty_last_n=_penalty_window(state, sampling_fields(body.options)))
     stream = await submit_one(state, req)
     shape = Shape(state, chat=isinstance(body, ChatBody))
     if body.stream:
