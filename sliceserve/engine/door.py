@@ -57,8 +57,8 @@ def late_requests(sched: Scheduler, now: float, max_queue_time_s: float) -> list
 
 def end_late(sched: Scheduler, late: list[tuple[Request, float]], max_queue_time_s: float,
              now: float) -> list[Request]:
-    """Refuse each of `late_requests`' answer (REJECTED, saying which limit passed; aborting frees its KV too);
-    the ones ended."""
+    """Refuse each request `late_requests` found (REJECTED, saying which limit passed; aborting frees its KV
+    too); returns the ones ended."""
     ended = []
     for r, limit in late:
         within = (f"max_queue_time {limit:g} s" if limit == max_queue_time_s else
