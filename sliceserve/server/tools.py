@@ -14,7 +14,6 @@ grammars are llguidance Lark grammars embedding the functions' schemas, so calls
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
@@ -23,7 +22,7 @@ from sliceserve.server.protocol import APIError, ChatRequest
 from sliceserve.server.protocol_ext import NamedToolChoice
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_CALL_RE = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), re.S)
+_DECODER = json.JSONDecoder()
 _COMPACT = {"whitespace_flexible": False}
 
 
@@ -115,18 +114,30 @@ def grammar(body: ChatRequest) -> str | None:
 
 
 def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, tool_calls) of an answer: calls when it starts with a call, else plain content."""
+    """(content, tool_calls) of an answer: calls when it starts with a call, else plain content. Each call's
+    JSON is read as JSON, not up to the next closing tag: an argument may itself contain "</tool_call>"."""
     if not text.lstrip().startswith(OPEN):
         return text, []
     calls = []
-    for raw in _CALL_RE.findall(text):
+    at = text.find(OPEN)
+    while at != -1:
         try:
-            obj = json.loads(raw)
+            obj, end = _DECODER.raw_decode(text, _skip_space(text, at + len(OPEN)))
         except json.JSONDecodeError:
-            continue   # cut short by max_tokens: the unfinished call is not reported
+            break   # cut short by max_tokens: the unfinished call is not reported
+        end = _skip_space(text, end)
+        if not isinstance(obj, dict) or not text.startswith(CLOSE, end):
+            break
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                       "function": {"name": obj.get("name"), "arguments": json.dumps(obj.get("arguments", {}))}})
+        at = text.find(OPEN, end + len(CLOSE))
     return (None if calls else text), calls
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
 
 
 class ToolStream:
