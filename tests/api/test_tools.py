@@ -95,3 +95,40 @@ def test_tool_choice_errors_are_400(client):
     assert exc.value.body["param"] == "tool_choice"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="smol", messages=ASK, tool_choice="required", max_tokens=5)
+
+
+# The same exchange as Ollama clients write it: arguments as an object, the result named by tool_name.
+OLLAMA_HISTORY = [
+    HISTORY[0],
+    {"role": "assistant", "content": "", "tool_calls": [{"function": {
+        "name": "get_weather", "arguments": {"city": "Rome", "unit": "celsius"}}}]},
+    {"role": "tool", "tool_name": "get_weather", "content": json.dumps({"temperature": 21, "sky": "clear"})},
+    HISTORY[3],
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_ollama_tools_call_through_the_ollama_client(server, stream):
+    """Ollama's `tools` on /api/chat, through the official `ollama` client: the answer's `tool_calls` carry
+    the function and its arguments as an object, valid against the function's schema as the client sends it
+    (its Tool model keeps a property's type and enum, not maxLength). With Ollama's default repeat penalty,
+    which counts the earlier get_weather call, the model may pick either function."""
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=server.url, timeout=600)
+    kw = dict(model="smol", messages=OLLAMA_HISTORY + ASK, tools=TOOLS,
+              options={"temperature": 0, "num_predict": 80})
+    if stream:
+        parts = list(client.chat(**kw, stream=True))
+        calls = [c for p in parts for c in (p.message.tool_calls or [])]
+        assert parts[-1].done and parts[-1].done_reason == "stop"
+    else:
+        resp = client.chat(**kw)
+        calls = resp.message.tool_calls or []
+        assert resp.done_reason == "stop" and resp.message.content == ""
+    assert calls, "no tool call"
+    for call in calls:
+        sent = {k: v for k, v in SCHEMA[call.function.name].items()}
+        sent["properties"] = {p: {k: v for k, v in spec.items() if k != "maxLength"}
+                              for p, spec in sent["properties"].items()}
+        jsonschema.validate(dict(call.function.arguments), sent)
+    assert "Paris" in json.dumps(calls[0].function.arguments)

@@ -152,10 +152,13 @@ def test_unsupported_options_are_refused_naming_them(server, kw, field):
 
 
 def test_chat_refusals_and_neutral_values(client):
-    for kw, field in (({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),):
+    # A tool result must answer an earlier call (Ollama pairs them by order and tool_name).
+    for msgs in ([{"role": "user", "content": "Hi"}, {"role": "tool", "content": "21", "tool_name": "f"}],
+                 [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "g", "arguments": {}}}]},
+                  {"role": "tool", "content": "21", "tool_name": "f"}]):
         with pytest.raises(ollama.ResponseError) as err:
-            client.chat(model="tiny", messages=[{"role": "user", "content": "Hi"}], **kw)
-        assert err.value.status_code == 400 and field in err.value.error
+            client.chat(model="tiny", messages=msgs)
+        assert err.value.status_code == 400 and "must answer a call" in err.value.error
     with pytest.raises(ollama.ResponseError) as err:
         client.chat(model="tiny", messages=[{"role": "user", "content": "What is this?", "images": [b"\x89PNG"]}])
     assert err.value.status_code == 400 and "images" in err.value.error

@@ -6,6 +6,7 @@ other value is refused. Load-time options (threads, GPU layers, mmap) belong to 
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -126,9 +127,10 @@ class Message(BaseModel):
         if self.images:
             raise APIError(400, "images are not supported: the served model reads text only",
                            param=f"messages.{i}.images", code="unsupported_images")
-        if self.tool_calls or self.tool_name:
-            raise APIError(400, "tool calls are not supported on the Ollama routes yet",
-                           param=f"messages.{i}.tool_calls")
+        if self.tool_calls and self.role != "assistant":
+            raise APIError(400, "tool_calls belong on assistant messages", param=f"messages.{i}.tool_calls")
+        if self.tool_name and self.role != "tool":
+            raise APIError(400, "tool_name belongs on tool messages", param=f"messages.{i}.tool_name")
         if self.thinking:
             raise APIError(400, "thinking is not supported: this model has no thinking mode",
                            param=f"messages.{i}.thinking")
@@ -140,10 +142,40 @@ class ChatBody(_Base):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.tools:
-            raise APIError(400, "tools are not supported on the Ollama routes yet", param="tools")
         for i, m in enumerate(self.messages):
             m.refuse_unsupported(i)
+
+    def openai_messages(self) -> list[dict[str, Any]]:
+        """The messages as the OpenAI chat body has them. An assistant's earlier `tool_calls` (arguments an
+        object) get ids and JSON-string arguments; a tool result answers the oldest open call of its
+        `tool_name` (or the oldest open call, without one), as Ollama pairs them by order."""
+        out: list[dict[str, Any]] = []
+        open_calls: list[tuple[str, str]] = []   # (id, function name) of calls not yet answered
+        for i, m in enumerate(self.messages):
+            msg: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.tool_calls:
+                calls = []
+                for k, call in enumerate(m.tool_calls):
+                    fn = call.get("function") if isinstance(call, dict) else None
+                    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                        raise APIError(400, "a tool call needs function.name", param=f"messages.{i}.tool_calls.{k}")
+                    call_id = f"call_{i}_{k}"
+                    args = fn.get("arguments", {})
+                    calls.append({"id": call_id, "type": "function", "function": {
+                        "name": fn["name"], "arguments": args if isinstance(args, str) else json.dumps(args)}})
+                    open_calls.append((call_id, fn["name"]))
+                msg["tool_calls"] = calls
+            if m.role == "tool":
+                match = [c for c in open_calls if m.tool_name in (None, c[1])]
+                if not match:
+                    raise APIError(400, f"a tool message ({m.tool_name or 'unnamed'}) must answer a call of an "
+                                   "earlier assistant message", param=f"messages.{i}")
+                open_calls.remove(match[0])
+                msg["tool_call_id"] = match[0][0]
+                if m.tool_name:
+                    msg["name"] = m.tool_name
+            out.append(msg)
+        return out
 
 
 class GenerateBody(_Base):

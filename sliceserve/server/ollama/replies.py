@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from sliceserve.engine.async_engine import RequestStream
 from sliceserve.request import FinishReason, Request
+from sliceserve.server import tools
 from sliceserve.server.detok import Detokenizer
 from sliceserve.server.serving import request_failure, slo_report
 from sliceserve.server.state import ServingState
@@ -42,23 +43,39 @@ def done_reason(req: Request, detok: Detokenizer) -> str:
     return "stop" if detok.stopped or req.finish_reason is FinishReason.STOP else "length"
 
 
+def ollama_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI `tool_calls` (server/tools.py) as Ollama writes them: the function's arguments as an object."""
+    return [{"function": {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}}
+            for c in calls]
+
+
 class Shape:
-    """Chat (`message`) or generate (`response`, plus `context`: the conversation's token ids)."""
+    """Chat (`message`) or generate (`response`, plus `context`: the conversation's token ids). With `tools`
+    (a chat offering tools), an answer that is tool calls comes as `message.tool_calls`."""
 
-    def __init__(self, state: ServingState, chat: bool) -> None:
-        self.model, self.chat = state.model_name, chat
+    def __init__(self, state: ServingState, chat: bool, tools: bool = False) -> None:
+        self.model, self.chat, self.tools = state.model_name, chat, tools
 
-    def chunk(self, text: str) -> dict[str, Any]:
+    def chunk(self, text: str, calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         base = {"model": self.model, "created_at": created_at()}
         if self.chat:
-            return {**base, "message": {"role": "assistant", "content": text}, "done": False}
+            message = {"role": "assistant", "content": text, **({"tool_calls": ollama_calls(calls)} if calls else {})}
+            return {**base, "message": message, "done": False}
         return {**base, "response": text, "done": False}
 
-    def final(self, req: Request, text: str, detok: Detokenizer) -> dict[str, Any]:
-        out = {**self.chunk(text), "done": True, "done_reason": done_reason(req, detok)}
+    def final(self, req: Request, text: str, detok: Detokenizer,
+              calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out = {**self.chunk(text, calls), "done": True, "done_reason": done_reason(req, detok)}
         if not self.chat:
             out["context"] = list(req.prompt_token_ids) + list(req.output_token_ids)
         return {**out, **timings(req), "slo_report": slo_report(req)}
+
+    def answer(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        """A whole answer's (content, OpenAI tool calls): calls only where tools were offered."""
+        if not self.tools:
+            return text, []
+        content, calls = tools.parse(text)
+        return content or "", calls
 
 
 async def collect(state: ServingState, req: Request, stream: RequestStream) -> tuple[Request, str, Detokenizer]:
@@ -85,13 +102,17 @@ def _line(obj: dict[str, Any]) -> str:
 
 async def _lines(state: ServingState, shape: Shape, req: Request, stream: RequestStream) -> AsyncIterator[str]:
     detok = Detokenizer(state.tokenizer, req.sampling_params.stop)
+    calls = tools.ToolStream() if shape.tools else None   # content passes; each call once its tag closes
     finished = False
     try:
         async for ev in stream:
             text = detok.push(ev.new_token_ids, final=ev.finished)
+            new_calls: list[dict[str, Any]] = []
+            if calls is not None:
+                text, new_calls = calls.push(text, final=ev.finished)
             if not ev.finished:
-                if text:
-                    yield _line(shape.chunk(text))
+                if text or new_calls:
+                    yield _line(shape.chunk(text, new_calls))
                 continue
             finished = True
             failure = request_failure(ev)
@@ -100,7 +121,7 @@ async def _lines(state: ServingState, shape: Shape, req: Request, stream: Reques
                     yield _line(shape.chunk(text))
                 yield _line({"error": failure.message})
                 break
-            yield _line(shape.final(req, text, detok))
+            yield _line(shape.final(req, text, detok, new_calls))
     finally:
         if not finished:   # the client went away (Starlette cancelled us): free the request's KV now
             state.engine.abort(req.req_id)

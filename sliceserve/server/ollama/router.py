@@ -24,6 +24,7 @@ from sliceserve.server.intake import read_body
 from sliceserve.server.requests import build_requests, chat_prompt_ids
 from sliceserve.server.serving import submit_one, wait_disconnect
 from sliceserve.server.state import ServingState
+from sliceserve.server import tools
 from sliceserve.server.structured import compile_spec, spec_for
 
 
@@ -112,7 +113,8 @@ def _common(state: ServingState, body: ChatBody | GenerateBody) -> dict[str, Any
 def _chat_request(state: ServingState, body: ChatBody) -> ChatRequest:
     fields = _common(state, body)
     options = fields.pop("_options")
-    oa = _openai(ChatRequest, {**fields, "messages": [{"role": m.role, "content": m.content} for m in body.messages]})
+    offered = {"tools": body.tools} if body.tools else {}
+    oa = _openai(ChatRequest, {**fields, **offered, "messages": body.openai_messages()})
     return oa.model_copy(update={"max_tokens": _limits(state, options, len(chat_prompt_ids(state, oa)))})
 
 
@@ -139,7 +141,7 @@ async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequ
     req.sampling_params = replace(req.sampling_params,
                                   penalty_last_n=_penalty_window(state, sampling_fields(body.options)))
     stream = await submit_one(state, req)
-    shape = Shape(state, chat=isinstance(body, ChatBody))
+    shape = Shape(state, chat=isinstance(body, ChatBody), tools=isinstance(oa, ChatRequest) and tools.active(oa))
     if body.stream:
         return ndjson(state, shape, req, stream)
     job = asyncio.ensure_future(collect(state, req, stream))
@@ -154,7 +156,8 @@ async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequ
     if not job.done() or job.cancelled():
         return Response(status_code=499)
     _, text, detok = job.result()
-    return JSONResponse(shape.final(req, text, detok))
+    content, calls = shape.answer(text)
+    return JSONResponse(shape.final(req, content, detok, calls))
 
 
 @router.post("/chat")
