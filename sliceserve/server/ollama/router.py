@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from sliceserve.server import tools
 from sliceserve.server.embeddings import (check_dimensions, embed_requests, embeddings_supported, input_ids,
                                           run_embeddings)
 from sliceserve.server.ollama import models
@@ -24,7 +25,6 @@ from sliceserve.server.intake import read_body
 from sliceserve.server.requests import build_requests, chat_prompt_ids
 from sliceserve.server.serving import submit_one, wait_disconnect
 from sliceserve.server.state import ServingState
-from sliceserve.server import tools
 from sliceserve.server.structured import compile_spec, spec_for
 
 
@@ -134,8 +134,8 @@ def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequ
 
 async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequest | CompletionRequest) -> Response:
     state = _state(http)
-    spec = spec_for(oa)                                   # `format`, as the OpenAI routes constrain by it
-    await compile_spec(spec, state.tokenizer, param="format")
+    spec = spec_for(oa)   # `format` or `tools`: the grammar the OpenAI routes constrain answers by
+    await compile_spec(spec, state.tokenizer, param="format" if body.format else "tools")
     [req] = await asyncio.to_thread(build_requests, state, oa, http.headers, spec)   # tokenising off the event loop
     # The penalties count as llama.cpp's do: the last repeat_last_n tokens of prompt and output.
     req.sampling_params = replace(req.sampling_params,
