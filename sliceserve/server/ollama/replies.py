@@ -50,11 +50,11 @@ def ollama_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Shape:
-    """Chat (`message`) or generate (`response`, plus `context`: the conversation's token ids). With `tools`
-    (a chat offering tools), an answer that is tool calls comes as `message.tool_calls`."""
+    """Chat (`message`) or generate (`response`, plus `context`: the conversation's token ids). In a chat that
+    `offers_tools`, an answer that is tool calls comes as `message.tool_calls`."""
 
-    def __init__(self, state: ServingState, chat: bool, tools: bool = False) -> None:
-        self.model, self.chat, self.tools = state.model_name, chat, tools
+    def __init__(self, state: ServingState, chat: bool, offers_tools: bool = False) -> None:
+        self.model, self.chat, self.offers_tools = state.model_name, chat, offers_tools
 
     def chunk(self, text: str, calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         base = {"model": self.model, "created_at": created_at()}
@@ -72,7 +72,7 @@ class Shape:
 
     def answer(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         """A whole answer's (content, OpenAI tool calls): calls only where tools were offered."""
-        if not self.tools:
+        if not self.offers_tools:
             return text, []
         content, calls = tools.parse(text)
         return content or "", calls
@@ -102,7 +102,7 @@ def _line(obj: dict[str, Any]) -> str:
 
 async def _lines(state: ServingState, shape: Shape, req: Request, stream: RequestStream) -> AsyncIterator[str]:
     detok = Detokenizer(state.tokenizer, req.sampling_params.stop)
-    calls = tools.ToolStream() if shape.tools else None   # content passes; each call once its tag closes
+    calls = tools.ToolStream() if shape.offers_tools else None   # content passes; each call once its tag closes
     finished = False
     try:
         async for ev in stream:

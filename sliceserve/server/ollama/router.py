@@ -141,7 +141,8 @@ async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequ
     req.sampling_params = replace(req.sampling_params,
                                   penalty_last_n=_penalty_window(state, sampling_fields(body.options)))
     stream = await submit_one(state, req)
-    shape = Shape(state, chat=isinstance(body, ChatBody), tools=isinstance(oa, ChatRequest) and tools.active(oa))
+    shape = Shape(state, chat=isinstance(body, ChatBody),
+                  offers_tools=isinstance(oa, ChatRequest) and tools.active(oa))
     if body.stream:
         return ndjson(state, shape, req, stream)
     job = asyncio.ensure_future(collect(state, req, stream))
