@@ -116,6 +116,10 @@ def _take_predictions(req: Request, report: dict[str, Any]) -> None:
     req.predicted_ttft_s, req.predicted_tpot_s = sec(report.get("predicted_ttft_ms")), sec(report.get("predicted_tpot_ms"))
 
 
+# In-stream error codes that are the server refusing (server/serving.py `_failure`), not failing.
+_REFUSAL_CODES = ("queue_timeout", "slo_infeasible")
+
+
 async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) -> None:
     clock = lambda: time.monotonic() - t0  # noqa: E731
     chunk_times: list[float] = []
@@ -130,8 +134,12 @@ async def _send(client: httpx.AsyncClient, req: Request, model: str, t0: float) 
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 data = json.loads(line[6:])
-                if "error" in data:   # a queue timeout is the server refusing under overload, not a failure
-                    kind = FinishReason.REJECTED if data["error"].get("code") == "queue_timeout" else FinishReason.ERROR
+                if "error" in data:
+                    # The server refusing mid-stream (its queue time limit, or the policy once the stream's SLO is
+                    # lost: SLICE's slice_drop_lost) is a refusal, as its 429 or 503 before the stream is; other
+                    # errors are failures.
+                    code = data["error"].get("code")
+                    kind = FinishReason.REJECTED if code in _REFUSAL_CODES else FinishReason.ERROR
                     return _end(req, kind, clock(), data["error"].get("message"))
                 if data.get("usage"):
                     usage = data["usage"]["completion_tokens"]

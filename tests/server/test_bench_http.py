@@ -78,3 +78,34 @@ def test_a_refusals_message_is_kept_whole_for_the_benchmarks_that_read_it():
     body = '{"error":{"message":"' + why + '","type":"rate_limit_error","code":"overloaded"}}'
     assert http_error(429, body) == f"HTTP 429: {why}"
     assert http_error(502, "<html>" + "x" * 500) == "HTTP 502: <html>" + "x" * 194   # not JSON: its start
+
+
+@pytest.mark.parametrize("code, kind", [("slo_infeasible", "rejected"), ("queue_timeout", "rejected"),
+                                        ("error", "error")])
+def test_a_refusal_mid_stream_counts_as_a_refusal(code, kind):
+    """SLICE refuses a started stream whose SLO is lost with an in-stream 429-coded error. Before, only the queue
+    timeout counted as a refusal, so the live benchmark's false refusals left those out (live-fidelity.md)."""
+    import asyncio
+    import json
+
+    import httpx
+
+    from sliceserve.bench.http import _send
+    from sliceserve.request import Request, SamplingParams
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        events = [{"choices": [{"text": "a", "finish_reason": None}]},
+                  {"error": {"message": "SLO cannot be met under the current load: SLO can no longer be met",
+                             "code": code}}]
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    req = Request("r", [1, 2], SamplingParams(max_tokens=8), 0.0)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as client:
+            await _send(client, req, "m", 0.0)
+
+    asyncio.run(go())
+    assert req.finish_reason.value == kind
+    assert "no longer be met" in req.error
