@@ -104,21 +104,26 @@ def _common(state: ServingState, body: ChatBody | GenerateBody) -> dict[str, Any
         raise APIError(400, f"option 'repeat_penalty' must be > 0 (1 is off), got {options['repeat_penalty']}",
                        param="options.repeat_penalty")
     out["repetition_penalty"] = options["repeat_penalty"]
-    _penalty_window(state, options)   # a bad repeat_last_n is a 400 before anything is built
     out.update(model=state.model_name, slo=body.slo.model_dump(exclude_none=True) if body.slo else None, slo_class=body.slo_class,
                utility=body.utility, priority=body.priority, response_format=body.response_format())
     return {**out, "_options": options}
 
 
-def _chat_request(state: ServingState, body: ChatBody) -> ChatRequest:
+# The OpenAI body the rest of the server validates, and the penalties' window (`_penalty_window`), which that
+# body has no field for.
+Built = tuple[ChatRequest | CompletionRequest, int]
+
+
+def _chat_request(state: ServingState, body: ChatBody) -> Built:
     fields = _common(state, body)
     options = fields.pop("_options")
     offered = {"tools": body.tools} if body.tools else {}
     oa = _openai(ChatRequest, {**fields, **offered, "messages": body.openai_messages()})
-    return oa.model_copy(update={"max_tokens": _limits(state, options, len(chat_prompt_ids(state, oa)))})
+    oa = oa.model_copy(update={"max_tokens": _limits(state, options, len(chat_prompt_ids(state, oa)))})
+    return oa, _penalty_window(state, options)
 
 
-def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequest:
+def _generate_request(state: ServingState, body: GenerateBody) -> Built:
     fields = _common(state, body)
     options = fields.pop("_options")
     if body.raw:
@@ -129,17 +134,18 @@ def _generate_request(state: ServingState, body: GenerateBody) -> CompletionRequ
         ids = chat_prompt_ids(state, _openai(ChatRequest, {"messages": messages}))
     ids = list(body.context or []) + ids
     oa = _openai(CompletionRequest, {**fields, "prompt": ids})
-    return oa.model_copy(update={"max_tokens": _limits(state, options, len(ids))})
+    oa = oa.model_copy(update={"max_tokens": _limits(state, options, len(ids))})
+    return oa, _penalty_window(state, options)
 
 
-async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, oa: ChatRequest | CompletionRequest) -> Response:
+async def _answer(http: HTTPRequest, body: ChatBody | GenerateBody, built: Built) -> Response:
     state = _state(http)
+    oa, window = built
     spec = spec_for(oa)   # `format` or `tools`: the grammar the OpenAI routes constrain answers by
     await compile_spec(spec, state.tokenizer, param="format" if body.format else "tools")
     [req] = await asyncio.to_thread(build_requests, state, oa, http.headers, spec)   # tokenising off the event loop
     # The penalties count as llama.cpp's do: the last repeat_last_n tokens of prompt and output.
-    req.sampling_params = replace(req.sampling_params,
-                                  penalty_last_n=_penalty_window(state, sampling_fields(body.options)))
+    req.sampling_params = replace(req.sampling_params, penalty_last_n=window)
     stream = await submit_one(state, req)
     shape = Shape(state, chat=isinstance(body, ChatBody),
                   offers_tools=isinstance(oa, ChatRequest) and tools.active(oa))
