@@ -136,9 +136,23 @@ def test_100mb_body_gets_413_fast_while_health_answers(locked, chunked):
     assert grew < 50
 
 
-def test_large_allowed_body_does_not_stall_health(tiny_loaded_factory):
+def test_large_allowed_body_does_not_stall_health(tiny_loaded_factory, monkeypatch):
     """A 10 MB prompt under a raised limit: parsing and the prompt check run off the event loop, and the
-    prompt is refused by its length before tokenising."""
+    prompt is refused by its length before tokenising. Where the check runs is asserted directly: its time
+    (~20 ms here) is too small beside the 10 MB read for /health's latency to tell the two places apart, and a
+    wall-clock bound on that latency only measured the machine's noise (0.56 s once, 0.1-0.15 s usually)."""
+    import asyncio
+
+    from sliceserve.server import intake
+
+    on_loop: list[bool] = []
+    check = intake.validate_body
+
+    def spy(*args, **kwargs):
+        on_loop.append(asyncio._get_running_loop() is not None)   # noqa: SLF001 - None in a worker thread
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "validate_body", spy)
     with LiveServer(make_state(tiny_loaded_factory(), max_body_bytes=16 << 20)) as live:
         result: dict = {}
 
@@ -152,11 +166,13 @@ def test_large_allowed_body_does_not_stall_health(tiny_loaded_factory):
         with httpx.Client(base_url=live.url) as client:
             while thread.is_alive():
                 t = time.perf_counter()
-                client.get("/health")
+                assert client.get("/health").status_code == 200
                 times.append(time.perf_counter() - t)
         thread.join()
         assert result["r"].status_code == 400 and result["r"].json()["error"]["code"] == "context_length_exceeded"
-        assert max(times) < 0.5, max(times)
+        assert on_loop == [False]
+        print(f"/health answered {len(times)} times during the 10 MB request; slowest {max(times) * 1e3:.0f} ms")
+        assert times
 
 
 def test_hosts_follow_the_bind_address_and_exposure_warns(caplog):
