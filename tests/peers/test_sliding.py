@@ -146,3 +146,15 @@ def test_online_prediction_error_in_a_simulated_run():
           f"{sched.prediction_mape:.1%} over {sched.num_predictions} iterations")
     assert sched.num_predictions > 200
     assert sched.prediction_mape < 0.15
+
+
+def test_running_prompts_proceed_when_the_waiting_head_finds_no_kv():
+    """Found by test_completes_random_workloads: with 64 blocks, two part-computed running prompts held 53 and
+    the plan gave the whole chunk budget to a waiting utility-100 prompt that could not get its 16 blocks, so
+    nothing ran again ('scheduler could not make progress')."""
+    reqs = random_workload(2669, 30, 37.37308261943479)
+    sched = sliding(num_kv_blocks=64, block_size=16, max_num_seqs=8, max_num_batched_tokens=256)
+    result = simulate(sched, reqs, 0.1, 2669)
+    assert all(r.finish_reason is FinishReason.LENGTH for r in result.requests), \
+        [(r.req_id, r.error) for r in result.requests if r.finish_reason is not FinishReason.LENGTH]
+    assert not sched.requests and sched.kv.num_free_blocks == 64

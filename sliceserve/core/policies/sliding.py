@@ -173,6 +173,15 @@ class SlidingScheduler(Policy):
                 continue
             batch.add_prefill(req, n)
             scheduled.add(req.req_id)
+        if batch.num_seqs == 0:
+            # The plan's chunks all went to waiting requests that found no KV, while running prompts hold it
+            # part-computed: give them the iteration, or nothing ever frees the memory (a deadlock the
+            # random-workload test found with 64 blocks).
+            running = [r for r in queue if r.status is RequestStatus.RUNNING]
+            for req, n in self._chunk_plan(now, live, running, cap):
+                if self._reserve_or_preempt(req, req.num_computed_tokens + n, scheduled, position):
+                    batch.add_prefill(req, n)
+                    scheduled.add(req.req_id)
         self._remember(batch)
         return batch
 
