@@ -12,6 +12,7 @@ class RequestStatus(enum.Enum):
     WAITING = "waiting"        # not started, or preempted by recompute (KV dropped)
     RUNNING = "running"        # holds KV and is eligible for this iteration
     PAUSED = "paused"          # implicitly preempted: keeps its KV, waits to be resumed
+    PARKED = "parked"          # best effort set aside (`Scheduler.park`): no KV, out of the policy's queues
     FINISHED = "finished"      # ended: see finish_reason
 
     @property
@@ -134,6 +135,10 @@ class Request:
     logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
     prompt_logprobs: list[tuple[float, list[tuple[int, float]]] | None] = field(default_factory=list)
     num_cached_tokens: int | None = None   # prompt tokens found in the prefix cache when first scheduled
+    # Best effort under overload (`overload: best_effort`): admission found its SLO out of reach now, so the
+    # scheduler parks it on arrival (`Scheduler.park`) instead of queueing it beside feasible work.
+    park_on_arrival: bool = False
+    parked_s: float | None = None   # when it was last parked, if ever
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -7,6 +7,7 @@ slower than its TPOT *now* (its last few tokens) are reported: the controller's 
 from __future__ import annotations
 
 from sliceserve.core.scheduler import Scheduler
+from sliceserve.request import RequestStatus
 
 # A stream counts as decoding slower than its TPOT when its last this-many tokens came slower than it.
 RECENT_TOKENS = 8
@@ -25,7 +26,8 @@ def inflight_risk(sched: Scheduler, now: float) -> tuple[dict[str, tuple[int, in
     prefill = sched.latency.prefill_time
     for req in sched.requests.values():
         slo = req.slo
-        if slo.is_empty:
+        # Parked best effort was counted a miss when it was parked (`Controller.observe_parked`), as a refusal.
+        if slo.is_empty or req.status is RequestStatus.PARKED:
             continue
         tally = out.setdefault(req.slo_class, [0, 0])
         tally[1] += 1

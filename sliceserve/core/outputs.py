@@ -108,3 +108,4 @@ class StepResult:
     start_s: float
     end_s: float
     finished: list[Request] = field(default_factory=list)
+    parked: list[Request] = field(default_factory=list)   # set aside since the previous step (`Scheduler.park`)

@@ -49,6 +49,14 @@ class Scheduler:
         # Requests a policy refused inside plan() (`reject`): handed back by the next update() as ended, so
         # the engine answers their clients at once and the simulator counts them.
         self._rejected: list[Request] = []
+        # Best-effort work set aside (`park`): held by no queue and no KV, out of the policy's sight, served
+        # only when nothing else is waiting or running. `_unparked`: those brought back and not yet ended.
+        self.parked: list[Request] = []
+        self._unparked: set[str] = set()
+        # Those the policy parked (not admission's), for the step's observers (`take_parked`) and for the
+        # policy itself at the next update() (`on_parked`).
+        self._newly_parked: list[Request] = []
+        self._parked_by_policy: list[Request] = []
         self.num_preemptions = 0
         self.num_violation_risks = 0
         # The last executed iteration's shape and the time the latency model predicted for it beforehand.
@@ -79,6 +87,9 @@ class Scheduler:
             return False
         req.status = RequestStatus.WAITING
         self.requests[req.req_id] = req
+        if req.park_on_arrival:   # the policy never sees it unless the device runs out of other work
+            self._set_aside(req, now)
+            return True
         self.waiting.append(req)
         if self.prefix_caching and not req.embed:   # pooling needs every prompt position's hidden state
             self._reuse_prefix(req)
@@ -90,9 +101,11 @@ class Scheduler:
         req = self.requests.get(req_id)
         if req is None:
             return None
+        parked = req.status is RequestStatus.PARKED
         self._finish(req, reason, now)
         req.error = error
-        self.on_finish(req, now)  # policies drop their per-request state on every kind of end
+        if not parked:   # a parked request's state was dropped when it was parked (`on_parked`)
+            self.on_finish(req, now)  # policies drop their per-request state on every kind of end
         return req
 
     @staticmethod
@@ -118,7 +131,18 @@ class Scheduler:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting) + sum(r.status is RequestStatus.PAUSED for r in self.running)
+        return len(self.waiting) + len(self.parked) + sum(r.status is RequestStatus.PAUSED for r in self.running)
+
+    @property
+    def num_in_sight(self) -> int:
+        """Unfinished requests the policy holds: all but the parked ones."""
+        return len(self.requests) - len(self.parked)
+
+    @property
+    def has_fresh_work(self) -> bool:
+        """Whether the policy holds a request that was never parked and brought back: the condition under
+        which best-effort work is set aside rather than served."""
+        return len(self.running) + len(self.waiting) > len(self._unparked)
 
     @property
     def num_running(self) -> int:
@@ -126,6 +150,8 @@ class Scheduler:
 
     # --- one iteration ---------------------------------------------------------------------------------
     def schedule(self, now: float) -> SchedulerOutput:
+        if self.parked and not self.waiting and not self.running:
+            self._bring_back_parked(now)
         batch = self.plan(now)
         reqs = self.requests
         scheduled: dict[str, Request] = {}
@@ -204,6 +230,9 @@ class Scheduler:
         self.observe_iteration(sched, result, now)
         for req in ended:
             self.on_finish(req, now)
+        parked, self._parked_by_policy = self._parked_by_policy, []
+        for req in parked:
+            self.on_parked(req, now)
         return ended
 
     def _stop_reason(self, req: Request, token: int, stop_string: bool) -> FinishReason | None:
@@ -235,6 +264,14 @@ class Scheduler:
     def on_finish(self, req: Request, now: float) -> None:
         """Hook: a request ended (any reason)."""
 
+    def on_parked(self, req: Request, now: float) -> None:
+        """Hook: the policy parked a request (`park`). It leaves the policy's sight as an ended one does."""
+        self.on_finish(req, now)
+
+    def on_unpark(self, req: Request, now: float) -> None:
+        """Hook: a parked request is back in the waiting queue (`_bring_back_parked`): as an arrival."""
+        self.on_arrival(req, now)
+
     # --- helpers for policies --------------------------------------------------------------------------
     def reserve(self, req: Request, num_tokens: int) -> bool:
         """Make sure `req` holds KV for `num_tokens` tokens in total."""
@@ -253,6 +290,40 @@ class Scheduler:
         self._finish(req, FinishReason.REJECTED, now)
         req.error = f"{SLO_REFUSAL}: {why}"
         self._rejected.append(req)
+
+    def park(self, req: Request, now: float) -> None:
+        """Set an admitted request aside as best effort (its SLO is lost, `overload: best_effort`): out of the
+        queues, its KV freed (it recomputes when it comes back), and out of the policy's sight until the device
+        has nothing else to do. The next update() tells the policy (`on_parked`) and the step reports it
+        (`StepResult.parked`), at the moment a refusal would have been told (`reject`). So the rest of the
+        schedule is the one `reject` would have run, and parked work runs only on time nobody else needs."""
+        (self.waiting if req.status is RequestStatus.WAITING else self.running).remove(req)
+        self.kv.free(req.req_id)
+        req.num_computed_tokens = 0
+        self._unparked.discard(req.req_id)
+        self._set_aside(req, now)
+        self._parked_by_policy.append(req)
+        self._newly_parked.append(req)
+
+    def _set_aside(self, req: Request, now: float) -> None:
+        req.status, req.parked_s = RequestStatus.PARKED, now
+        self.parked.append(req)
+
+    def take_parked(self) -> list[Request]:
+        """The requests the policy parked since the last call (for the step's observers: where `reject` would
+        have ended them)."""
+        out, self._newly_parked = self._newly_parked, []
+        return out
+
+    def _bring_back_parked(self, now: float) -> None:
+        """Nothing else to run: every parked request rejoins the waiting queue, oldest first, and the policy
+        serves them until fresh work arrives (then it may park them again: `has_fresh_work`)."""
+        back, self.parked = sorted(self.parked, key=lambda r: r.arrival_s), []
+        for req in back:
+            req.status = RequestStatus.WAITING
+            self.waiting.append(req)
+            self._unparked.add(req.req_id)
+            self.on_unpark(req, now)
 
     def pause(self, req: Request) -> None:
         """Implicit preemption: out of the batch, KV kept."""
@@ -288,7 +359,10 @@ class Scheduler:
             req.num_cached_tokens = req.num_computed_tokens
 
     def _finish(self, req: Request, reason: FinishReason, now: float) -> None:
-        if req.status is RequestStatus.WAITING:
+        self._unparked.discard(req.req_id)
+        if req.status is RequestStatus.PARKED:
+            self.parked.remove(req)
+        elif req.status is RequestStatus.WAITING:
             self.waiting.remove(req)
         else:
             self.running.remove(req)

@@ -5,7 +5,8 @@ simulated server turns work away as the live one does (benchmarks/admission_fide
   if the newcomer would be admitted in its place. Without it a flood of low-utility work (an embedding burst)
   fills the queue and the real-time class is refused at the door, however the policy would have ranked it.
 - the queue's time limit (`max_queue_time_s`): a request still without its first token after that long, or
-  after its own TTFT bound where that is longer, is refused. Under sustained overload a policy that serves by
+  after its own TTFT bound where that is longer, is refused; so is a stream parked as best effort after its
+  first token (`Scheduler.park`) that waited that long since. Under sustained overload a policy that serves by
   utility (SLICE) may never reach low-value work, and a client must get an answer rather than wait forever.
 
 Each function ends requests through the scheduler and returns them; the driver tells their streams and its
@@ -52,6 +53,9 @@ def late_requests(sched: Scheduler, now: float, max_queue_time_s: float) -> list
             limit = max(max_queue_time_s, r.slo.ttft_s or 0.0)
             if now - r.arrival_s > limit:
                 late.append((r, limit))
+    for r in sched.parked:   # a stream parked after its first token: the limit counts from its parking
+        if r.num_output_tokens and now - r.parked_s > max_queue_time_s:
+            late.append((r, max_queue_time_s))
     return late
 
 
@@ -61,10 +65,14 @@ def end_late(sched: Scheduler, late: list[tuple[Request, float]], max_queue_time
     too); returns the ones ended."""
     ended = []
     for r, limit in late:
-        within = (f"max_queue_time {limit:g} s" if limit == max_queue_time_s else
-                  f"its TTFT bound of {limit:g} s (longer than max_queue_time {max_queue_time_s:g} s)")
-        why = (f"no first token within {within}: the server is overloaded and serves higher-value requests "
-               "first; retry later")
+        if r.num_output_tokens:
+            why = (f"set aside as best effort once its SLO was lost, and no time freed up within max_queue_time "
+                   f"{max_queue_time_s:g} s: the server is overloaded; retry later")
+        else:
+            within = (f"max_queue_time {limit:g} s" if limit == max_queue_time_s else
+                      f"its TTFT bound of {limit:g} s (longer than max_queue_time {max_queue_time_s:g} s)")
+            why = (f"no first token within {within}: the server is overloaded and serves higher-value requests "
+                   "first; retry later")
         req = sched.abort(r.req_id, now, FinishReason.REJECTED, error=why)
         if req is not None:
             ended.append(req)

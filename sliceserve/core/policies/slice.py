@@ -153,15 +153,18 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         self.num_rebuilds += 1
         waiting = self._waiting
         lost = waiting.lost(now)
-        if self.config.slice_reject_lost:
-            self._reject_lost(now, lost)
+        # `park` sets lost work aside only while there is other work for the device: then it is what
+        # `reject` would refuse; with nothing else to run, parked work came back to be served.
+        park = self.config.slice_drop_lost == "park" and self.has_fresh_work
+        if self.config.slice_reject_lost or park:
+            self._reject_lost(now, lost, park=park and not self.config.slice_reject_lost)
         else:
             waiting.mark_lost(lost)
         waiting.prepare(now, self.config, self.cap_s)
         build, cfg, cap_s = self.candidates.build, self.config, self.cap_s
         fresh = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
-        if cfg.slice_drop_lost == "reject":
-            fresh = self._refuse_lost(fresh, now)
+        if cfg.slice_drop_lost == "reject" or park:
+            fresh = self._refuse_lost(fresh, now, park=park)
         if cfg.slice_drop_lost == "relegate" and self._relegates(fresh):
             self._adopt(select(self._relegated_walk(fresh), self.params, self.latency, now))
             return
@@ -181,6 +184,10 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
 
     def reject(self, req: Request, now: float, why: str) -> None:
         super().reject(req, now, why)
+        self._waiting.forget(req)
+
+    def park(self, req: Request, now: float) -> None:
+        super().park(req, now)
         self._waiting.forget(req)
 
     def _adopt(self, sel: Selection) -> None:
@@ -224,7 +231,7 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         self._top_members = {r.req_id for r in top}
         self._bank_s = self.config.slice_bank_tokens * min((r.slo.tpot_s for r in top if r.slo.tpot_s is not None),
                                                            default=0.0)
-        if self.config.slice_bank_tightest and len(self.requests) <= self.config.max_num_seqs:
+        if self.config.slice_bank_tightest and self.num_in_sight <= self.config.max_num_seqs:
             # Light load (every request fits the sequence slots): the reserve is there for the next newcomer
             # of the tightest class the device serves (real-time, 50 ms), so it is capped at that class's
             # size. Sized on the top-density members' own TPOT it became 4 s (16 x 250 ms) whenever an

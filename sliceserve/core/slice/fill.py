@@ -198,7 +198,7 @@ class ColumnFill:
         1 s TTFT, where every peer but annealing met it.)"""
         if not self.config.slice_lend_reserve or req.slo.ttft_s is None or req.output_token_ids:
             return True
-        if len(self.requests) > self.config.max_num_seqs:
+        if self.num_in_sight > self.config.max_num_seqs:
             return True   # under load the reserve stays whole
         if req.num_uncomputed_tokens > budget:
             return True

@@ -18,6 +18,13 @@ Modes:
 - `relegate`: keep them, but out of the selection and of best effort while any request that can still
   make its SLO is a candidate (QoServe's relegation: served only from what the others leave). Nothing is
   refused; they hold their KV paused and are the first evicted.
+- `park`: what `reject` would refuse, TTFT-lost work included, is set aside instead (`Scheduler.park`: no
+  KV, out of SLICE's sight) while the device has other work, and served when it has none. The server
+  turns it on with `overload: best_effort` (the default), so best effort never takes time from work that
+  can still make its SLO, and the rest of the schedule is the one `reject` would run: a request `reject`
+  refuses met its SLO under `best_effort` only if time nobody else needed was enough for it
+  (docs/results/admission-fidelity.md). Unlike `relegate`, the parked hold no KV and are not in the
+  selection's population, so they change nothing for the others.
 - `off`: as before.
 
 Measured (`sliceserve simulate --policy slice`, seeds 2-4, requests meeting their SLO summed over the
@@ -33,6 +40,7 @@ from operator import attrgetter
 
 from sliceserve.core.slice.candidates import ttft_lost
 from sliceserve.core.slice.selection import Candidate
+from sliceserve.request import Request
 
 
 def is_lost(c: Candidate) -> bool:
@@ -55,7 +63,16 @@ class LostWork:
     policy's running and waiting queues, its waiting index (`_waiting`) and selection members (`_members`);
     refuses through `Scheduler.reject`, the only way a policy ends a request."""
 
-    def _reject_lost(self, now: float, lost: list[Candidate]) -> None:
+    def _end_lost(self, req: Request, now: float, why: str, park: bool) -> None:
+        """Refuse `req` (REJECTED with `why`), or with `park` set it aside as best effort (`Scheduler.park`)."""
+        if park:
+            self.park(req, now)
+        else:
+            self.reject(req, now, why)
+            self.num_rejected += 1
+        self._members.pop(req.req_id, None)
+
+    def _reject_lost(self, now: float, lost: list[Candidate], park: bool = False) -> None:
         """Refuse every request whose TTFT has passed with no token out (`slice_reject_lost`): its SLO is
         lost whatever it gets now, and as best effort it would take time from requests that can still
         make theirs; the client hears at once (finish reason REJECTED) instead of after a queue timeout.
@@ -66,25 +83,22 @@ class LostWork:
         if not ids:
             return
         for req in [r for r in self.waiting + self.running if r.req_id in ids]:   # queue order, as before
-            self.reject(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later")
-            self._members.pop(req.req_id, None)
-            self.num_rejected += 1
+            self._end_lost(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later", park)
 
     def _pooled_lost(self) -> list[Candidate]:
         """The waiting index's lost never-run members (the pool keeps its infeasible ones apart: no scan)."""
         return [c for c in self._waiting.pool.infeasible.values() if is_lost(c)]
 
-    def _refuse_lost(self, fresh: list[Candidate], now: float) -> list[Candidate]:
+    def _refuse_lost(self, fresh: list[Candidate], now: float, park: bool = False) -> list[Candidate]:
         """`reject`: refuse every lost candidate (the built ones and the never-run ones in the waiting index),
-        running ones first, then in queue order; the rest of `fresh` is what the selection walks."""
+        running ones first, then in queue order; the rest of `fresh` is what the selection walks. `park`: set
+        them aside instead (`Scheduler.park`)."""
         live, lost = split_lost(fresh)
         ids = {c.req.req_id for c in (*lost, *self._pooled_lost())}
         if not ids:
             return fresh
         for req in [r for r in (*self.running, *self.waiting) if r.req_id in ids]:
-            self.reject(req, now, "SLO can no longer be met; retry later")
-            self._members.pop(req.req_id, None)
-            self.num_rejected += 1
+            self._end_lost(req, now, "SLO can no longer be met; retry later", park)
         return live
 
     def _relegates(self, fresh: list[Candidate]) -> bool:
