@@ -10,7 +10,9 @@ is the live benchmark's (benchmarks/live_fidelity.py) with the device simulated:
   rules (`engine/door.py`: displacement from a full queue, `max_queue_time_s` 60 s) and, with
   `--overload reject`, SLICE's refusals of lost work (`lost_work_config`: `slice_reject_lost`, `slice_drop_lost`);
 - every load and seed run twice on the same arrivals, `reject` and `best_effort`: a request refused in the
-  first that met its SLO in the second is a false refusal.
+  first that met its SLO in the second is a false refusal. `best_effort` parks what `reject` refuses
+  (`Scheduler.park`), so until parked work first runs on time nobody else needs, the two schedules are the
+  same (tests/engine/test_best_effort_parking.py): a false refusal is one that spare time alone would have met.
 Printed per load (all seeds pooled): predicted / simulated TTFT of admitted requests (median, p10, p90),
 refusals by who refused (the live benchmark's `refusal_kind`: admission's 429 at the door, the policy once the
 TTFT passed or once it counts the SLO lost, the controller's shedding), false refusals (met in the best_effort

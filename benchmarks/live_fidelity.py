@@ -12,7 +12,9 @@ Everything the server decides rests on its latency model; this measures how righ
    compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a drift re-profile
    was pending, it runs in that gap; the reading waits up to `--settle-s` more until none is pending).
 4. Run B: the same arrivals (the contention phase with its competitor at the same times) against
-   `--overload best_effort`: a request refused in A that met its SLO in B was a false refusal (`--replays N`: B N
+   `--overload best_effort`, which parks what A refuses and serves it on time nobody else needs (`Scheduler.park`;
+   before that change it served it beside feasible work): a request refused in A that met its SLO in B was a
+   false refusal (`--replays N`: B N
    times, and also the refusals whose request met in every replay, and how far the replays disagree among
    themselves: of the requests that missed in the first, the share that met in the second).
 Printed per load: iteration error |pred/meas - 1| (median, p90) per kind, admission-time predicted / measured

@@ -3,7 +3,8 @@
 Three answers besides "admit":
 - invalid (400): the SLO cannot be met even on an idle device: the latency model's prefill of the whole
   prompt exceeds the TTFT bound, or one decode step alone, l(1, ctx), exceeds the TPOT bound.
-- overloaded (429 + Retry-After, or admitted as best effort, by setting): under the current load the
+- overloaded (429 + Retry-After, or with `overload: best_effort` admitted as best effort: parked, see
+  `Scheduler.park`, and served when the device has nothing else to do): under the current load the
   predicted TTFT or TPOT misses the bound (`sliceserve.core.feasibility`: the work ahead of it in the running
   policy's own order, and for a policy that paces decodes to each TPOT, SLICE, the share of the device the
   paced streams ahead take; the refusal names the prediction's parts).
@@ -25,10 +26,22 @@ __all__ = ["LoadEstimate", "drain_estimate", "estimate_under_load", "idle_infeas
 def lost_work_config(overload: str) -> dict[str, object]:
     """What the policy does with admitted work whose SLO is lost, by the `overload` setting: with `reject` it
     refuses it (SLICE's `slice_reject_lost` and `slice_drop_lost`, an SLO refusal the client hears at once);
-    with `best_effort` nothing admitted is refused, so both are off. The server and the offline benchmarks that
-    stand in for it (benchmarks/admission_fidelity.py) build the scheduler with these."""
+    with `best_effort` nothing admitted is refused: SLICE parks it (`slice_drop_lost = park`), served when the
+    device has nothing else to do. The server and the offline benchmarks that stand in for it
+    (benchmarks/admission_fidelity.py) build the scheduler with these."""
     refuse = overload == "reject"
-    return {"slice_reject_lost": refuse, "slice_drop_lost": "reject" if refuse else "off"}
+    return {"slice_reject_lost": refuse, "slice_drop_lost": "reject" if refuse else "park"}
+
+
+def predicted_miss(req: Request, est: LoadEstimate, waited: float) -> str | None:
+    """Which bound the estimate under load says `req` misses, with the numbers and the prediction's parts;
+    None if it meets them all."""
+    slo = req.slo
+    if slo.ttft_s is not None and waited + est.ttft_s > slo.ttft_s:
+        return f"predicted ttft {(waited + est.ttft_s) * 1e3:.0f} ms > {slo.ttft_s * 1e3:g} ms ({est.why})"
+    if slo.tpot_s is not None and est.tpot_s > slo.tpot_s:
+        return f"predicted tpot {est.tpot_s * 1e3:.0f} ms > {slo.tpot_s * 1e3:g} ms ({est.tpot_why})"
+    return None
 
 
 def make_admit(max_waiting: int, overload: str):
@@ -44,16 +57,12 @@ def make_admit(max_waiting: int, overload: str):
         est = estimate_under_load(sched, req, now)
         waited = now - req.arrival_s
         req.predicted_ttft_s, req.predicted_tpot_s = waited + est.ttft_s, est.tpot_s
-        if overload != "reject" or req.slo.is_empty:
+        miss = None if req.slo.is_empty else predicted_miss(req, est, waited)
+        if miss is None:
             return None
-        if req.slo.ttft_s is not None and waited + est.ttft_s > req.slo.ttft_s:
-            return Rejection("overloaded", f"{SLO_REFUSAL}: predicted ttft "
-                             f"{(waited + est.ttft_s) * 1e3:.0f} ms > {req.slo.ttft_s * 1e3:g} ms ({est.why})",
-                             retry_after_s=max(1.0, est.drain_s))
-        if req.slo.tpot_s is not None and est.tpot_s > req.slo.tpot_s:
-            return Rejection("overloaded", f"{SLO_REFUSAL}: predicted tpot "
-                             f"{est.tpot_s * 1e3:.0f} ms > {req.slo.tpot_s * 1e3:g} ms ({est.tpot_why})",
-                             retry_after_s=max(1.0, est.drain_s))
-        return None
+        if overload != "reject":   # best effort: admitted, but set aside until the device has time to spare
+            req.park_on_arrival = True
+            return None
+        return Rejection("overloaded", f"{SLO_REFUSAL}: {miss}", retry_after_s=max(1.0, est.drain_s))
 
     return admit

@@ -24,6 +24,8 @@ class _ControllerObserver:
         self.gauges = gauges
 
     def on_step(self, step, scheduler) -> None:
+        for req in step.parked:   # the policy set it aside: a miss now, where `reject` would have refused it
+            self.controller.observe_finished(req)
         before = self.controller.num_cycles
         self.controller.on_step(step.sched, step.output, step.end_s)
         if self.controller.num_cycles != before:
@@ -35,7 +37,10 @@ class _ControllerObserver:
             self.gauges["prefill"].set(st["latency_factors"]["prefill"])
 
     def on_finish(self, req) -> None:
-        self.controller.observe_finished(req)
+        # Parked work was counted when the policy parked it, or never, as admission's refusals are not:
+        # either way as `overload: reject` would count it, so the controller acts alike under both.
+        if req.parked_s is None:
+            self.controller.observe_finished(req)
 
 
 def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
@@ -69,7 +74,7 @@ def attach_control(app: Any, state: Any, config: ControllerConfig | None = None,
 
     def admit(sched, req, now):
         verdict = inner(sched, req, now) if inner is not None else None
-        if verdict is None:
+        if verdict is None and not req.park_on_arrival:   # parked best effort takes nothing to shed
             why = controller.admission_error(req)
             if why is not None:
                 return Rejection("overloaded", why, retry_after_s=1.0)

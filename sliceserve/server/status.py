@@ -41,7 +41,8 @@ def build_status(state: Any, controller: Any = None, monitor: Monitor | None = N
         "representation": getattr(state.loaded, "representation", None),
         "resources": resources,
         "probe_problems": monitor.problems if monitor is not None else None,
-        "queues": {"running": sched.num_running, "waiting": sched.num_waiting,
+        "queues": {"running": sched.num_running, "waiting": sched.num_waiting,   # waiting counts the parked too
+                   "parked": len(sched.parked),
                    "kv_cache_usage": kv.usage, "kv_blocks_total": kv.num_blocks},
         "prefix_cache": ({"hit_rate": kv.hit_rate, "hit_tokens": kv.hit_tokens, "lookup_tokens": kv.lookup_tokens,
                           "cached_blocks": kv.num_cached_blocks} if hasattr(kv, "hit_rate") else None),

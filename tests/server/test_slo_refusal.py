@@ -3,6 +3,8 @@ SLICE's slice_reject_lost) is answered at once with 429 + Retry-After (code slo_
 queue timeout's 503, and the server goes on serving. SLICE refuses lost requests only in overload=reject."""
 from __future__ import annotations
 
+import threading
+
 import httpx
 
 from sliceserve.core.scheduler import SLO_REFUSAL
@@ -48,8 +50,38 @@ def test_slice_refuses_lost_requests_only_in_reject_mode(tiny_loaded_factory):
     # An explicit scheduler setting wins over the overload mode.
     explicit = make_state(loaded, policy="slice", scheduler={"slice_reject_lost": True})
     assert explicit.engine.core.scheduler.config.slice_reject_lost
-    # Lost streams (slice_drop_lost) likewise: refused only in reject mode, unless set explicitly.
+    # Lost streams (slice_drop_lost) likewise: refused only in reject mode, unless set explicitly;
     assert make_state(loaded, policy="slice", overload="reject").engine.core.scheduler.config.slice_drop_lost == "reject"
-    assert make_state(loaded, policy="slice").engine.core.scheduler.config.slice_drop_lost == "off"
+    # best_effort (the default) parks them instead: served when the device has nothing else to do.
+    assert make_state(loaded, policy="slice").engine.core.scheduler.config.slice_drop_lost == "park"
     relegate = make_state(loaded, policy="slice", scheduler={"slice_drop_lost": "relegate"})
     assert relegate.engine.core.scheduler.config.slice_drop_lost == "relegate"
+
+
+def test_best_effort_parks_what_reject_refuses_and_serves_it_once_the_device_is_free(tiny_loaded_factory):
+    """`overload: best_effort` (the default): a request whose SLO admission predicts missed is not refused but
+    parked (`Scheduler.park`): it waits without KV while the running stream has the device, shows in
+    /v1/status, and is served once nothing else is left; the client gets its completion."""
+    state = make_state(wrap(tiny_loaded_factory(), delay_s=0.02), policy="slice")
+    with LiveServer(state) as live:
+        body = {"prompt": "x y z", "max_tokens": 60, "stream": True, "ignore_eos": True}
+        with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=30) as first:
+            lines = first.iter_lines()
+            next(lines)
+            ttft_ms = live.scheduler.latency.prefill_time(300) * 1e3 * 1.05   # feasible only on an idle device
+            with httpx.Client(timeout=30) as client:
+                answer = {}
+                late = threading.Thread(target=lambda: answer.update(r=client.post(
+                    live.url + "/v1/completions",
+                    json={"prompt": [5] * 300, "max_tokens": 4, "slo": {"ttft_ms": ttft_ms}})))
+                late.start()
+                assert wait_until(lambda: live.scheduler.parked)
+                status = httpx.get(live.url + "/v1/status", timeout=10).json()
+                assert status["queues"]["parked"] == 1 and status["queues"]["waiting"] >= 1
+                rest = [line for line in lines if line]
+                late.join(30)
+        assert rest[-1] == "data: [DONE]"   # the running stream was not disturbed
+        r = answer["r"]
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 4
+        assert wait_until(lambda: not live.scheduler.requests)
