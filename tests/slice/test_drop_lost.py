@@ -1,10 +1,11 @@
 """`slice_drop_lost`: what SLICE does with admitted requests whose SLO it counts as lost (a stream whose
 TPOT is beyond catching up, a prompt whose TTFT passed): refuse them (`reject`), keep them behind every
-request that can still make it (`relegate`), or serve them best effort (`off`). CPU only."""
+request that can still make it (`relegate`), set them aside until the device has nothing else to do (`park`),
+or serve them best effort (`off`). CPU only."""
 from __future__ import annotations
 
 from sliceserve.core.outputs import ModelOutput
-from sliceserve.request import FinishReason
+from sliceserve.request import FinishReason, RequestStatus
 from tests.slice.conftest import make_req, make_slice
 
 
@@ -60,6 +61,27 @@ def test_relegated_stream_waits_behind_requests_that_can_make_it_and_is_not_refu
         sched.update(out, ModelOutput(sampled=sampled, elapsed_s=0.02), now)
         out = sched.schedule(now)
     assert "stream" in out.requests and not stream.status.is_finished
+
+
+def test_parked_stream_leaves_what_reject_would_refuse_and_comes_back_when_nothing_else_runs(paper):
+    sched, stream, fresh, out, now = _stalled_stream(paper, "park", 6.0)
+    # The same batch as `reject` plans, and the stream is out of the queues and the KV, not refused.
+    assert "stream" not in out.requests and "fresh" in out.requests
+    assert stream.status is RequestStatus.PARKED and sched.parked == [stream] and sched.num_rejected == 0
+    assert sched.kv.num_blocks_held("stream") == 0 and "stream" not in sched.selection.mask.rows
+    ended = sched.update(out, ModelOutput(sampled={"fresh": 5} if out.samples("fresh") else {}, elapsed_s=0.02),
+                         now + 0.02)
+    assert stream not in ended and sched.take_parked() == [stream]
+    while not fresh.status.is_finished:
+        now += 0.02
+        out = sched.schedule(now)
+        assert "stream" not in out.requests   # fresh work is there: the parked stream waits
+        sampled = {rid: 5 for rid in out.requests if out.samples(rid)}
+        sched.update(out, ModelOutput(sampled=sampled, elapsed_s=0.02), now + 0.02)
+    # Nothing else left: it comes back, recomputes what it had, and is served (not parked again).
+    out = sched.schedule(now + 0.04)
+    assert "stream" in out.requests and not sched.parked and stream.status is RequestStatus.RUNNING
+    assert out.prefill.get("stream", 0) > 1   # its prompt and its first token again: the KV was freed
 
 
 def test_off_serves_the_lost_stream_best_effort(paper):
