@@ -1,9 +1,11 @@
 """A request the policy refuses once its SLO can no longer be met (Scheduler.reject: scorpio's TTFT guard,
 SLICE's slice_reject_lost) is answered at once with 429 + Retry-After (code slo_infeasible), not with the
-queue timeout's 503, and the server goes on serving. SLICE refuses lost requests only in overload=reject."""
+queue timeout's 503, and the server goes on serving. SLICE refuses lost requests only in overload=reject;
+with best_effort it parks them (`Scheduler.park`)."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import httpx
 
@@ -12,6 +14,16 @@ from sliceserve.engine.async_engine import StreamEvent
 from sliceserve.request import FinishReason
 from sliceserve.server.serving import _failure
 from tests.server.helpers import LiveServer, make_state, wait_until, wrap
+
+
+@contextmanager
+def _busy_stream(live: LiveServer):
+    """A 60-token stream that holds the device; yields its lines once the first has come."""
+    body = {"prompt": "x y z", "max_tokens": 60, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=30) as first:
+        lines = first.iter_lines()
+        next(lines)
+        yield lines
 
 
 def test_policy_refusal_is_429_and_queue_timeout_stays_503():
@@ -24,10 +36,7 @@ def test_policy_refusal_is_429_and_queue_timeout_stays_503():
 def test_scorpio_refuses_an_infeasible_ttft_at_once_and_keeps_serving(tiny_loaded_factory):
     state = make_state(wrap(tiny_loaded_factory(), delay_s=0.02), policy="scorpio")
     with LiveServer(state) as live:
-        body = {"prompt": "x y z", "max_tokens": 60, "stream": True, "ignore_eos": True}
-        with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=30) as first:
-            lines = first.iter_lines()
-            next(lines)
+        with _busy_stream(live) as lines:
             # Feasible on an idle device (so admission, best_effort by default, lets it in), but not behind
             # the running decode: scorpio's TTFT guard refuses it on its first plan().
             ttft_ms = live.scheduler.latency.prefill_time(300) * 1e3 * 1.05
@@ -64,10 +73,7 @@ def test_best_effort_parks_what_reject_refuses_and_serves_it_once_the_device_is_
     /v1/status, and is served once nothing else is left; the client gets its completion."""
     state = make_state(wrap(tiny_loaded_factory(), delay_s=0.02), policy="slice")
     with LiveServer(state) as live:
-        body = {"prompt": "x y z", "max_tokens": 60, "stream": True, "ignore_eos": True}
-        with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=30) as first:
-            lines = first.iter_lines()
-            next(lines)
+        with _busy_stream(live) as lines:
             ttft_ms = live.scheduler.latency.prefill_time(300) * 1e3 * 1.05   # feasible only on an idle device
             with httpx.Client(timeout=30) as client:
                 answer = {}
