@@ -26,7 +26,7 @@ def inflight_risk(sched: Scheduler, now: float) -> tuple[dict[str, tuple[int, in
     prefill = sched.latency.prefill_time
     for req in sched.requests.values():
         slo = req.slo
-        # Parked best effort was counted a miss when it was parked (`Controller.observe_parked`), as a refusal.
+        # Parked best effort is counted a miss when it is parked (server/control.py), as a refusal would be.
         if slo.is_empty or req.status is RequestStatus.PARKED:
             continue
         tally = out.setdefault(req.slo_class, [0, 0])

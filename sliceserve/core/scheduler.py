@@ -53,10 +53,10 @@ class Scheduler:
         # only when nothing else is waiting or running. `_unparked`: those brought back and not yet ended.
         self.parked: list[Request] = []
         self._unparked: set[str] = set()
-        # Those the policy parked (not admission's), for the step's observers (`take_parked`) and for the
-        # policy itself at the next update() (`on_parked`).
-        self._newly_parked: list[Request] = []
+        # Those the policy parked (not admission's) since the last update(), which tells the policy (`on_parked`)
+        # and keeps them as `last_parked` for that step's observers (`StepResult.parked`).
         self._parked_by_policy: list[Request] = []
+        self.last_parked: list[Request] = []
         self.num_preemptions = 0
         self.num_violation_risks = 0
         # The last executed iteration's shape and the time the latency model predicted for it beforehand.
@@ -230,8 +230,8 @@ class Scheduler:
         self.observe_iteration(sched, result, now)
         for req in ended:
             self.on_finish(req, now)
-        parked, self._parked_by_policy = self._parked_by_policy, []
-        for req in parked:
+        self.last_parked, self._parked_by_policy = self._parked_by_policy, []
+        for req in self.last_parked:
             self.on_parked(req, now)
         return ended
 
@@ -303,17 +303,10 @@ class Scheduler:
         self._unparked.discard(req.req_id)
         self._set_aside(req, now)
         self._parked_by_policy.append(req)
-        self._newly_parked.append(req)
 
     def _set_aside(self, req: Request, now: float) -> None:
         req.status, req.parked_s = RequestStatus.PARKED, now
         self.parked.append(req)
-
-    def take_parked(self) -> list[Request]:
-        """The requests the policy parked since the last call (for the step's observers: where `reject` would
-        have ended them)."""
-        out, self._newly_parked = self._newly_parked, []
-        return out
 
     def _bring_back_parked(self, now: float) -> None:
         """Nothing else to run: every parked request rejoins the waiting queue, oldest first, and the policy

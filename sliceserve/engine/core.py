@@ -40,7 +40,7 @@ class EngineCore:
             attach_logprobs(sched, output)
         if not sched.is_empty:
             self.num_iterations += 1
-        return StepResult(sched, output, now, end, finished, self.scheduler.take_parked())
+        return StepResult(sched, output, now, end, finished, self.scheduler.last_parked)
 
 
 def attach_logprobs(sched: SchedulerOutput, output: ModelOutput) -> None:

@@ -3,6 +3,7 @@ not see it, and it runs only once nothing else is waiting or running."""
 from __future__ import annotations
 
 from sliceserve.core.latency import BUILTIN_PROFILES
+from sliceserve.core.outputs import ModelOutput
 from sliceserve.engine.core import EngineCore
 from sliceserve.engine.door import end_late, late_requests
 from sliceserve.request import FinishReason, Request, RequestStatus, SamplingParams
@@ -28,21 +29,30 @@ def test_a_request_parked_on_arrival_runs_only_once_the_device_has_nothing_else(
     assert 0.05 <= parked.parked_s < 0.1   # arrivals are seen between steps
 
 
+def _step(sched, now: float):
+    out = sched.schedule(now)
+    sched.update(out, ModelOutput(sampled={rid: 5 for rid in out.requests if out.samples(rid)}, elapsed_s=0.01),
+                 now + 0.01)
+    return out
+
+
 def test_parked_work_is_out_of_the_queues_and_the_kv_and_counts_as_waiting():
     device = BUILTIN_PROFILES["paper-4060ti"]
     sched = scheduler("vllm", latency=device.copy())
     a, b = _req("a", 0.0), _req("b", 0.0)
     sched.add_request(a, 0.0)
     sched.add_request(b, 0.0)
-    out = sched.schedule(0.0)
-    assert set(out.prefill) == {"a", "b"} and sched.kv.num_blocks_held("a") > 0
-    sched.park(a, 0.0)
+    assert set(_step(sched, 0.0).prefill) == {"a", "b"} and sched.kv.num_blocks_held("a") > 0
+    sched.park(a, 0.01)   # as a policy does inside plan()
     assert a.status is RequestStatus.PARKED and sched.parked == [a]
     assert a not in sched.running and a not in sched.waiting and sched.kv.num_blocks_held("a") == 0
     assert a.num_computed_tokens == 0   # it recomputes when it comes back
     assert sched.num_waiting == 1 and sched.num_in_sight == 1
-    # The step that follows reports it once, for the observers (the controller counts it as a miss then).
-    assert sched.take_parked() == [a] and sched.take_parked() == []
+    # The update that follows tells the policy and keeps it for that step's observers (the controller counts it
+    # as a miss then); the next update reports it no more.
+    assert sched.last_parked == []
+    assert "a" not in _step(sched, 0.01).requests and sched.last_parked == [a]
+    assert "a" not in _step(sched, 0.02).requests and sched.last_parked == []
     # An abort (the client left) ends it like any other request.
     assert sched.abort("a", 0.1) is a and a.finish_reason is FinishReason.ABORT and not sched.parked
 

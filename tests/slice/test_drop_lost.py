@@ -71,7 +71,7 @@ def test_parked_stream_leaves_what_reject_would_refuse_and_comes_back_when_nothi
     assert sched.kv.num_blocks_held("stream") == 0 and "stream" not in sched.selection.mask.rows
     ended = sched.update(out, ModelOutput(sampled={"fresh": 5} if out.samples("fresh") else {}, elapsed_s=0.02),
                          now + 0.02)
-    assert stream not in ended and sched.take_parked() == [stream]
+    assert stream not in ended and sched.last_parked == [stream]
     while not fresh.status.is_finished:
         now += 0.02
         out = sched.schedule(now)

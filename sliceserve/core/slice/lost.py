@@ -61,7 +61,8 @@ class LostWork:
     """SliceScheduler's refusals of lost work (a mixin, as `ColumnFill` is for the fill): `slice_reject_lost`
     (TTFT passed with no token out) and `slice_drop_lost` (every request the selection counts as lost). Reads the
     policy's running and waiting queues, its waiting index (`_waiting`) and selection members (`_members`);
-    refuses through `Scheduler.reject`, the only way a policy ends a request."""
+    refuses through `Scheduler.reject`, the only way a policy ends a request, or with `park` sets aside through
+    `Scheduler.park`."""
 
     def _end_lost(self, req: Request, now: float, why: str, park: bool) -> None:
         """Refuse `req` (REJECTED with `why`), or with `park` set it aside as best effort (`Scheduler.park`)."""
