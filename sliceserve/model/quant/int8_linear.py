@@ -20,9 +20,19 @@ max |x| / 127, as LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339) and Smooth
 Both hold the same int8 weights: the plain [in, out] copy for `_int_mm` and fbgemm's packed one. Under a memory
 target (`lean=True`) only the plain copy is kept and single rows take `_int_mm` too (slower, ~107 MiB less on
 the embedded model).
+
+`_int_mm` is fast only where oneDNN has an int8 GEMM for the CPU: on an AMD EPYC VM with AVX2 and no AVX-512,
+a 256 x 576 x 1536 product took 341 ms against 5.7 ms for the same product in fp32, and the int8 default ran
+prompts ~60x slower than fp32. So the integer product is taken once per process from whichever of the two is
+faster here (`integer_gemm`, measured at first use): `_int_mm`, or an fp32 GEMM of the same int8 values. The
+fp32 GEMM is exact while its partial sums stay under 2^24 (a row of 1,536 products of int8 values would need
+most of them near 127 x 127 and of one sign to exceed it), so both give the same numbers.
 """
 from __future__ import annotations
 
+import functools
+import logging
+import time
 import warnings
 from typing import Callable
 
@@ -32,6 +42,41 @@ from torch import nn
 _PER_CHANNEL_ENGINES = ("x86", "fbgemm", "onednn")
 # Largest call (rows) that takes the fused kernel: decode batches up to this size, longer prompt chunks not.
 FUSED_MAX_ROWS = 16
+
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def integer_gemm() -> str:
+    """`int_mm` or `fp32`: which computes an int8 x int8 product faster on this CPU, at this process's torch
+    thread count (each timed three times on a prompt-chunk shape of the embedded model; the fastest of each)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(-127, 128, (64, 576), dtype=torch.int8, generator=gen)
+    w = torch.randint(-127, 128, (576, 1536), dtype=torch.int8, generator=gen)
+
+    def best_of_3(f: Callable[[], torch.Tensor]) -> float:
+        f()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    int_mm = best_of_3(lambda: torch._int_mm(x, w))
+    fp32 = best_of_3(lambda: x.float() @ w.float())
+    choice = "int_mm" if int_mm <= fp32 else "fp32"
+    log.info("int8 prompt-chunk product: %s (64 x 576 x 1536: _int_mm %.2f ms, fp32 GEMM %.2f ms; cpu %s)",
+             choice, int_mm * 1e3, fp32 * 1e3, torch.backends.cpu.get_cpu_capability())
+    return choice
+
+
+def int_product(xq: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """xq [rows, in] (int8 values, as int8) x w_t [in, out] int8: the integer product as fp32."""
+    if integer_gemm() == "int_mm":
+        return torch._int_mm(xq, w_t).float()
+    return xq.float() @ w_t.float()
 
 
 class _FusedCall(nn.Module):
@@ -106,7 +151,7 @@ class Int8DynamicLinear(nn.Module):
         else:
             s = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(127.0)
             xq = torch.round(x / s).to(torch.int8)
-            y = torch._int_mm(xq, self.w_t).float().mul_(s).mul_(self.w_scale)
+            y = int_product(xq, self.w_t).mul_(s).mul_(self.w_scale)
         return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:
