@@ -51,7 +51,7 @@ class SchedulerConfig:
     slice_reject_lost: bool = True      # refuse requests whose TTFT has passed without a first token
     slice_rank: str = "work"            # selection order: rate (U / v, the paper) | work (U / tokens left)
     slice_lend_reserve: bool = True     # light load: a prompt's last chunk due before the reserve rebanks may spend it
-    slice_drop_lost: str = "reject"     # off | reject | relegate | park: requests whose SLO is lost (core/slice/lost.py)
+    slice_drop_lost: str = "reject"     # off | reject | relegate | park | hopeless: requests whose SLO is lost (core/slice/lost.py)
     slice_wide_columns: bool = False    # the mask may stack slow rows into wide columns (core/slice/wide.py)
     slice_fresh_order: str = "off"      # off | progress | deadline: order among never-started equals (core/slice/fresh.py)
     slice_started_first: str = "all"    # all | valued: whose started streams outrank newcomers (core/slice/fresh.py)
@@ -118,7 +118,7 @@ class SchedulerConfig:
         choices = {"vllm_mode": ("fcfs", "priority"), "slice_layout": ("prefix", "spread", "nested"),
                    "slice_misfit": ("skip", "stop"), "slice_backfill_order": ("srpt", "rank"),
                    "slice_rank": ("rate", "work"),
-                   "slice_drop_lost": ("off", "reject", "relegate", "park"),
+                   "slice_drop_lost": ("off", "reject", "relegate", "park", "hopeless"),
                    "slice_fresh_order": ("off", "progress", "deadline"),
                    "slice_started_first": ("all", "valued"),
                    "slice_sit_out": ("column", "line")}

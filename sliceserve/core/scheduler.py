@@ -49,6 +49,8 @@ class Scheduler:
         # Requests a policy refused inside plan() (`reject`): handed back by the next update() as ended, so
         # the engine answers their clients at once and the simulator counts them.
         self._rejected: list[Request] = []
+        # Of those, the ones refused while parked: the policy was told when they were parked (`on_parked`).
+        self._rejected_parked: set[str] = set()
         # Best-effort work set aside (`park`): held by no queue and no KV, out of the policy's sight, served
         # only when nothing else is waiting or running. `_unparked`: those brought back and not yet ended.
         self.parked: list[Request] = []
@@ -228,8 +230,10 @@ class Scheduler:
                 self._finish(req, FinishReason.STOP, now)
                 ended.append(req)
         self.observe_iteration(sched, result, now)
+        told, self._rejected_parked = self._rejected_parked, set()
         for req in ended:
-            self.on_finish(req, now)
+            if req.req_id not in told:
+                self.on_finish(req, now)
         self.last_parked, self._parked_by_policy = self._parked_by_policy, []
         for req in self.last_parked:
             self.on_parked(req, now)
@@ -286,7 +290,10 @@ class Scheduler:
     def reject(self, req: Request, now: float, why: str) -> None:
         """Refuse an admitted request from inside plan() (its SLO can no longer be met): it ends REJECTED
         with `why`, frees its KV, and is returned by the next update() among the ended requests (which
-        also calls `on_finish` for it then, once, like for every other end)."""
+        also calls `on_finish` for it then, once, like for every other end; a parked request's state left the
+        policy when it was parked, `on_parked`)."""
+        if req.status is RequestStatus.PARKED:
+            self._rejected_parked.add(req.req_id)
         self._finish(req, FinishReason.REJECTED, now)
         req.error = f"{SLO_REFUSAL}: {why}"
         self._rejected.append(req)

@@ -25,12 +25,14 @@ __all__ = ["LoadEstimate", "drain_estimate", "estimate_under_load", "idle_infeas
 
 def lost_work_config(overload: str) -> dict[str, object]:
     """What the policy does with admitted work whose SLO is lost, by the `overload` setting: with `reject` it
-    refuses it (SLICE's `slice_reject_lost` and `slice_drop_lost`, an SLO refusal the client hears at once);
-    with `best_effort` nothing admitted is refused: SLICE parks it (`slice_drop_lost = park`), served when the
-    device has nothing else to do. The server and the offline benchmarks that stand in for it
-    (benchmarks/admission_fidelity.py) build the scheduler with these."""
+    refuses what is hopeless, what cannot make its SLO even with the device to itself (SLICE's
+    `slice_reject_lost` and `slice_drop_lost = hopeless`, an SLO refusal the client hears at once, naming the
+    numbers), and parks what SLICE merely counts as lost; with `best_effort` nothing admitted is refused:
+    SLICE parks it all (`slice_drop_lost = park`). Parked work is served when the device has nothing else to
+    do. The server and the offline benchmarks that stand in for it (benchmarks/admission_fidelity.py) build
+    the scheduler with these."""
     refuse = overload == "reject"
-    return {"slice_reject_lost": refuse, "slice_drop_lost": "reject" if refuse else "park"}
+    return {"slice_reject_lost": refuse, "slice_drop_lost": "hopeless" if refuse else "park"}
 
 
 def predicted_miss(req: Request, est: LoadEstimate, waited: float) -> str | None:

@@ -59,8 +59,9 @@ def test_slice_refuses_lost_requests_only_in_reject_mode(tiny_loaded_factory):
     # An explicit scheduler setting wins over the overload mode.
     explicit = make_state(loaded, policy="slice", scheduler={"slice_reject_lost": True})
     assert explicit.engine.core.scheduler.config.slice_reject_lost
-    # Lost streams (slice_drop_lost) likewise: refused only in reject mode, unless set explicitly;
-    assert make_state(loaded, policy="slice", overload="reject").engine.core.scheduler.config.slice_drop_lost == "reject"
+    # Lost streams (slice_drop_lost) likewise: refused only in reject mode (the hopeless ones; the rest parked),
+    # unless set explicitly;
+    assert make_state(loaded, policy="slice", overload="reject").engine.core.scheduler.config.slice_drop_lost == "hopeless"
     # best_effort (the default) parks them instead: served when the device has nothing else to do.
     assert make_state(loaded, policy="slice").engine.core.scheduler.config.slice_drop_lost == "park"
     relegate = make_state(loaded, policy="slice", scheduler={"slice_drop_lost": "relegate"})

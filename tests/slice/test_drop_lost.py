@@ -1,10 +1,12 @@
 """`slice_drop_lost`: what SLICE does with admitted requests whose SLO it counts as lost (a stream whose
 TPOT is beyond catching up, a prompt whose TTFT passed): refuse them (`reject`), keep them behind every
 request that can still make it (`relegate`), set them aside until the device has nothing else to do (`park`),
-or serve them best effort (`off`). CPU only."""
+refuse only the hopeless ones and park the rest (`hopeless`, the server's `overload: reject`), or serve them best
+effort (`off`). CPU only."""
 from __future__ import annotations
 
 from sliceserve.core.outputs import ModelOutput
+from sliceserve.core.slice.lost import hopeless_reason
 from sliceserve.request import FinishReason, RequestStatus
 from tests.slice.conftest import make_req, make_slice
 
@@ -82,6 +84,55 @@ def test_parked_stream_leaves_what_reject_would_refuse_and_comes_back_when_nothi
     out = sched.schedule(now + 0.04)
     assert "stream" in out.requests and not sched.parked and stream.status is RequestStatus.RUNNING
     assert out.prefill.get("stream", 0) > 1   # its prompt and its first token again: the KV was freed
+
+
+def test_hopeless_parks_a_lost_stream_that_could_still_make_it_alone(paper):
+    # Lost by SLICE's test (26 steps per cycle > 2 x its demand), but its 99 tokens at l(1) (~10 ms each on
+    # this profile) fit the 3.9 s left: not hopeless, so it is parked, not refused.
+    sched, stream, fresh, out, now = _stalled_stream(paper, "hopeless", 6.0)
+    assert hopeless_reason(stream, now, sched.latency) is None
+    assert "stream" not in out.requests and "fresh" in out.requests
+    assert stream.status is RequestStatus.PARKED and sched.num_rejected == 0
+
+
+def test_hopeless_refuses_a_stream_that_cannot_make_it_even_alone_and_says_why(paper):
+    # After a 9.8 s stall, 99 tokens are due within 0.08 s: no device speed saves it.
+    sched, stream, fresh, out, now = _stalled_stream(paper, "hopeless", 9.8)
+    assert "stream" not in out.requests
+    ended = sched.update(out, ModelOutput(sampled={}, elapsed_s=0.02), now + 0.02)
+    assert stream in ended and stream.finish_reason is FinishReason.REJECTED
+    assert "SLO can no longer be met (TPOT: 99 tokens left need" in stream.error and "even alone" in stream.error
+    assert sched.num_rejected == 1 and not sched.parked
+
+
+def test_hopeless_refuses_a_parked_stream_at_the_first_rebuild_that_finds_it_hopeless(paper):
+    sched, stream, fresh, out, now = _stalled_stream(paper, "hopeless", 6.0)
+    assert stream.status is RequestStatus.PARKED
+    finished = []
+    sched.on_finish = lambda req, t: finished.append(req.req_id)   # counts the policy's per-request ends
+    sched.update(out, ModelOutput(sampled={}, elapsed_s=0.02), now + 0.02)
+    assert finished == ["stream"]   # on_parked: the parked stream left the policy's sight
+    # 99 tokens at l(1) no longer fit what is left of its 9.9 s once ~9 s have passed since its first token;
+    # an arrival then makes SLICE rebuild.
+    late = stream.token_times_s[0] + 9.5
+    assert hopeless_reason(stream, late, sched.latency) is not None
+    sched.add_request(make_req("next", arrival=late, prompt=32, max_tokens=20, ttft=1.0, tpot=0.1, utility=1.0,
+                               cls="nrt-100"), late)
+    out = sched.schedule(late)
+    assert stream.finish_reason is FinishReason.REJECTED and stream not in sched.parked
+    assert "SLO can no longer be met (TPOT:" in stream.error
+    ended = sched.update(out, ModelOutput(sampled={}, elapsed_s=0.02), late + 0.02)
+    assert stream in ended and finished.count("stream") == 1   # told once, when it was parked
+
+
+def test_hopeless_reason_reads_the_e2e_bound_and_the_prompt_still_to_run(paper):
+    lat = paper.copy()
+    req = make_req("batch", arrival=0.0, prompt=512, max_tokens=50, ttft=None, tpot=None, e2e=1.0, utility=1.0,
+                   cls="batch")
+    need = lat.prefill_time(512) + 50 * lat.decode_time(1, 512 + 25)
+    assert hopeless_reason(req, 1.0 - need - 0.01, lat) is None
+    why = hopeless_reason(req, 1.0 - need + 0.01, lat)
+    assert why is not None and why.startswith("e2e: 50 tokens left need")
 
 
 def test_off_serves_the_lost_stream_best_effort(paper):

@@ -155,7 +155,11 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         lost = waiting.lost(now)
         # `park` sets lost work aside only while there is other work for the device: then it is what
         # `reject` would refuse; with nothing else to run, parked work came back to be served.
-        park = self.config.slice_drop_lost == "park" and self.has_fresh_work
+        # `hopeless` parks what it does not refuse, on the same condition.
+        drop = self.config.slice_drop_lost
+        if drop == "hopeless" and self.parked:
+            self._refuse_hopeless_parked(now)
+        park = drop in ("park", "hopeless") and self.has_fresh_work
         if self.config.slice_reject_lost or park:
             self._reject_lost(now, lost, park=park and not self.config.slice_reject_lost)
         else:
@@ -163,8 +167,8 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         waiting.prepare(now, self.config, self.cap_s)
         build, cfg, cap_s = self.candidates.build, self.config, self.cap_s
         fresh = [build(r, now, cfg, cap_s) for r in (*self.running, *waiting.others.values())]
-        if cfg.slice_drop_lost == "reject" or park:
-            fresh = self._refuse_lost(fresh, now, park=park)
+        if drop in ("reject", "hopeless") or park:
+            fresh = self._refuse_lost(fresh, now, park=park, only_hopeless=drop == "hopeless")
         if cfg.slice_drop_lost == "relegate" and self._relegates(fresh):
             self._adopt(select(self._relegated_walk(fresh), self.params, self.latency, now))
             return

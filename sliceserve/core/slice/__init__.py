@@ -63,9 +63,10 @@ Parameters (SchedulerConfig), with the defaults and why:
 - `slice_drop_lost` = "reject" (issue 21): every admitted request the selection counts as lost (TTFT
   passed without a token, TPOT beyond catching up at `slice_catchup_factor` x its demand, e2e passed) is
   refused at the rebuild instead of served best effort; "relegate" keeps them behind every request that
-  can still make it, "off" serves them as before. The server sets it from `overload` (reject with reject,
-  else off). Seeds 2-4, requests meeting their SLO summed over the sweeps: Azure trace 2,843 vs 2,792,
-  edge-mix 2,308 vs 2,248; measurements and what was not kept: `sliceserve.core.slice.lost`.
+  can still make it, "park" sets them aside until the device is free, "hopeless" refuses only those that
+  cannot make it even alone and parks the rest, "off" serves them as before. The server sets it from
+  `overload` (hopeless with reject, else park). Seeds 2-4, requests meeting their SLO summed over the
+  sweeps: Azure trace 2,843 vs 2,792, edge-mix 2,308 vs 2,248; measurements and what was not kept: `sliceserve.core.slice.lost`.
 - `slice_lend_reserve` = True (issue 21): at light load (every request fits the sequence slots), a lower-
   density member's last prompt chunk may spend the top-density reserve when its TTFT deadline is nearer
   than the reserve's size (it could not wait for the reserve to be banked back); the members' own TPOT

@@ -25,6 +25,15 @@ Modes:
   refuses met its SLO under `best_effort` only if time nobody else needed was enough for it
   (docs/results/admission-fidelity.md). Unlike `relegate`, the parked hold no KV and are not in the
   selection's population, so they change nothing for the others.
+- `hopeless`: refuse only what cannot make its SLO whatever it gets from now on, even the device to itself
+  (`hopeless_reason`: its TTFT passed with no token out, or the rest of its output at l(1) per token cannot
+  meet its mean TPOT or its e2e bound); park the rest of what `reject` would refuse, as `park` does, and
+  refuse a parked request at the first rebuild that finds it hopeless (its client hears then, not after
+  the queue timeout). The
+  server's `overload: reject` (issue 16: admission that refuses only what is infeasible). "Lost" above is
+  SLICE's own test (catching up needs more than `slice_catchup_factor` x its demand), a scheduling verdict,
+  not a proof: on the live server 12 of the 26 false refusals at 1x and 14 of the 37 at 2x of run 21
+  (docs/results/live-fidelity.md) were such streams, which met their SLO in the best_effort replay.
 - `off`: as before.
 
 Measured (`sliceserve simulate --policy slice`, seeds 2-4, requests meeting their SLO summed over the
@@ -38,14 +47,49 @@ from __future__ import annotations
 
 from operator import attrgetter
 
+from sliceserve.core.latency import LatencyModel
 from sliceserve.core.slice.candidates import ttft_lost
 from sliceserve.core.slice.selection import Candidate
 from sliceserve.request import Request
+from sliceserve.slo import FLOAT_SLACK_S
 
 
 def is_lost(c: Candidate) -> bool:
     """Whether the selection counts `c`'s SLO as lost (a request without an SLO never is)."""
     return not c.feasible and not c.req.slo.is_empty
+
+
+def hopeless_reason(req: Request, now: float, latency: LatencyModel) -> str | None:
+    """Why `req` cannot meet its SLO whatever it gets from `now` on, with the numbers; None if it still can.
+    Optimistic on purpose (a refusal must be sure): the rest of its output (to max_tokens, which helps a
+    mean TPOT catch up) decodes alone at the calibrated l(1) of its context, and a prompt not yet run costs
+    its prefill only, with no queue ahead."""
+    slo = req.slo
+    if ttft_lost(req, now):
+        return f"TTFT: no first token within {slo.ttft_s:g} s"
+    remaining = req.remaining_output_tokens
+    if remaining <= 0:
+        return None
+    n_tokens = req.num_tokens
+    step_s = latency.decode_time(1, n_tokens + remaining / 2)
+    need_s = remaining * step_s
+    if slo.tpot_s is not None and req.max_tokens > 1:
+        if req.token_times_s:
+            left_s = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now
+            if need_s > left_s + FLOAT_SLACK_S:
+                return (f"TPOT: {remaining} tokens left need {need_s * 1e3:.0f} ms even alone ({step_s * 1e3:.1f} ms "
+                        f"each), {max(left_s, 0.0) * 1e3:.0f} ms left within a mean of {slo.tpot_s * 1e3:g} ms")
+        elif step_s > slo.tpot_s + FLOAT_SLACK_S:
+            return f"TPOT: one decode step alone takes {step_s * 1e3:.1f} ms > {slo.tpot_s * 1e3:g} ms"
+    if slo.e2e_s is not None:
+        uncomputed = n_tokens - req.num_computed_tokens
+        if not req.output_token_ids and uncomputed > 0:
+            need_s += latency.prefill_time(uncomputed, req.num_computed_tokens)
+        left_s = req.arrival_s + slo.e2e_s - now
+        if need_s > left_s + FLOAT_SLACK_S:
+            return (f"e2e: {remaining} tokens left need {need_s * 1e3:.0f} ms even alone, "
+                    f"{max(left_s, 0.0) * 1e3:.0f} ms left of {slo.e2e_s:g} s")
+    return None
 
 
 def split_lost(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
@@ -86,21 +130,39 @@ class LostWork:
         for req in [r for r in self.waiting + self.running if r.req_id in ids]:   # queue order, as before
             self._end_lost(req, now, f"TTFT: no first token within {req.slo.ttft_s:g} s; retry later", park)
 
+    def _refuse_hopeless_parked(self, now: float) -> None:
+        """`hopeless`: refuse each parked request the moment `hopeless_reason` names it, so that its client
+        hears as soon as its SLO is certain to be missed, not after `max_queue_time_s` of silence."""
+        doomed = [(r, why) for r in self.parked if (why := hopeless_reason(r, now, self.latency)) is not None]
+        for req, why in doomed:
+            self._end_lost(req, now, f"SLO can no longer be met ({why}); retry later", False)
+
     def _pooled_lost(self) -> list[Candidate]:
         """The waiting index's lost never-run members (the pool keeps its infeasible ones apart: no scan)."""
         return [c for c in self._waiting.pool.infeasible.values() if is_lost(c)]
 
-    def _refuse_lost(self, fresh: list[Candidate], now: float, park: bool = False) -> list[Candidate]:
+    def _refuse_lost(self, fresh: list[Candidate], now: float, park: bool = False,
+                     only_hopeless: bool = False) -> list[Candidate]:
         """`reject`: refuse every lost candidate (the built ones and the never-run ones in the waiting index),
         running ones first, then in queue order; the rest of `fresh` is what the selection walks. `park`: set
-        them aside instead (`Scheduler.park`)."""
+        them aside instead (`Scheduler.park`). `only_hopeless` (`hopeless`): refuse only those that
+        `hopeless_reason` names; the others are parked with `park`, else they stay in `fresh` (lost)."""
         live, lost = split_lost(fresh)
         ids = {c.req.req_id for c in (*lost, *self._pooled_lost())}
         if not ids:
             return fresh
+        ended = set()
         for req in [r for r in (*self.running, *self.waiting) if r.req_id in ids]:
-            self._end_lost(req, now, "SLO can no longer be met; retry later", park)
-        return live
+            if not only_hopeless:
+                self._end_lost(req, now, "SLO can no longer be met; retry later", park)
+            elif (why := hopeless_reason(req, now, self.latency)) is not None:
+                self._end_lost(req, now, f"SLO can no longer be met ({why}); retry later", False)
+            elif park:
+                self._end_lost(req, now, "", True)
+            else:
+                continue
+            ended.add(req.req_id)
+        return live if len(ended) == len(ids) else [c for c in fresh if c.req.req_id not in ended]
 
     def _relegates(self, fresh: list[Candidate]) -> bool:
         """`relegate`: whether some lost candidate must step aside for a live one this rebuild."""
