@@ -1,17 +1,18 @@
 """Live fidelity of the latency model: the real server (default settings, embedded model) measured from outside.
 
 Everything the server decides rests on its latency model; this measures how right it stays under load:
-1. Fresh idle profiles of the device (`sliceserve profile --quick`, `--profiles` of them back to back, before any
-   server runs; the one of the median rate is used): the SLO scale of the workload (never the server's own
-   estimate) and the device's sustainable edge-mix rate.
+1. Fresh idle profiles of the device (`sliceserve profile` on `PROFILE_GRID`, `--profiles` of them back to back,
+   before any server runs; the one of the median rate is used): the SLO scale of the workload (never the
+   server's own estimate) and the device's sustainable edge-mix rate.
 2. Run A: `sliceserve serve --overload reject --port P` (otherwise defaults), edge-mix at 0.5x, 1x and 2x the
    sustainable rate, then 1x again with a competing CPU-bound process that the benchmark starts a third of the
    way in and stops at two thirds (the condition under which the drift was seen). While it runs, /v1/status is
    polled every 2 s for the server's numbered per-iteration records (predicted before the model learnt from
    the iteration, measured after).
 3. Fresh idle profiles again (the median, as in 1) once run A's server is gone: the server's calibrated p(256)
-   after the run is compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a drift re-profile
-   was pending, it runs in that gap; the reading waits up to `--settle-s` more until none is pending).
+   after the run is compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a
+   drift re-profile was pending, it runs in that gap; the reading waits up to `--settle-s` more until none is
+   pending).
 4. Run B: the same arrivals (the contention phase with its competitor at the same times) against
    `--overload best_effort`, which parks what A refuses and serves it on time nobody else needs (`Scheduler.park`;
    before that change it served it beside feasible work; A itself refuses only what SLICE finds hopeless and
@@ -66,16 +67,24 @@ def _load() -> str:
 BACKEND = ["--backend", "torch"]
 
 
+# The idle profile's grid: every decode batch up to _BATCH measured (`profile --quick` stops at 4, so its l(8), which
+# sets the sustainable rate, was extrapolated: three quick profiles back to back read l(8) at 512 tokens as 62,
+# 51 and 100 ms, and 1x as 0.484, 0.535 and 0.385 req/s, run 22), the quick grid's contexts and chunks, the
+# profiler's default repeats.
+PROFILE_GRID = ["--max-batch", str(_BATCH), "--contexts", "128,512", "--chunks", "32,256", "--repeats", "5"]
+
+
 def idle_profile(path: Path) -> LatencyModel:
-    subprocess.run([sys.executable, "-m", "sliceserve", "profile", "--quick", *BACKEND, "--output", str(path)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "sliceserve", "profile", *PROFILE_GRID, *BACKEND, "--output", str(path)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return LatencyModel.load(path)
 
 
 def median_profile(work: Path, tag: str, n: int, seed: int) -> tuple[LatencyModel, list[float]]:
-    """`n` quick idle profiles back to back; the one whose sustainable rate is the median, and every rate. One
-    quick profile's batch decode is one short measurement: on one VM within an hour l(1) read 15.1 and 8.3 ms
-    and 1x came out at 1.16-1.18 req/s against 0.92 (runs 19-21), so every phase of those runs was overloaded."""
+    """`n` idle profiles back to back; the one whose sustainable rate is the median, and every rate. One
+    profile's batch decode is a short measurement: on one VM within an hour a quick profile's l(1) read 15.1 and
+    8.3 ms and 1x came out at 1.16-1.18 req/s against 0.92 (runs 19-21), so every phase of those runs was
+    overloaded."""
     profiles = [idle_profile(work / f"{tag}-{i}.json") for i in range(n)]
     rates = [sustainable_rate(p, seed) for p in profiles]
     return profiles[sorted(range(n), key=rates.__getitem__)[n // 2]], rates
@@ -478,7 +487,7 @@ def main() -> int:
                     help="after --idle-s, seconds more to wait for the server's pending drift re-profiles to run "
                          "before its model is read (default 60)")
     ap.add_argument("--profiles", type=int, default=3,
-                    help="quick idle profiles taken before and after run A; the one of the median sustainable rate "
+                    help="idle profiles taken before and after run A; the one of the median sustainable rate "
                          "is used (default 3)")
     ap.add_argument("--records", default=None, help="write every polled iteration record (JSON) here")
     ap.add_argument("--requests", default=None,
