@@ -9,8 +9,8 @@ Everything the server decides rests on its latency model; this measures how righ
    way in and stops at two thirds (the condition under which the drift was seen). While it runs, /v1/status is
    polled every 2 s for the server's numbered per-iteration records (predicted before the model learnt from
    the iteration, measured after).
-3. Fresh idle profiles again (the median, as in 1) once run A's server is gone: the server's calibrated p(256)
-   after the run is compared with it, as it was at the end of the load and after `--idle-s` idle seconds (when a
+3. Fresh idle profiles again (as many) once run A's server is gone: the server's calibrated p(256) after the run
+   is compared with their median p(256), as it was at the end of the load and after `--idle-s` idle seconds (when a
    drift re-profile was pending, it runs in that gap; the reading waits up to `--settle-s` more until none is
    pending).
 4. Run B: the same arrivals (the contention phase with its competitor at the same times) against
@@ -519,7 +519,11 @@ def main() -> int:
     t_start = time.monotonic()
     phases, windows, final, reqs_a = run_a(before, loads, rate1, args)
     minutes = (time.monotonic() - t_start) / 60
-    after_idle, _ = median_profile(work, "idle-after", args.profiles, args.seed)
+    # The reference for the prefill coefficient: the median p(256) and l(1) of the fresh profiles (not those of the
+    # profile of the median rate: run 22's three read p(256) 915, 985 and 1196 ms, and the median rate's was 1196).
+    after = [idle_profile(work / f"idle-after-{i}.json") for i in range(args.profiles)]
+    idle_p256_ms = statistics.median(m.prefill_time(256) * 1e3 for m in after)
+    idle_l1_ms = statistics.median(m.decode_time(1) * 1e3 for m in after)
     replays = [run_b(before, loads, rate1, args) for _ in range(args.replays)]
     for p, load in zip(phases, [*loads, CONTENTION]):
         met_b = replays[0][load]
@@ -536,19 +540,20 @@ def main() -> int:
     lines += ["", "Refusals by who refused: " + "; ".join(f"{p['name']} {p['refusal_kinds'] or '-'}" for p in phases),
               "", "False refusals by who refused: " + "; ".join(f"{p['name']} {p['false_by'] or '-'}" for p in phases
                                                                if "false_by" in p)]
-    p_server, p_idle = final["prefill_256_ms"], after_idle.prefill_time(256) * 1e3
+    p_server, p_idle = final["prefill_256_ms"], idle_p256_ms
     # p(256) without the online factor: the coefficients as the last profile or idle re-profile measured them
     # (the factor is what load did to them since).
     p_measured = p_server / final["factors"]["prefill"]
     rested = final["after_idle"]
-    lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profile "
+    lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profiles "
+              f"(median of {len(after)}: {', '.join(f'{m.prefill_time(256) * 1e3:.0f}' for m in after)}) "
               f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
               f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f} "
               f"(without it, as last measured: p(256) {p_measured:.0f} ms, ratio {p_measured / p_idle:.2f}); "
               f"{_load()}", "",
               f"The server after {rested['rested_s']:.0f} s idle: p(256) {rested['prefill_256_ms']:.0f} ms (ratio "
-              f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profile), l(1) {rested['decode_l1_ms']:.1f} ms "
-              f"(fresh profile {after_idle.decode_time(1) * 1e3:.1f} ms)", "",
+              f"{rested['prefill_256_ms'] / p_idle:.2f} to the fresh idle profiles), l(1) {rested['decode_l1_ms']:.1f} ms "
+              f"(fresh profiles {idle_l1_ms:.1f} ms)", "",
               _drift_line(rested.get("drift")), "", final["threads"], "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
     lines += ["", f"The server's own rolling error (/v1/status: its last {ROLLING} iterations), each second after "

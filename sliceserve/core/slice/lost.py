@@ -29,8 +29,7 @@ Modes:
   (`hopeless_reason`: its TTFT passed with no token out, or the rest of its output at l(1) per token cannot
   meet its mean TPOT or its e2e bound); park the rest of what `reject` would refuse, as `park` does, and
   refuse a parked request at the first rebuild that finds it hopeless (its client hears then, not after
-  the queue timeout). The
-  server's `overload: reject` (issue 16: admission that refuses only what is infeasible). "Lost" above is
+  the queue timeout). The server's `overload: reject` (issue 16: refuse only what is infeasible). "Lost" is
   SLICE's own test (catching up needs more than `slice_catchup_factor` x its demand), a scheduling verdict,
   not a proof: on the live server 12 of the 26 false refusals at 1x and 14 of the 37 at 2x of run 21
   (docs/results/live-fidelity.md) were such streams, which met their SLO in the best_effort replay.
@@ -73,11 +72,12 @@ def hopeless_reason(req: Request, now: float, latency: LatencyModel) -> str | No
     n_tokens = req.num_tokens
     step_s = latency.decode_time(1, n_tokens + remaining / 2)
     need_s = remaining * step_s
+    left = f"{remaining} token{'s' if remaining > 1 else ''} left need{'' if remaining > 1 else 's'}"
     if slo.tpot_s is not None and req.max_tokens > 1:
         if req.token_times_s:
             left_s = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now
             if need_s > left_s + FLOAT_SLACK_S:
-                return (f"TPOT: {remaining} tokens left need {need_s * 1e3:.0f} ms even alone ({step_s * 1e3:.1f} ms "
+                return (f"TPOT: {left} {need_s * 1e3:.0f} ms even alone ({step_s * 1e3:.1f} ms "
                         f"each), {max(left_s, 0.0) * 1e3:.0f} ms left within a mean of {slo.tpot_s * 1e3:g} ms")
         elif step_s > slo.tpot_s + FLOAT_SLACK_S:
             return f"TPOT: one decode step alone takes {step_s * 1e3:.1f} ms > {slo.tpot_s * 1e3:g} ms"
@@ -87,7 +87,7 @@ def hopeless_reason(req: Request, now: float, latency: LatencyModel) -> str | No
             need_s += latency.prefill_time(uncomputed, req.num_computed_tokens)
         left_s = req.arrival_s + slo.e2e_s - now
         if need_s > left_s + FLOAT_SLACK_S:
-            return (f"e2e: {remaining} tokens left need {need_s * 1e3:.0f} ms even alone, "
+            return (f"e2e: {left} {need_s * 1e3:.0f} ms even alone, "
                     f"{max(left_s, 0.0) * 1e3:.0f} ms left of {slo.e2e_s:g} s")
     return None
 
