@@ -80,14 +80,14 @@ def idle_profile(path: Path) -> LatencyModel:
     return LatencyModel.load(path)
 
 
-def median_profile(work: Path, tag: str, n: int, seed: int) -> tuple[LatencyModel, list[float]]:
+def median_profile(work: Path, tag: str, n: int, seed: int) -> tuple[LatencyModel, list[float], list[LatencyModel]]:
     """`n` idle profiles back to back; the one whose sustainable rate is the median, and every rate. One
     profile's batch decode is a short measurement: on one VM within an hour a quick profile's l(1) read 15.1 and
     8.3 ms and 1x came out at 1.16-1.18 req/s against 0.92 (runs 19-21), so every phase of those runs was
     overloaded."""
     profiles = [idle_profile(work / f"{tag}-{i}.json") for i in range(n)]
     rates = [sustainable_rate(p, seed) for p in profiles]
-    return profiles[sorted(range(n), key=rates.__getitem__)[n // 2]], rates
+    return profiles[sorted(range(n), key=rates.__getitem__)[n // 2]], rates, profiles
 
 
 def sustainable_rate(profile: LatencyModel, seed: int) -> float:
@@ -508,7 +508,7 @@ def main() -> int:
     loads = [float(x) for x in args.loads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="live-fidelity-"))
     print(f"{args.profiles} idle profiles ... ({_load()})", flush=True)
-    before, rates = median_profile(work, "idle-before", args.profiles, args.seed)
+    before, rates, befores = median_profile(work, "idle-before", args.profiles, args.seed)
     rate1 = args.rate_1x or sustainable_rate(before, args.seed)
     print(f"idle p(256) {before.prefill_time(256) * 1e3:.0f} ms, l(1) {before.decode_time(1) * 1e3:.1f} ms "
           f"(the profile of the median rate; rates {', '.join(f'{r:.3f}' for r in rates)}); "
@@ -547,7 +547,8 @@ def main() -> int:
     rested = final["after_idle"]
     lines += ["", f"After {minutes:.1f} min of mixed load: server p(256) {p_server:.0f} ms, fresh idle profiles "
               f"(median of {len(after)}: {', '.join(f'{m.prefill_time(256) * 1e3:.0f}' for m in after)}) "
-              f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run {before.prefill_time(256) * 1e3:.0f} ms; "
+              f"{p_idle:.0f} ms (ratio {p_server / p_idle:.2f}); before the run "
+              f"{statistics.median(m.prefill_time(256) for m in befores) * 1e3:.0f} ms (median); "
               f"online factors decode {final['factors']['decode']:.3f}, prefill {final['factors']['prefill']:.3f} "
               f"(without it, as last measured: p(256) {p_measured:.0f} ms, ratio {p_measured / p_idle:.2f}); "
               f"{_load()}", "",

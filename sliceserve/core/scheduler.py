@@ -307,6 +307,7 @@ class Scheduler:
         (self.waiting if req.status is RequestStatus.WAITING else self.running).remove(req)
         self.kv.free(req.req_id)
         req.num_computed_tokens = 0
+        self._preempted.append(req.req_id)   # the executor frees what it holds for it (a llama.cpp sequence)
         self._unparked.discard(req.req_id)
         self._set_aside(req, now)
         self._parked_by_policy.append(req)

@@ -51,7 +51,10 @@ def test_parked_work_is_out_of_the_queues_and_the_kv_and_counts_as_waiting():
     # The update that follows tells the policy and keeps it for that step's observers (the controller counts it
     # as a miss then); the next update reports it no more.
     assert sched.last_parked == []
-    assert "a" not in _step(sched, 0.01).requests and sched.last_parked == [a]
+    out = _step(sched, 0.01)
+    assert "a" not in out.requests and sched.last_parked == [a]
+    # The executor hears it as a preemption: it frees what it holds for the request (a llama.cpp sequence slot).
+    assert out.preempted == ["a"]
     assert "a" not in _step(sched, 0.02).requests and sched.last_parked == []
     # An abort (the client left) ends it like any other request.
     assert sched.abort("a", 0.1) is a and a.finish_reason is FinishReason.ABORT and not sched.parked

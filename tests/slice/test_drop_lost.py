@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sliceserve.core.outputs import ModelOutput
 from sliceserve.core.slice.lost import hopeless_reason
-from sliceserve.request import FinishReason, RequestStatus
+from sliceserve.request import FinishReason, RequestStatus, SamplingParams
 from tests.slice.conftest import make_req, make_slice
 
 
@@ -90,7 +90,7 @@ def test_hopeless_parks_a_lost_stream_that_could_still_make_it_alone(paper):
     # Lost by SLICE's test (26 steps per cycle > 2 x its demand), but its 99 tokens at l(1) (~10 ms each on
     # this profile) fit the 3.9 s left: not hopeless, so it is parked, not refused.
     sched, stream, fresh, out, now = _stalled_stream(paper, "hopeless", 6.0)
-    assert hopeless_reason(stream, now, sched.latency) is None
+    assert hopeless_reason(stream, now, sched.latency, 512) is None
     assert "stream" not in out.requests and "fresh" in out.requests
     assert stream.status is RequestStatus.PARKED and sched.num_rejected == 0
 
@@ -101,7 +101,7 @@ def test_hopeless_refuses_a_stream_that_cannot_make_it_even_alone_and_says_why(p
     assert "stream" not in out.requests
     ended = sched.update(out, ModelOutput(sampled={}, elapsed_s=0.02), now + 0.02)
     assert stream in ended and stream.finish_reason is FinishReason.REJECTED
-    assert "SLO can no longer be met (TPOT: 99 tokens left need" in stream.error and "even alone" in stream.error
+    assert "SLO can no longer be met (TPOT: 99 gaps would average" in stream.error and "even alone" in stream.error
     assert sched.num_rejected == 1 and not sched.parked
 
 
@@ -115,7 +115,7 @@ def test_hopeless_refuses_a_parked_stream_at_the_first_rebuild_that_finds_it_hop
     # 99 tokens at l(1) no longer fit what is left of its 9.9 s once ~9 s have passed since its first token;
     # an arrival then makes SLICE rebuild.
     late = stream.token_times_s[0] + 9.5
-    assert hopeless_reason(stream, late, sched.latency) is not None
+    assert hopeless_reason(stream, late, sched.latency, 512) is not None
     sched.add_request(make_req("next", arrival=late, prompt=32, max_tokens=20, ttft=1.0, tpot=0.1, utility=1.0,
                                cls="nrt-100"), late)
     out = sched.schedule(late)
@@ -129,10 +129,27 @@ def test_hopeless_reason_reads_the_e2e_bound_and_the_prompt_still_to_run(paper):
     lat = paper.copy()
     req = make_req("batch", arrival=0.0, prompt=512, max_tokens=50, ttft=None, tpot=None, e2e=1.0, utility=1.0,
                    cls="batch")
-    need = lat.prefill_time(512) + 50 * lat.decode_time(1, 512 + 25)
-    assert hopeless_reason(req, 1.0 - need - 0.01, lat) is None
-    why = hopeless_reason(req, 1.0 - need + 0.01, lat)
-    assert why is not None and why.startswith("e2e: 50 tokens left need")
+    # The prompt in chunks of 256 (here, two), then 49 decode steps: the first token comes with the prompt.
+    need = lat.prefill_time(256) + lat.prefill_time(256, 256) + 49 * lat.decode_time(1, 512)
+    assert hopeless_reason(req, 1.0 - need - 0.01, lat, 256) is None
+    why = hopeless_reason(req, 1.0 - need + 0.01, lat, 256)
+    assert why is not None and why.startswith("e2e: 50 more tokens need")
+
+
+def test_hopeless_reason_lets_a_stream_that_may_stop_early_stop_at_its_next_token(paper):
+    # No ignore_eos: the request may end at any token, so an e2e bound that one more token still meets is not
+    # hopeless, whatever 99 more would need.
+    lat = paper.copy()
+    req = make_req("chat", arrival=0.0, prompt=32, max_tokens=100, ttft=None, tpot=None, e2e=1.0, utility=1.0,
+                   cls="chat")
+    req.sampling_params = SamplingParams(max_tokens=100)
+    req.output_token_ids.append(5)
+    req.token_times_s.append(0.5)
+    req.num_computed_tokens = 33
+    now = 1.0 - 2 * lat.decode_time(1, 33)
+    assert hopeless_reason(req, now, lat, 256) is None
+    req.sampling_params = SamplingParams(max_tokens=100, ignore_eos=True)
+    assert hopeless_reason(req, now, lat, 256).startswith("e2e: 99 more tokens need")
 
 
 def test_off_serves_the_lost_stream_best_effort(paper):

@@ -11,8 +11,8 @@ displaced by real-time arrivals, then decoded best effort (mean TPOT 0.2-0.6 s a
 
 Modes:
 - `reject`: refuse every lost request at the rebuild (finish reason REJECTED, an SLO refusal: the server
-  answers 429 `slo_infeasible`; mid-stream, the stream ends with that error). The server turns it on
-  only with `overload: reject`, as for `slice_reject_lost`. QoServe/Niyama drop what cannot make its
+  answers 429 `slo_infeasible`; mid-stream, the stream ends with that error): the simulator's default.
+  The server's `overload: reject` uses `hopeless` (below) instead. QoServe/Niyama drop what cannot make its
   deadline under overload and SCORPIO rejects the unattainable (docs/PEERS.md); both test at the TTFT
   only, this also catches streams whose TPOT is lost.
 - `relegate`: keep them, but out of the selection and of best effort while any request that can still
@@ -58,38 +58,59 @@ def is_lost(c: Candidate) -> bool:
     return not c.feasible and not c.req.slo.is_empty
 
 
-def hopeless_reason(req: Request, now: float, latency: LatencyModel) -> str | None:
+def hopeless_reason(req: Request, now: float, latency: LatencyModel, chunk: int) -> str | None:
     """Why `req` cannot meet its SLO whatever it gets from `now` on, with the numbers; None if it still can.
-    Optimistic on purpose (a refusal must be sure): the rest of its output (to max_tokens, which helps a
-    mean TPOT catch up) decodes alone at the calibrated l(1) of its context, and a prompt not yet run costs
-    its prefill only, with no queue ahead."""
+    Optimistic on purpose (a refusal must be sure): it runs alone from now on, each decode step at the
+    calibrated l(1) of its context now (the cheapest it will ever take), a prompt not yet run in chunks of
+    `chunk` tokens (max_num_batched_tokens) with no queue ahead, and a stream that may stop at any token (not
+    `ignore_eos`, or with stops) is given the more favourable of stopping after one more token and running
+    to max_tokens (its SLO is judged on the tokens it produces; both verdicts are linear in that count)."""
     slo = req.slo
     if ttft_lost(req, now):
+        if req.token_times_s:
+            return f"TTFT: first token after {req.token_times_s[0] - req.arrival_s:.3g} s > {slo.ttft_s:g} s"
         return f"TTFT: no first token within {slo.ttft_s:g} s"
     remaining = req.remaining_output_tokens
     if remaining <= 0:
         return None
-    n_tokens = req.num_tokens
-    step_s = latency.decode_time(1, n_tokens + remaining / 2)
-    need_s = remaining * step_s
-    left = f"{remaining} token{'s' if remaining > 1 else ''} left need{'' if remaining > 1 else 's'}"
-    if slo.tpot_s is not None and req.max_tokens > 1:
-        if req.token_times_s:
-            left_s = req.token_times_s[0] + slo.tpot_s * (req.max_tokens - 1) - now
-            if need_s > left_s + FLOAT_SLACK_S:
-                return (f"TPOT: {left} {need_s * 1e3:.0f} ms even alone ({step_s * 1e3:.1f} ms "
-                        f"each), {max(left_s, 0.0) * 1e3:.0f} ms left within a mean of {slo.tpot_s * 1e3:g} ms")
-        elif step_s > slo.tpot_s + FLOAT_SLACK_S:
-            return f"TPOT: one decode step alone takes {step_s * 1e3:.1f} ms > {slo.tpot_s * 1e3:g} ms"
+    params = req.sampling_params
+    fixed = params.ignore_eos and not params.stop_token_ids and not params.stop
+    counts = (remaining,) if fixed else sorted({1, remaining})
+    step_s = latency.decode_time(1, req.num_tokens)
+    started = bool(req.output_token_ids)
+    if slo.tpot_s is not None and started and req.max_tokens > 1:
+        t0, n_out = req.token_times_s[0], len(req.output_token_ids)
+        # Mean TPOT after k more tokens, each one step apart from now on.
+        best = min(counts, key=lambda k: (now + k * step_s - t0) / (n_out + k - 1))
+        mean_s = (now + best * step_s - t0) / (n_out + best - 1)
+        if mean_s > slo.tpot_s + FLOAT_SLACK_S:
+            return (f"TPOT: {n_out + best - 1} gaps would average {mean_s * 1e3:.0f} ms even alone "
+                    f"({best} more token{'s' if best > 1 else ''} at {step_s * 1e3:.1f} ms each) > "
+                    f"{slo.tpot_s * 1e3:g} ms")
+    elif slo.tpot_s is not None and fixed and remaining > 1 and step_s > slo.tpot_s + FLOAT_SLACK_S:
+        return f"TPOT: one decode step alone takes {step_s * 1e3:.1f} ms > {slo.tpot_s * 1e3:g} ms"
     if slo.e2e_s is not None:
-        uncomputed = n_tokens - req.num_computed_tokens
-        if not req.output_token_ids and uncomputed > 0:
-            need_s += latency.prefill_time(uncomputed, req.num_computed_tokens)
+        k = counts[0]   # fewer tokens finish sooner
+        need_s = (k if started else k - 1) * step_s
+        if not started:
+            need_s += _prefill_left_s(req, latency, chunk)
         left_s = req.arrival_s + slo.e2e_s - now
         if need_s > left_s + FLOAT_SLACK_S:
-            return (f"e2e: {left} {need_s * 1e3:.0f} ms even alone, "
+            return (f"e2e: {k} more token{'s' if k > 1 else ''} need {need_s * 1e3:.0f} ms even alone, "
                     f"{max(left_s, 0.0) * 1e3:.0f} ms left of {slo.e2e_s:g} s")
     return None
+
+
+def _prefill_left_s(req: Request, latency: LatencyModel, chunk: int) -> float:
+    """What is left of `req`'s prompt (and recomputed output), run in chunks of `chunk` tokens after what it has
+    cached, each chunk priced as the model prices one iteration (core.feasibility's `prefill_left_time` does
+    this for a queue; core/slice cannot import it without an import circle through core.policies)."""
+    total, done, end = 0.0, req.num_computed_tokens, req.num_tokens
+    while done < end:
+        n = min(chunk, end - done)
+        total += latency.prefill_time(n, done)
+        done += n
+    return total
 
 
 def split_lost(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
@@ -133,7 +154,8 @@ class LostWork:
     def _refuse_hopeless_parked(self, now: float) -> None:
         """`hopeless`: refuse each parked request the moment `hopeless_reason` names it, so that its client
         hears as soon as its SLO is certain to be missed, not after `max_queue_time_s` of silence."""
-        doomed = [(r, why) for r in self.parked if (why := hopeless_reason(r, now, self.latency)) is not None]
+        chunk = self.config.max_num_batched_tokens
+        doomed = [(r, why) for r in self.parked if (why := hopeless_reason(r, now, self.latency, chunk)) is not None]
         for req, why in doomed:
             self._end_lost(req, now, f"SLO can no longer be met ({why}); retry later", False)
 
@@ -151,11 +173,11 @@ class LostWork:
         ids = {c.req.req_id for c in (*lost, *self._pooled_lost())}
         if not ids:
             return fresh
-        ended = set()
+        ended, chunk = set(), self.config.max_num_batched_tokens
         for req in [r for r in (*self.running, *self.waiting) if r.req_id in ids]:
             if not only_hopeless:
                 self._end_lost(req, now, "SLO can no longer be met; retry later", park)
-            elif (why := hopeless_reason(req, now, self.latency)) is not None:
+            elif (why := hopeless_reason(req, now, self.latency, chunk)) is not None:
                 self._end_lost(req, now, f"SLO can no longer be met ({why}); retry later", False)
             elif park:
                 self._end_lost(req, now, "", True)

@@ -18,15 +18,16 @@ max |x| / 127, as LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339) and Smooth
   single-row kernel gives each row anyway. Prompt chunks longer than that keep the exact per-token path:
   quality is decided there (perplexity +8.9 % with every call rescaled this way, +2.1 % as it is).
 Both hold the same int8 weights: the plain [in, out] copy for `_int_mm` and fbgemm's packed one. Under a memory
-target (`lean=True`) only the plain copy is kept and single rows take `_int_mm` too (slower, ~107 MiB less on
-the embedded model).
+target (`lean=True`) only the plain copy is kept and single rows take the prompt chunks' product too (slower,
+~107 MiB less on the embedded model).
 
 `_int_mm` is fast only where oneDNN has an int8 GEMM for the CPU: on an AMD EPYC VM with AVX2 and no AVX-512,
 a 256 x 576 x 1536 product took 341 ms against 5.7 ms for the same product in fp32, and the int8 default ran
 prompts ~60x slower than fp32. So the integer product is taken once per process from whichever of the two is
 faster here (`integer_gemm`, measured at first use): `_int_mm`, or an fp32 GEMM of the same int8 values. The
 fp32 GEMM is exact while its partial sums stay under 2^24 (a row of 1,536 products of int8 values would need
-most of them near 127 x 127 and of one sign to exceed it), so both give the same numbers.
+most of them near 127 x 127 and of one sign to exceed it), so both give the same numbers. It widens the weight
+to fp32 a block of columns at a time (`_FP32_BLOCK_BYTES`). The choice also serves a lean layer's single rows.
 """
 from __future__ import annotations
 
@@ -72,11 +73,21 @@ def integer_gemm() -> str:
     return choice
 
 
+# The fp32 product widens the weight a block of output columns at a time, so the temporary stays near this
+# many bytes whatever the layer's size (an 8B model's MLP matrix whole would be ~235 MB); the embedded model's
+# layers fit one block (split in 512 columns, a 256-row chunk took 9 % longer).
+_FP32_BLOCK_BYTES = 8 << 20
+
+
 def int_product(xq: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
     """xq [rows, in] (int8 values, as int8) x w_t [in, out] int8: the integer product as fp32."""
     if integer_gemm() == "int_mm":
         return torch._int_mm(xq, w_t).float()
-    return xq.float() @ w_t.float()
+    x = xq.float()
+    block = max(256, _FP32_BLOCK_BYTES // (4 * w_t.shape[0]))
+    if w_t.shape[1] <= block:
+        return x @ w_t.float()
+    return torch.cat([x @ w_t[:, j:j + block].float() for j in range(0, w_t.shape[1], block)], dim=1)
 
 
 class _FusedCall(nn.Module):
@@ -114,6 +125,7 @@ class Int8DynamicLinear(nn.Module):
         self.register_buffer("w_t", q.t().contiguous())     # [in, out] int8 for torch._int_mm
         self.register_buffer("w_scale", scale)                # [out] fp32
         self._packed = None if lean else self._prepack(w, q, scale)
+        integer_gemm()   # measured once per process, here at load rather than inside the first prompt's iteration
         # Kept out of the module tree (no submodule, nothing in state_dict): a way to call the kernel.
         object.__setattr__(self, "_fused", None if self._packed is None else _scripted_call(self._packed))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
