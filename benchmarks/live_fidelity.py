@@ -51,6 +51,7 @@ from sliceserve.bench.spawn import ServerProcess
 from sliceserve.bench.local import synthetic_requests
 from sliceserve.core.latency import LatencyModel
 from sliceserve.metrics import request_metrics
+from sliceserve.metrics.latency_audit import ROLLING_S
 from sliceserve.request import FinishReason
 from sliceserve.workload import generate, get_preset
 
@@ -256,26 +257,29 @@ def contention_windows(poller: IterationPoller, start: float, on: float, off: fl
     return lines
 
 
-# The iterations /v1/status's rolling error covers (LatencyAudit's ring buffer, all kinds together).
+# The iterations /v1/status's rolling error covers (LatencyAudit's ring buffer, all kinds together, of its last
+# ROLLING_S seconds).
 ROLLING = 512
 BOUNDS = {"decode": (0.10, 0.30), "prefill-bearing": (0.10, 0.30)}   # the issue's median / p90 bounds
 
 
-def rolling_series(records: list, t0: float, t1: float, window: int = ROLLING,
+def rolling_series(records: list, t0: float, t1: float, window: int = ROLLING, window_s: float = ROLLING_S,
                    step_s: float = 1.0) -> list[tuple[float, dict]]:
-    """The server's own rolling error (`error_stats` over its last ROLLING iterations of every kind, as
-    /v1/status computes it) every `step_s` seconds from t0 to t1, from the polled records (stamped when polled,
-    so to within the poll's 2 s)."""
+    """The server's own rolling error (`error_stats` over its last ROLLING iterations of every kind within its
+    last ROLLING_S seconds, as /v1/status computes it) every `step_s` seconds from t0 to t1, from the polled
+    records (stamped when polled, so to within the poll's 2 s)."""
     times = [r[0] for r in records]
     out, t = [], t0
     while t <= t1:
         upto = bisect.bisect_right(times, t)
-        out.append((t, error_stats(records[max(0, upto - window):upto])))
+        since = bisect.bisect_right(times, t - window_s)
+        out.append((t, error_stats(records[max(since, upto - window):upto])))
         t += step_s
     return out
 
 
-def settle_lines(records: list, changes: list[tuple[str, float]], end: float, window: int = ROLLING) -> list[str]:
+def settle_lines(records: list, changes: list[tuple[str, float]], end: float, window: int = ROLLING,
+                 window_s: float = ROLLING_S) -> list[str]:
     """For each change (label, time) up to the next one (or `end`): how long the server's rolling error took to
     be back within the issue's bounds for good (every second from then to the next change), and the worst
     rolling median from 30 s after the change on. A second whose window holds no iteration of a kind says
@@ -284,7 +288,7 @@ def settle_lines(records: list, changes: list[tuple[str, float]], end: float, wi
     lines = []
     for i, (label, at) in enumerate(changes):
         until = changes[i + 1][1] if i + 1 < len(changes) else end
-        series = rolling_series(records, at, until, window)
+        series = rolling_series(records, at, until, window, window_s)
         cells = []
         for kind, (med_bound, p90_bound) in BOUNDS.items():
             bad = [t for t, e in series if kind in e and not (e[kind][1] <= med_bound and e[kind][2] <= p90_bound)]
@@ -557,7 +561,8 @@ def main() -> int:
               f"(fresh profiles {idle_l1_ms:.1f} ms)", "",
               _drift_line(rested.get("drift")), "", final["threads"], "", "Contention phase (1x), error median / p90 in 10 s windows:", "",
               "| window | competitor | decode | prefill-bearing |", "|---|---|---|---|"] + windows
-    lines += ["", f"The server's own rolling error (/v1/status: its last {ROLLING} iterations), each second after "
+    lines += ["", f"The server's own rolling error (/v1/status: its last {ROLLING} iterations within {ROLLING_S:g} s), each "
+              "second after "
               "each change:", ""] + final["settle"]
     report = "\n".join(lines)
     print(report)

@@ -147,6 +147,13 @@ class Scheduler:
         return len(self.running) + len(self.waiting) > len(self._unparked)
 
     @property
+    def ends_parked_when_hopeless(self) -> bool:
+        """Whether the policy itself refuses a parked request the moment its SLO is certain to be missed (SLICE
+        with `slice_drop_lost = hopeless`, the server's `overload: reject`): then the queue's time limit need
+        not end a parked stream whose SLO can still be met (engine/door.py)."""
+        return False
+
+    @property
     def num_running(self) -> int:
         return sum(r.status is RequestStatus.RUNNING for r in self.running)
 

@@ -8,6 +8,11 @@ simulated server turns work away as the live one does (benchmarks/admission_fide
   after its own TTFT bound where that is longer, is refused; so is a stream parked as best effort after its
   first token (`Scheduler.park`) that waited that long since. Under sustained overload a policy that serves by
   utility (SLICE) may never reach low-value work, and a client must get an answer rather than wait forever.
+  Not a parked stream with a TPOT or e2e bound under a policy that refuses parked work once it is hopeless
+  (`Scheduler.ends_parked_when_hopeless`, the server's `overload: reject`): waiting makes such a stream
+  hopeless in bounded time, and then it hears why; before that its SLO can still be met, and a refusal at
+  60 s would turn away a request that could still make it (2 of the 3 such refusals of live run 24 met their
+  SLO in the best_effort replay).
 
 Each function ends requests through the scheduler and returns them; the driver tells their streams and its
 observer.
@@ -53,7 +58,10 @@ def late_requests(sched: Scheduler, now: float, max_queue_time_s: float) -> list
             limit = max(max_queue_time_s, r.slo.ttft_s or 0.0)
             if now - r.arrival_s > limit:
                 late.append((r, limit))
+    waits_for_hopeless = sched.ends_parked_when_hopeless
     for r in sched.parked:   # a stream parked after its first token: the limit counts from its parking
+        if waits_for_hopeless and (r.slo.tpot_s is not None or r.slo.e2e_s is not None):
+            continue
         if r.num_output_tokens and now - r.parked_s > max_queue_time_s:
             late.append((r, max_queue_time_s))
     return late

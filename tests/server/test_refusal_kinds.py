@@ -192,3 +192,14 @@ def test_each_request_row_carries_its_prediction_its_refusal_and_every_replays_v
     assert by_id["a"]["met_in_replays"] == [True, False] and by_id["b"]["met_in_replays"] == [True, True]
     assert by_id["b"]["finish_reason"] == "rejected" and "no first token" in by_id["b"]["error"]
     json.dumps(rows)   # the file is JSON lines
+
+
+def test_the_rolling_window_is_capped_in_time_as_the_servers_is():
+    # Ten decode iterations a second, 50% slow-predicted from 10 s to 20 s. Over the last 512 iterations (51 s
+    # here, as on a 2-vCPU CPU) the slow stretch keeps the p90 out of bounds for 46 s after the change; over the server's
+    # 20 s the window's p90 is back once fewer than a tenth of its iterations are slow, 18 s after the change.
+    records = [_rec(i / 10, "decode", 1.5 if 10 <= i / 10 < 20 else 1.0) for i in range(700)]
+    (by_count,) = live_fidelity.settle_lines(records, [("fast", 20.0)], 69.0, window=512, window_s=1e9)
+    (by_time,) = live_fidelity.settle_lines(records, [("fast", 20.0)], 69.0, window=512, window_s=20.0)
+    assert "decode within bounds for good +46 s" in by_count
+    assert "decode within bounds for good +18 s" in by_time

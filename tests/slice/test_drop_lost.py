@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from sliceserve.core.outputs import ModelOutput
 from sliceserve.core.slice.lost import hopeless_reason
+from sliceserve.engine.door import late_requests
 from sliceserve.request import FinishReason, RequestStatus, SamplingParams
+from sliceserve.slo import SLO
 from tests.slice.conftest import make_req, make_slice
 
 
@@ -173,3 +175,18 @@ def test_a_request_without_an_slo_is_never_lost(paper):
     free = make_req("free", arrival=0.0, prompt=32, ttft=None, tpot=None, utility=1.0, cls="batch")
     sched.add_request(free, 0.0)
     assert "free" in sched.schedule(100.0).requests and sched.num_rejected == 0
+
+
+def test_the_queue_limit_leaves_a_parked_stream_to_hopeless_which_refuses_it_once_certain(paper):
+    # Under `park` (best effort) the queue's time limit is what ends a parked stream nobody served; under
+    # `hopeless` a stream with a TPOT bound waits for the policy's own verdict, since it may still make it.
+    for mode, limited in (("park", True), ("hopeless", False)):
+        sched, stream, fresh, out, now = _stalled_stream(paper, mode, 6.0)
+        assert stream.status is RequestStatus.PARKED
+        assert sched.ends_parked_when_hopeless is (mode == "hopeless")
+        late = late_requests(sched, stream.parked_s + 61.0, max_queue_time_s=60.0)
+        assert [r for r, _ in late if r is stream] == ([stream] if limited else [])
+    # A parked stream without a TPOT or e2e bound would never become hopeless: the limit still ends it.
+    sched, stream, fresh, out, now = _stalled_stream(paper, "hopeless", 6.0)
+    stream.slo = SLO(ttft_s=1.0)
+    assert (stream, 60.0) in late_requests(sched, stream.parked_s + 61.0, max_queue_time_s=60.0)

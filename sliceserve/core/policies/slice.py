@@ -194,6 +194,10 @@ class SliceScheduler(ColumnFill, LostWork, Policy):
         super().park(req, now)
         self._waiting.forget(req)
 
+    @property
+    def ends_parked_when_hopeless(self) -> bool:
+        return self.config.slice_drop_lost == "hopeless"
+
     def _adopt(self, sel: Selection) -> None:
         """Make `sel` the running selection: flag the members it predicts to miss, pause and resume rows,
         and set the state the per-iteration fill reads (`ColumnFill`)."""
