@@ -147,3 +147,19 @@ def test_simulated_ttft_matches_the_admission_prediction_under_load():
     refused = [r for r in done if r.finish_reason is FinishReason.REJECTED]
     assert len(ratios) > 250 and len(refused) > 60      # loaded: a good share refused, many admitted
     assert 0.8 <= statistics.median(ratios) <= 1.25
+
+
+def test_idle_infeasibility_prices_an_idle_device_not_the_online_factors_load():
+    # l(1) = 50 ms and a 100-token prompt in 110 ms as profiled: a 60 ms TPOT and a 0.13 s TTFT fit an idle
+    # device. Under load the online factors read 1.5 (iterations cost that much more now); that is not "even on
+    # an idle device", so the SLO is still valid (a 400 would have been wrong).
+    from sliceserve.core.feasibility import idle_infeasibility
+    lat = LAT.copy()
+    sched = make_scheduler("vllm", SchedulerConfig(policy="vllm"), lat)
+    req = _req("r", 1.0, SLO(ttft_s=0.13, tpot_s=0.06))
+    assert idle_infeasibility(sched, req) is None
+    lat.decode_factor = lat.prefill_factor = 1.5
+    assert idle_infeasibility(sched, req) is None
+    lat.decode_factor = lat.prefill_factor = 1.0
+    assert "one decode step takes" in idle_infeasibility(sched, _req("r", 1.0, SLO(tpot_s=0.04)))
+    assert "prefilling 100 prompt tokens" in idle_infeasibility(sched, _req("r", 1.0, SLO(ttft_s=0.1)))

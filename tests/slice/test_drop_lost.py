@@ -154,6 +154,27 @@ def test_hopeless_reason_lets_a_stream_that_may_stop_early_stop_at_its_next_toke
     assert hopeless_reason(req, now, lat, 256).startswith("e2e: 99 more tokens need")
 
 
+def test_hopeless_prices_steps_alone_at_the_idle_profile_not_at_the_load_of_the_moment(paper):
+    # A stream with 99 gaps to average under 100 ms, 50 tokens out on its line, then stalled: the rest alone at
+    # the profiled l(1) still makes it. With the online decode factor at 1.4 (iterations under load cost that
+    # much more; live run 25 ended at 1.38) the same steps priced at the calibrated l(1) would call it hopeless.
+    lat = paper.copy()
+    req = make_req("s", arrival=0.0, prompt=32, max_tokens=100, ttft=1.0, tpot=0.1, utility=1.0, cls="nrt-100")
+    req.output_token_ids.extend([5] * 50)
+    req.token_times_s.extend(0.2 + 0.1 * i for i in range(50))
+    req.num_computed_tokens = 81
+    step = lat.decode_time(1, req.num_tokens)
+    now = 0.2 + 99 * 0.1 - 50 * step * 1.2   # 50 more steps fit at 1.2x the profiled l(1), not at 1.4x
+    assert hopeless_reason(req, now, lat, 256) is None
+    lat.decode_factor = 1.4
+    assert hopeless_reason(req, now, lat, 256) is None   # before the fix: "TPOT: 99 gaps would average ..."
+    lat.decode_factor = 1.0
+    assert hopeless_reason(req, now + 50 * step * 0.25, lat, 256) is not None   # too late even at the profile's pace
+    # An online factor below 1 (the device is faster than profiled) is taken as it is.
+    lat.decode_factor = 0.7
+    assert hopeless_reason(req, now + 50 * step * 0.25, lat, 256) is None
+
+
 def test_off_serves_the_lost_stream_best_effort(paper):
     sched, stream, fresh, out, _ = _stalled_stream(paper, "off", 6.0)
     assert "stream" in sched.selection.mask.rows and not stream.status.is_finished

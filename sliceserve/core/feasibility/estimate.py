@@ -46,18 +46,19 @@ def idle_infeasibility(sched: Scheduler, req: Request) -> str | None:
     """Why `req`'s SLO can't be met on an idle device, or None."""
     lat, slo = sched.latency, req.slo
     chunk = sched.config.max_num_batched_tokens
+    decode_idle, prefill_idle = lat.alone_scales()   # an idle device: not the online factors' load
     if slo.ttft_s is not None:
-        prefill = prefill_left_time(lat, [req], chunk)
+        prefill = prefill_left_time(lat, [req], chunk) * prefill_idle
         if prefill > slo.ttft_s:
             return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
                     f"takes ~{prefill * 1e3:.1f} ms > ttft {slo.ttft_s * 1e3:g} ms")
     if slo.e2e_s is not None:
-        prefill = prefill_left_time(lat, [req], chunk)
+        prefill = prefill_left_time(lat, [req], chunk) * prefill_idle
         if prefill > slo.e2e_s:     # the first token alone comes after the whole prefill
             return (f"SLO cannot be met even on an idle device: prefilling {req.num_prompt_tokens} prompt tokens "
                     f"takes ~{prefill * 1e3:.1f} ms > e2e {slo.e2e_s * 1e3:g} ms")
     if slo.tpot_s is not None:
-        step = lat.decode_time(1, req.num_prompt_tokens)
+        step = lat.decode_time(1, req.num_prompt_tokens) * decode_idle
         if step > slo.tpot_s:
             return (f"SLO cannot be met even on an idle device: one decode step takes ~{step * 1e3:.1f} ms "
                     f"> tpot {slo.tpot_s * 1e3:g} ms")

@@ -60,11 +60,15 @@ def is_lost(c: Candidate) -> bool:
 
 def hopeless_reason(req: Request, now: float, latency: LatencyModel, chunk: int) -> str | None:
     """Why `req` cannot meet its SLO whatever it gets from `now` on, with the numbers; None if it still can.
-    Optimistic on purpose (a refusal must be sure): it runs alone from now on, each decode step at the
-    calibrated l(1) of its context now (the cheapest it will ever take), a prompt not yet run in chunks of
-    `chunk` tokens (max_num_batched_tokens) with no queue ahead, and a stream that may stop at any token (not
-    `ignore_eos`, or with stops) is given the more favourable of stopping after one more token and running
-    to max_tokens (its SLO is judged on the tokens it produces; both verdicts are linear in that count)."""
+    Optimistic on purpose (a refusal must be sure): it runs alone from now on, each decode step at l(1) of its
+    context now (the cheapest it will ever take), a prompt not yet run in chunks of `chunk` tokens
+    (max_num_batched_tokens) with no queue ahead, and a stream that may stop at any token (not `ignore_eos`, or
+    with stops) is given the more favourable of stopping after one more token and running to max_tokens (its
+    SLO is judged on the tokens it produces; both verdicts are linear in that count). "Alone" is the device as
+    profiled idle: an online factor above 1 is what iterations cost under the load of the moment, not what the
+    stream would get with the device to itself (`LatencyModel.alone_scales`; priced at the loaded l(1), 26 of
+    the 36 streams live run 25 refused as hopeless, most missing their mean TPOT by 1-5 %, met it in a
+    replay)."""
     slo = req.slo
     if ttft_lost(req, now):
         if req.token_times_s:
@@ -76,7 +80,8 @@ def hopeless_reason(req: Request, now: float, latency: LatencyModel, chunk: int)
     params = req.sampling_params
     fixed = params.ignore_eos and not params.stop_token_ids and not params.stop
     counts = (remaining,) if fixed else sorted({1, remaining})
-    step_s = latency.decode_time(1, req.num_tokens)
+    decode_alone, prefill_alone = latency.alone_scales()
+    step_s = latency.decode_time(1, req.num_tokens) * decode_alone
     started = bool(req.output_token_ids)
     if slo.tpot_s is not None and started and req.max_tokens > 1:
         t0, n_out = req.token_times_s[0], len(req.output_token_ids)
@@ -93,7 +98,7 @@ def hopeless_reason(req: Request, now: float, latency: LatencyModel, chunk: int)
         k = counts[0]   # fewer tokens finish sooner
         need_s = (k if started else k - 1) * step_s
         if not started:
-            need_s += _prefill_left_s(req, latency, chunk)
+            need_s += _prefill_left_s(req, latency, chunk) * prefill_alone
         left_s = req.arrival_s + slo.e2e_s - now
         if need_s > left_s + FLOAT_SLACK_S:
             return (f"e2e: {k} more token{'s' if k > 1 else ''} need {need_s * 1e3:.0f} ms even alone, "
