@@ -328,7 +328,8 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
         phases.append(summarize_phase(CONTENTION, reqs, poller.between(t0, end)))
         print(_row(phases[-1]), flush=True)
         windows = contention_windows(poller, t0, on, off, end)
-        settle = settle_lines(poller.records, [("competitor started", on), ("competitor stopped", off)], end)
+        changes = [("competitor started", on), ("competitor stopped", off)]
+        settle = settle_lines(poller.records, changes, end)
         final = server.status()["latency_model"]
         final["threads"] = thread_cpu_line(server.proc.pid, time.monotonic() - t_first)
         final["settle"] = settle
@@ -341,7 +342,10 @@ def run_a(profile: LatencyModel, loads: list[float], rate1: float, args) -> tupl
     if args.records:
         Path(args.records).write_text(json.dumps({"t0": t_first, "records": poller.records,
                                                   "drift": final.get("drift"), "start_model": start_model,
-                                                  "end_model": final.get("coefficients")}) + "\n")
+                                                  "end_model": final.get("coefficients"),
+                                                  # the contention phase's changes, on the records' clock: the
+                                                  # settle time can be recomputed from this file (`settle_lines`)
+                                                  "changes": changes, "contention_end": end}) + "\n")
     return phases, windows, final, reqs_by_phase
 
 
