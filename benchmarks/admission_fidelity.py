@@ -16,9 +16,10 @@ is the live benchmark's (benchmarks/live_fidelity.py) with the device simulated:
 Printed per load (all seeds pooled): predicted / simulated TTFT of admitted requests (median, p10, p90),
 refusals by who refused (the live benchmark's `refusal_kind`: admission's 429 at the door, the policy once the
 TTFT passed or once it counts the SLO lost, the controller's shedding), false refusals (met in the best_effort
-replay, the issue's definition), those met in every one of `--replays` best_effort replays (the others with 2%
-iteration noise), and the replays' own disagreement: of the requests that missed in the first replay, the
-share that met in the second. That share is the floor of the first count: a refusal of exactly the requests
+replay, the issue's definition), those met in the last replay (run on its own `--jitter` noise, 2 % by default:
+with `--noise` and `--jitter` at the live device's level it parts from the `reject` run as a live replay does),
+those met in every one of `--replays` best_effort replays, and the replays' own disagreement: of the requests
+that missed in the first replay, the share that met in the second. That share is the floor of the first count: a refusal of exactly the requests
 that miss in one replay would score it against another. Then attainment and real-time attainment.
 
     nice -n 19 python benchmarks/admission_fidelity.py --seeds 1,2,3 --duration-s 300 [--policy P] [--set KEY=VALUE ...]
@@ -85,8 +86,8 @@ def run_once(profile: LatencyModel, rate: float, duration_s: float, seed: int, o
 
 def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]) -> dict:
     """`runs`: per seed, the reject run and its best_effort replays (the first as given, the others with
-    `JITTER` iteration noise)."""
-    ratios, refusals, false, robust, other, kinds, false_kinds, other_kinds = [], 0, 0, 0, 0, {}, {}, {}
+    `--jitter` iteration noise, each on its own noise seed)."""
+    ratios, refusals, false, robust, diverged, kinds, false_kinds, diverged_kinds = [], 0, 0, 0, 0, {}, {}, {}
     met, rt, missed_b, flipped = [], [], 0, 0
     for rejected_run, replays in runs:
         met_b = [{r.req_id: request_metrics(r).met for r in replay} for replay in replays]
@@ -103,15 +104,16 @@ def summarize(load: float, runs: list[tuple[list[Request], list[list[Request]]]]
                 kinds[kind] = kinds.get(kind, 0) + 1
                 false += met_b[0][r.req_id]
                 robust += all(mb[r.req_id] for mb in met_b)
-                other += met_b[-1][r.req_id]
-                other_kinds[kind] = other_kinds.get(kind, 0) + met_b[-1][r.req_id]
+                diverged += met_b[-1][r.req_id]
+                diverged_kinds[kind] = diverged_kinds.get(kind, 0) + met_b[-1][r.req_id]
                 false_kinds[kind] = false_kinds.get(kind, 0) + met_b[0][r.req_id]
         if len(met_b) > 1:   # the replays' own disagreement: missed in the first, met in the second
             missed, met_again = replay_flips(met_b[0], met_b[1])
             missed_b, flipped = missed_b + missed, flipped + met_again
     q = np.quantile(ratios, [0.1, 0.5, 0.9]) if ratios else [float("nan")] * 3
     return {"load": load, "n": len(met), "ratio": q, "n_ratios": len(ratios), "refusals": refusals,
-            "kinds": kinds, "false_kinds": false_kinds, "other_kinds": other_kinds, "false": false, "robust": robust, "other": other,
+            "kinds": kinds, "false_kinds": false_kinds, "diverged_kinds": diverged_kinds, "false": false,
+            "robust": robust, "diverged": diverged,   # diverged: met in the last replay, run on its own noise
             "attainment": statistics.mean(met),
             "realtime": statistics.mean(rt) if rt else float("nan"), "floor": flipped / missed_b if missed_b else None,
             "attainment_b": statistics.mean(request_metrics(r).met for _, b in runs for r in b[0])}
@@ -124,11 +126,11 @@ def _share(n: int, d: int) -> str:
 def row(s: dict) -> str:
     p10, p50, p90 = s["ratio"]
     # who refused: how many, and how many of those met their SLO in the (first) best_effort replay
-    kinds = ", ".join(f"{k} {v} ({s['false_kinds'].get(k, 0)} false; {s['other_kinds'].get(k, 0)} in the last)"
+    kinds = ", ".join(f"{k} {v} ({s['false_kinds'].get(k, 0)} false; {s['diverged_kinds'].get(k, 0)} in the last)"
                       for k, v in sorted(s["kinds"].items())) or "-"
     floor = f"{s['floor']:.1%}" if s["floor"] is not None else "-"
     return (f"| {s['load']:g}x | {s['n']} | {p50:.2f} | {p10:.2f} / {p90:.2f} | {s['n_ratios']} | {s['refusals']} "
-            f"({kinds}) | {_share(s['false'], s['refusals'])} | {_share(s['other'], s['refusals'])} | "
+            f"({kinds}) | {_share(s['false'], s['refusals'])} | {_share(s['diverged'], s['refusals'])} | "
             f"{_share(s['robust'], s['refusals'])} | {floor} | "
             f"{s['attainment']:.3f} | {s['attainment_b']:.3f} | {s['realtime']:.3f} |")
 
@@ -154,7 +156,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a SchedulerConfig field on top of the server's defaults, as `simulate --set`; repeatable")
     ap.add_argument("--replays", type=int, default=3,
-                    help=f"best_effort replays per run: the first with --noise, the others with --jitter (default 3)")
+                    help="best_effort replays per run: the first with --noise, the others with --jitter (default 3)")
     ap.add_argument("--jitter", type=float, default=JITTER,
                     help=f"lognormal sigma of the replays after the first, each with its own noise seed (default {JITTER:g}); "
                          "with --noise at the live device's level, the last replay diverges from the reject run as a "

@@ -11,35 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
-from sliceserve.core.latency import LatencyModel
-from sliceserve.core.latency_shapes import prefill_shape
+from sliceserve.core.latency import LatencyModel, prefill_left_time
 from sliceserve.core.feasibility.paced import PacedRow, paced_first_token, paced_load
 from sliceserve.core.policies.interface import Policy
 from sliceserve.core.scheduler import Scheduler
 from sliceserve.request import Request, RequestStatus
-
-
-def prefill_left_time(lat: LatencyModel, reqs: Iterable[Request], chunk: int) -> float:
-    """Seconds to prefill what is left of each request's prompt as the engine runs it: packed in order into
-    iterations of at most `chunk` tokens (max_num_batched_tokens), each iteration priced as the model prices
-    one (`prefill_shape`: its tokens, and each piece's attention over its own prompt's cached prefix). Not p of
-    the summed tokens: that charges one iteration's super-linear cost to a queue the engine runs in chunks
-    (1.5x the chunks' sum for 2000 queued tokens on the CPU profile) and attention between different prompts,
-    which no chunk computes (~4.5 s for 3000 queued tokens once the model prices attention)."""
-    total, pieces, room = 0.0, [], chunk
-    for r in reqs:
-        done = r.num_computed_tokens
-        end = done + r.num_uncomputed_tokens
-        while done < end:
-            n = min(room, end - done)
-            pieces.append((n, done))
-            done, room = done + n, room - n
-            if room == 0:
-                total += lat.prefill_time(*prefill_shape(pieces))
-                pieces, room = [], chunk
-    return total + (lat.prefill_time(*prefill_shape(pieces)) if pieces else 0.0)
 
 
 def idle_infeasibility(sched: Scheduler, req: Request) -> str | None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-from sliceserve.core.latency import LatencyModel
+from sliceserve.core.latency import LatencyModel, prefill_left_time
 from sliceserve.core.slice.candidates import ttft_lost
 from sliceserve.core.slice.selection import Candidate
 from sliceserve.request import Request
@@ -98,24 +98,12 @@ def hopeless_reason(req: Request, now: float, latency: LatencyModel, chunk: int)
         k = counts[0]   # fewer tokens finish sooner
         need_s = (k if started else k - 1) * step_s
         if not started:
-            need_s += _prefill_left_s(req, latency, chunk) * prefill_alone
+            need_s += prefill_left_time(latency, [req], chunk) * prefill_alone
         left_s = req.arrival_s + slo.e2e_s - now
         if need_s > left_s + FLOAT_SLACK_S:
             return (f"e2e: {k} more token{'s' if k > 1 else ''} need {need_s * 1e3:.0f} ms even alone, "
                     f"{max(left_s, 0.0) * 1e3:.0f} ms left of {slo.e2e_s:g} s")
     return None
-
-
-def _prefill_left_s(req: Request, latency: LatencyModel, chunk: int) -> float:
-    """What is left of `req`'s prompt (and recomputed output), run in chunks of `chunk` tokens after what it has
-    cached, each chunk priced as the model prices one iteration (core.feasibility's `prefill_left_time` does
-    this for a queue; core/slice cannot import it without an import circle through core.policies)."""
-    total, done, end = 0.0, req.num_computed_tokens, req.num_tokens
-    while done < end:
-        n = min(chunk, end - done)
-        total += latency.prefill_time(n, done)
-        done += n
-    return total
 
 
 def split_lost(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
