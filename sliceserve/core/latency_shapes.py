@@ -37,4 +37,3 @@ def attended_length(ctx: float, buckets: list[int] | None, ctx_max: float | None
             if b >= longest + 1.0:
                 return float(b)
     return ctx
-
